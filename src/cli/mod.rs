@@ -1,0 +1,68 @@
+//! The `gambiarra` command: one file per subcommand. `main.rs` parses the command line with
+//! [`Cli`] and calls [`run`].
+
+pub mod serve;
+
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+/// Gambiarra: pool the local LLMs on your network behind one OpenAI-compatible URL.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "Run a hub:\n  $ gambiarra serve --port 3000",
+    note = "Every command takes --help."
+)]
+pub struct Cli {
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    pub version: bool,
+    #[argh(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Serve(serve::ServeArgs),
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    if cli.version {
+        println!("gambiarra {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    match cli.command {
+        Some(Command::Serve(args)) => serve::run(args),
+        None => {
+            eprintln!("gambiarra: no command given; try `gambiarra --help`");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Log to stderr at `level` (overridden by `RUST_LOG=error|warn|info|debug|trace`).
+pub fn init_logging(level: tracing::Level) {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<tracing::Level>().ok())
+        .unwrap_or(level);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A multi-threaded tokio runtime, or an explanation of why there is none.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("gambiarra: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}

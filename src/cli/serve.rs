@@ -1,0 +1,141 @@
+//! `gambiarra serve`: run a hub until SIGINT/SIGTERM, then shut down gracefully.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::http::server;
+use crate::hub::{self, Hub, HubConfig};
+use crate::types::{HEALTH_CHECK_INTERVAL_MS, PARTICIPANT_TIMEOUT_MS};
+
+/// Run a hub: the rooms API, the event streams and the OpenAI-compatible proxy.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "serve",
+    example = "Serve on every interface, port 3000:\n  $ gambiarra serve\nOnly on this machine, port 8080, quietly:\n  $ gambiarra serve --host 127.0.0.1 --port 8080 --quiet"
+)]
+pub struct ServeArgs {
+    /// address to listen on (default 0.0.0.0; use :: for IPv6)
+    #[argh(option, default = "String::from(\"0.0.0.0\")")]
+    pub host: String,
+    /// port to listen on (default 3000; 0 picks a free one)
+    #[argh(option, short = 'p', default = "3000")]
+    pub port: u16,
+    /// print only warnings and errors
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+    /// log every request
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
+    /// most connections served at once; more get 503 (default 10000)
+    #[argh(option, default = "server::DEFAULT_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// expected interval of participants' health checks in ms (default 10000)
+    #[argh(option, default = "HEALTH_CHECK_INTERVAL_MS")]
+    pub health_interval_ms: u64,
+    /// silence in ms after which a participant is offline (default 30000)
+    #[argh(option, default = "PARTICIPANT_TIMEOUT_MS")]
+    pub participant_timeout_ms: u64,
+    /// most rooms on this hub (default 10000)
+    #[argh(option, default = "hub::DEFAULT_MAX_ROOMS")]
+    pub max_rooms: usize,
+    /// most participants in one room (default 1000)
+    #[argh(option, default = "hub::DEFAULT_MAX_PARTICIPANTS")]
+    pub max_participants: usize,
+    /// most event-stream subscribers on one room (default 1000)
+    #[argh(option, default = "hub::DEFAULT_MAX_SUBSCRIBERS")]
+    pub max_subscribers: usize,
+}
+
+impl ServeArgs {
+    fn config(&self) -> HubConfig {
+        let mut config = HubConfig::default();
+        config.server.max_connections = self.max_connections.max(1);
+        config.health_interval = Duration::from_millis(self.health_interval_ms.max(1));
+        config.participant_timeout = Duration::from_millis(self.participant_timeout_ms.max(1));
+        config.max_rooms = self.max_rooms;
+        config.max_participants_per_room = self.max_participants;
+        config.max_subscribers_per_room = self.max_subscribers;
+        config
+    }
+
+    fn addr(&self) -> Result<SocketAddr, String> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        (host, self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve --host {}: {e}", self.host))?
+            .next()
+            .ok_or_else(|| format!("--host {} resolves to no address", self.host))
+    }
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    super::init_logging(if args.quiet {
+        tracing::Level::WARN
+    } else if args.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    });
+    let addr = match args.addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("gambiarra serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let hub = match Hub::bind(addr, args.config()).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("gambiarra serve: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let bound = hub.local_addr();
+        if !args.quiet {
+            println!("Gambiarra hub listening on http://{bound}");
+            println!("  rooms:        http://{bound}/rooms");
+            println!("  OpenAI base:  http://{bound}/rooms/<CODE>/v1");
+        }
+        tracing::info!(%bound, "hub started");
+        let handle = hub.shutdown_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            handle.shutdown();
+        });
+        hub.wait().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGINT (Ctrl+C) or, on Unix, SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

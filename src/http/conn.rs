@@ -1,0 +1,554 @@
+//! One client connection: a read buffer, a write buffer and the keep-alive loop.
+//!
+//! Requests are parsed from the read buffer in order; responses to pipelined requests are
+//! gathered in the write buffer and flushed together before the connection waits on its socket
+//! again, so a burst of pipelined requests costs one write. A whole body is written with its
+//! head in one vectored write. A streamed body is pumped chunk by chunk while the client's side
+//! of the socket is watched, so a client that goes away ends the stream (and whatever feeds it)
+//! at once.
+
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep, sleep, timeout_at};
+
+use super::body::{BodyFraming, CRLF, ChunkHeader, ChunkedDecoder, LAST_CHUNK};
+use super::head::{HeadError, MAX_HEAD_BYTES, Method, RequestHead, parse_request};
+use super::response::{Body, BodyStream, Response, WireFraming, encode_head};
+use super::server::{Handler, Peer, Request, ServerConfig, shutdown_signalled};
+
+/// Whole bodies up to this size are copied into the write buffer beside their head (one small
+/// write); larger ones go out as their own slice of a vectored write.
+const COALESCE_BODY_MAX: usize = 16 * 1024;
+/// Pipelined responses are gathered up to this many bytes before being flushed.
+const WRITE_BATCH_MAX: usize = 64 * 1024;
+/// While a response streams, at most this many bytes of the client's next requests are read
+/// ahead; past it the socket is left unread until the stream ends.
+const STREAM_READ_AHEAD_MAX: usize = MAX_HEAD_BYTES;
+/// A connection working through a long pipelined burst yields to other tasks this often.
+const YIELD_EVERY: u64 = 32;
+
+enum ReadFail {
+    /// The head was refused: answer with its status, then close.
+    Head(HeadError),
+    /// The head (or body) did not arrive in time.
+    Timeout,
+    /// The body was larger than allowed.
+    TooLarge,
+    /// The body's chunked framing was broken.
+    BadBody(&'static str),
+    /// The peer went away or the socket failed: just close.
+    Gone,
+}
+
+pub(crate) struct Connection<S> {
+    io: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    config: Arc<ServerConfig>,
+    served: u64,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    pub(crate) fn new(io: S, config: Arc<ServerConfig>) -> Self {
+        Connection {
+            io,
+            rbuf: BytesMut::with_capacity(8 * 1024),
+            wbuf: BytesMut::with_capacity(8 * 1024),
+            config,
+            served: 0,
+        }
+    }
+
+    /// Serve requests until the client closes, a bound is hit, or the server shuts down.
+    pub(crate) async fn run<H: Handler>(
+        mut self,
+        handler: Arc<H>,
+        peer: Peer,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let head = match self.read_head(&mut shutdown).await {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(fail) => {
+                    self.fail(fail).await;
+                    break;
+                }
+            };
+            let limit = handler.body_limit(&head);
+            if let BodyFraming::Length(n) = head.framing
+                && n > limit as u64
+            {
+                self.fail(ReadFail::TooLarge).await;
+                break;
+            }
+            if head.expect_continue && head.framing != BodyFraming::Empty {
+                self.wbuf
+                    .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                if self.flush().await.is_err() {
+                    break;
+                }
+            }
+            let body = match self.read_body(head.framing, limit).await {
+                Ok(b) => b,
+                Err(fail) => {
+                    self.fail(fail).await;
+                    break;
+                }
+            };
+            self.served += 1;
+            if self.served.is_multiple_of(YIELD_EVERY) {
+                tokio::task::yield_now().await;
+            }
+            let is_head = head.method == Method::Head;
+            let http10 = head.minor_version == 0;
+            let wants_keep_alive = head.keep_alive;
+            let resp = handler.handle(Request { head, body }, &peer).await;
+            let keep_alive = wants_keep_alive && !resp.close && !*shutdown.borrow();
+            match self.write_response(resp, keep_alive, is_head, http10).await {
+                Ok(true) if keep_alive => {}
+                _ => break,
+            }
+        }
+        let _ = self.flush().await;
+        let _ = self.io.shutdown().await;
+    }
+
+    /// Answer a request that could not be read, with the connection to be closed after.
+    async fn fail(&mut self, fail: ReadFail) {
+        let resp = match fail {
+            ReadFail::Head(e) => Response::json_error(e.status(), e.message()),
+            ReadFail::Timeout => Response::json_error(408, "Request timeout"),
+            ReadFail::TooLarge => Response::json_error(413, "Request body too large"),
+            ReadFail::BadBody(m) => Response::json_error(400, m),
+            ReadFail::Gone => return,
+        };
+        let _ = self.write_response(resp, false, false, false).await;
+    }
+
+    fn write_deadline(&self) -> Instant {
+        Instant::now() + self.config.write_timeout
+    }
+
+    /// Write out everything in the write buffer.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let deadline = self.write_deadline();
+        let res = timeout_at(deadline, self.io.write_all(&self.wbuf)).await;
+        self.wbuf.clear();
+        match res {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Read and parse the next request head. `Ok(None)`: close quietly (EOF between requests,
+    /// idle timeout, shutdown while idle).
+    async fn read_head(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<RequestHead>, ReadFail> {
+        // The first request of a connection must start within the head timeout; later ones
+        // within the idle timeout. Once a head has started, it must finish within the head
+        // timeout of its first byte.
+        let mut deadline = None;
+        loop {
+            if !self.rbuf.is_empty() {
+                match parse_request(&self.rbuf) {
+                    Ok(Some(parts)) => {
+                        let raw = self.rbuf.split_to(parts.len).freeze();
+                        return Ok(Some(parts.freeze(raw)));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(ReadFail::Head(e)),
+                }
+                if deadline.is_none() {
+                    deadline = Some(Instant::now() + self.config.head_timeout);
+                }
+            }
+            if self.flush().await.is_err() {
+                return Err(ReadFail::Gone);
+            }
+            let idle = self.rbuf.is_empty();
+            let until = match deadline {
+                Some(d) => d,
+                None if self.served == 0 => Instant::now() + self.config.head_timeout,
+                None => Instant::now() + self.config.idle_timeout,
+            };
+            if idle && *shutdown.borrow() {
+                return Ok(None);
+            }
+            self.rbuf.reserve(4096);
+            let n = tokio::select! {
+                r = timeout_at(until, self.io.read_buf(&mut self.rbuf)) => match r {
+                    Ok(Ok(n)) => n,
+                    Ok(Err(_)) => return Err(ReadFail::Gone),
+                    Err(_) if idle => return Ok(None),
+                    Err(_) => return Err(ReadFail::Timeout),
+                },
+                _ = shutdown_signalled(shutdown), if idle => return Ok(None),
+            };
+            if n == 0 {
+                return if self.rbuf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadFail::Gone)
+                };
+            }
+        }
+    }
+
+    /// Read more body bytes; each read must arrive within the body timeout.
+    async fn read_more(&mut self) -> Result<(), ReadFail> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(16 * 1024);
+        }
+        let deadline = Instant::now() + self.config.body_timeout;
+        match timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Err(ReadFail::Gone),
+            Ok(Ok(_)) => Ok(()),
+            Err(_) => Err(ReadFail::Timeout),
+        }
+    }
+
+    async fn read_body(&mut self, framing: BodyFraming, limit: usize) -> Result<Bytes, ReadFail> {
+        match framing {
+            BodyFraming::Empty | BodyFraming::UntilClose => Ok(Bytes::new()),
+            BodyFraming::Length(n) => {
+                // `n <= limit` was checked by the caller, so this fits in memory.
+                let n = n as usize;
+                if self.rbuf.len() < n {
+                    self.rbuf.reserve(n - self.rbuf.len());
+                }
+                while self.rbuf.len() < n {
+                    self.read_more().await?;
+                }
+                Ok(self.rbuf.split_to(n).freeze())
+            }
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::new();
+                let mut body = BytesMut::new();
+                loop {
+                    let mut over = false;
+                    let progress = decoder
+                        .feed(&self.rbuf, |data| {
+                            if body.len() + data.len() > limit {
+                                over = true;
+                            } else {
+                                body.extend_from_slice(data);
+                            }
+                        })
+                        .map_err(|_| ReadFail::BadBody("Malformed chunked body"))?;
+                    if over {
+                        return Err(ReadFail::TooLarge);
+                    }
+                    self.rbuf.advance(progress.consumed);
+                    if progress.done {
+                        return Ok(body.freeze());
+                    }
+                    self.read_more().await?;
+                }
+            }
+        }
+    }
+
+    /// Write one response. Returns whether the connection can carry another request.
+    async fn write_response(
+        &mut self,
+        resp: Response,
+        keep_alive: bool,
+        is_head: bool,
+        http10: bool,
+    ) -> io::Result<bool> {
+        let extra = &self.config.default_headers;
+        match resp.body {
+            Body::Empty | Body::Full(_) => {
+                let body = match resp.body {
+                    Body::Full(b) => b,
+                    _ => Bytes::new(),
+                };
+                encode_head(
+                    &mut self.wbuf,
+                    resp.status,
+                    &resp.headers,
+                    extra,
+                    WireFraming::Length(body.len()),
+                    keep_alive,
+                );
+                let no_body = is_head || resp.status == 204 || resp.status == 304;
+                if no_body || body.is_empty() {
+                } else if body.len() <= COALESCE_BODY_MAX {
+                    self.wbuf.extend_from_slice(&body);
+                } else {
+                    self.write_vectored_all(&[&body]).await?;
+                    return Ok(true);
+                }
+                // Flushed before the connection next waits on its socket (see `read_head`), so
+                // pipelined responses leave together.
+                if !keep_alive || self.wbuf.len() >= WRITE_BATCH_MAX {
+                    self.flush().await?;
+                }
+                Ok(true)
+            }
+            Body::Stream(mut stream) => {
+                let framing = if http10 {
+                    WireFraming::Close
+                } else {
+                    WireFraming::Chunked
+                };
+                let keep_alive = keep_alive && framing == WireFraming::Chunked;
+                encode_head(
+                    &mut self.wbuf,
+                    resp.status,
+                    &resp.headers,
+                    extra,
+                    framing,
+                    keep_alive,
+                );
+                self.flush().await?;
+                if is_head {
+                    return Ok(keep_alive);
+                }
+                let end = self.pump(stream.as_mut(), framing).await;
+                drop(stream);
+                match end {
+                    PumpEnd::Finished if framing == WireFraming::Chunked => {
+                        self.wbuf.extend_from_slice(LAST_CHUNK);
+                        self.flush().await?;
+                        Ok(keep_alive)
+                    }
+                    _ => Ok(false),
+                }
+            }
+        }
+    }
+
+    /// Write the write buffer followed by `parts` with vectored writes.
+    async fn write_vectored_all(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let head = std::mem::take(&mut self.wbuf);
+        let mut segs: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        segs.push(&head);
+        segs.extend_from_slice(parts);
+        let deadline = self.write_deadline();
+        let res = timeout_at(deadline, write_all_vectored(&mut self.io, &segs)).await;
+        // Keep the allocation for the next response.
+        self.wbuf = head;
+        self.wbuf.clear();
+        res.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Stream a body to the client until it ends, the client goes away, the stream is
+    /// cancelled, or a write makes no progress for the write timeout.
+    async fn pump(&mut self, body: &mut dyn BodyStream, framing: WireFraming) -> PumpEnd {
+        let mut out = OutChunk::empty();
+        let mut stall: Pin<Box<Sleep>> = Box::pin(sleep(self.config.write_timeout));
+        let write_timeout = self.config.write_timeout;
+        let io = &mut self.io;
+        let rbuf = &mut self.rbuf;
+        poll_fn(|cx| {
+            loop {
+                // Watch the client: EOF means it has gone, and whatever feeds the stream must stop.
+                if rbuf.len() < STREAM_READ_AHEAD_MAX {
+                    let mut scratch = [0u8; 1024];
+                    let mut rb = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                            return Poll::Ready(PumpEnd::ClientGone);
+                        }
+                        Poll::Ready(Ok(())) => {
+                            rbuf.extend_from_slice(rb.filled());
+                            continue;
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(PumpEnd::ClientGone),
+                        Poll::Pending => {}
+                    }
+                }
+                if body.poll_cancelled(cx).is_ready() {
+                    return Poll::Ready(PumpEnd::Cancelled);
+                }
+                if !out.is_empty() {
+                    let mut slices = [IoSlice::new(&[]); 3];
+                    let n = out.slices(&mut slices);
+                    match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            return Poll::Ready(PumpEnd::ClientGone);
+                        }
+                        Poll::Ready(Ok(written)) => {
+                            out.advance(written);
+                            stall.as_mut().reset(Instant::now() + write_timeout);
+                            continue;
+                        }
+                        Poll::Pending => {
+                            if stall.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(PumpEnd::Stalled);
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                match body.poll_next(cx) {
+                    Poll::Ready(Some(data)) if data.is_empty() => continue,
+                    Poll::Ready(Some(data)) => {
+                        out = OutChunk::new(data, framing == WireFraming::Chunked);
+                        stall.as_mut().reset(Instant::now() + write_timeout);
+                    }
+                    Poll::Ready(None) => return Poll::Ready(PumpEnd::Finished),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PumpEnd {
+    Finished,
+    ClientGone,
+    Cancelled,
+    Stalled,
+}
+
+/// One chunk on its way out: size line, data, CRLF — written with vectored writes from a cursor.
+struct OutChunk {
+    header: ChunkHeader,
+    data: Bytes,
+    framed: bool,
+    /// Bytes of (header, data, trailer) already written.
+    pos: usize,
+}
+
+impl OutChunk {
+    fn empty() -> Self {
+        OutChunk {
+            header: ChunkHeader::new(0),
+            data: Bytes::new(),
+            framed: false,
+            pos: 0,
+        }
+    }
+
+    fn new(data: Bytes, framed: bool) -> Self {
+        OutChunk {
+            header: ChunkHeader::new(data.len()),
+            data,
+            framed,
+            pos: 0,
+        }
+    }
+
+    fn parts(&self) -> [&[u8]; 3] {
+        if self.framed {
+            [self.header.as_bytes(), &self.data, CRLF]
+        } else {
+            [&[], &self.data, &[]]
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pos >= self.total()
+    }
+
+    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; 3]) -> usize {
+        let mut skip = self.pos;
+        let mut n = 0;
+        for part in self.parts() {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            out[n] = IoSlice::new(&part[skip..]);
+            skip = 0;
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
+/// Write every byte of `parts`, using vectored writes.
+pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    let mut idx = 0;
+    let mut off = 0;
+    while idx < parts.len() {
+        if off >= parts[idx].len() {
+            idx += 1;
+            off = 0;
+            continue;
+        }
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() - idx);
+        slices.push(IoSlice::new(&parts[idx][off..]));
+        for p in &parts[idx + 1..] {
+            slices.push(IoSlice::new(p));
+        }
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && idx < parts.len() {
+            let left = parts[idx].len() - off;
+            if n >= left {
+                n -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_chunk_cursor() {
+        let mut c = OutChunk::new(Bytes::from_static(b"hello"), true);
+        assert_eq!(c.total(), 3 + 5 + 2);
+        {
+            let mut s = [IoSlice::new(&[]); 3];
+            assert_eq!(c.slices(&mut s), 3);
+        }
+        c.advance(4);
+        {
+            let mut s = [IoSlice::new(&[]); 3];
+            assert_eq!(c.slices(&mut s), 2);
+            assert_eq!(&*s[0], b"ello");
+        }
+        c.advance(6);
+        assert!(c.is_empty());
+        let c = OutChunk::new(Bytes::from_static(b"raw"), false);
+        assert_eq!(c.total(), 3);
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_everything() {
+        let mut out = Vec::new();
+        write_all_vectored(&mut out, &[b"ab", b"", b"cde"])
+            .await
+            .unwrap();
+        assert_eq!(out, b"abcde");
+    }
+}

@@ -1,0 +1,23 @@
+//! HTTP/1.1, hand-rolled on tokio, with no idea what a room is.
+//!
+//! - [`head`]: httparse request heads → borrowed views; size limits; framing rules.
+//! - [`body`]: body framing and the chunked decoder/encoder state machine.
+//! - [`response`]: status, headers, whole or streamed bodies; head encoding.
+//! - [`conn`]: one connection's keep-alive loop, pipelining, timeouts, streaming pump.
+//! - [`server`]: the listener, the accept loop, the connection limit, graceful drain.
+//! - [`sse`]: server-sent event encoding.
+//! - [`date`]: the cached `Date` header.
+
+pub mod body;
+mod conn;
+pub mod date;
+pub mod head;
+pub mod response;
+pub mod server;
+pub mod sse;
+pub mod url;
+
+pub use body::BodyFraming;
+pub use head::{Method, RequestHead};
+pub use response::{Body, BodyStream, Response};
+pub use server::{Handler, Peer, Request, ServerConfig};

@@ -1,0 +1,280 @@
+//! One handler per REST route: parse the body → change the state (which announces the change) →
+//! answer. Every field a client sends is checked against a bound before it is stored.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::HubInner;
+use super::error::{ApiError, msg};
+use super::events::SseStream;
+use crate::http::sse::encode_event;
+use crate::http::{Body, Request, Response, url};
+use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, ParticipantStatus, now_ms};
+
+/// Longest room name.
+pub const MAX_ROOM_NAME: usize = 128;
+/// Longest participant id.
+pub const MAX_PARTICIPANT_ID: usize = 128;
+/// Longest nickname.
+pub const MAX_NICKNAME: usize = 128;
+/// Longest model name.
+pub const MAX_MODEL: usize = 256;
+/// Longest free-text spec (GPU, CPU name).
+pub const MAX_SPEC_TEXT: usize = 256;
+/// Most stop sequences in a config, and the longest one.
+pub const MAX_STOP_SEQUENCES: usize = 16;
+pub const MAX_STOP_LEN: usize = 256;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Parse a JSON body; an empty body reads as `{}` so the route's own "… is required" message
+/// is what the client sees.
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let body = if body.trim_ascii().is_empty() {
+        &b"{}"[..]
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "Invalid request body",
+            _ => "Invalid JSON",
+        };
+        ApiError::bad_request(format!("{what}: {e}"))
+    })
+}
+
+fn json(status: u16, value: &serde_json::Value) -> Response {
+    // Serialising a `Value` cannot fail.
+    Response::json(
+        status,
+        Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+    )
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.chars().count() > max {
+        return Err(ApiError::bad_request(format!(
+            "{field} is too long (at most {max} characters)"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn health() -> Response {
+    json(200, &json!({ "status": "ok", "timestamp": now_ms() }))
+}
+
+#[derive(Deserialize)]
+struct CreateRoomBody {
+    name: Option<String>,
+    password: Option<String>,
+}
+
+pub fn create_room(hub: &HubInner, req: &Request) -> Result<Response> {
+    let body: CreateRoomBody = parse_json(&req.body)?;
+    let name = body
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or(ApiError::bad_request(msg::NAME_REQUIRED))?;
+    check_len("name", &name, MAX_ROOM_NAME)?;
+    if body.password.is_some() {
+        // Refuse rather than create an unprotected room the creator believes is protected.
+        return Err(ApiError::new(
+            501,
+            "Password-protected rooms are not supported by this hub yet",
+        ));
+    }
+    let room = hub.state.create_room(name)?;
+    tracing::info!(code = %room.info.code, name = %room.info.name, "room created");
+    Ok(json(
+        201,
+        &json!({ "room": room.info, "hostId": room.info.host_id }),
+    ))
+}
+
+pub fn list_rooms(hub: &HubInner) -> Response {
+    json(200, &json!({ "rooms": hub.state.list_rooms() }))
+}
+
+#[derive(Deserialize)]
+struct JoinBody {
+    id: Option<String>,
+    nickname: Option<String>,
+    model: Option<String>,
+    endpoint: Option<String>,
+    specs: Option<MachineSpecs>,
+    config: Option<GenerationConfig>,
+    #[allow(dead_code)]
+    password: Option<String>,
+}
+
+fn validate_specs(specs: &MachineSpecs) -> Result<()> {
+    for (name, v) in [("specs.gpu", &specs.gpu), ("specs.cpu", &specs.cpu)] {
+        if let Some(v) = v {
+            check_len(name, v, MAX_SPEC_TEXT)?;
+        }
+    }
+    for (name, v) in [("specs.vram", &specs.vram), ("specs.ram", &specs.ram)] {
+        if v.as_ref().and_then(|n| n.as_f64()).is_some_and(|x| x < 0.0) {
+            return Err(ApiError::bad_request(format!(
+                "{name} must not be negative"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_config(config: &GenerationConfig) -> Result<()> {
+    config.validate().map_err(ApiError::bad_request)?;
+    if let Some(stop) = &config.stop {
+        if stop.len() > MAX_STOP_SEQUENCES {
+            return Err(ApiError::bad_request(format!(
+                "config.stop has more than {MAX_STOP_SEQUENCES} sequences"
+            )));
+        }
+        if stop.iter().any(|s| s.chars().count() > MAX_STOP_LEN) {
+            return Err(ApiError::bad_request(format!(
+                "config.stop sequences are at most {MAX_STOP_LEN} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn join(hub: &HubInner, code: &str, req: &Request) -> Result<Response> {
+    let room = hub.state.room(code)?;
+    let body: JoinBody = parse_json(&req.body)?;
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let (Some(id), Some(nickname), Some(model), Some(endpoint)) = (
+        nonempty(body.id),
+        nonempty(body.nickname),
+        nonempty(body.model),
+        nonempty(body.endpoint),
+    ) else {
+        return Err(ApiError::bad_request(msg::MISSING_JOIN_FIELDS));
+    };
+    check_len("id", &id, MAX_PARTICIPANT_ID)?;
+    check_len("nickname", &nickname, MAX_NICKNAME)?;
+    check_len("model", &model, MAX_MODEL)?;
+    url::parse(&endpoint)
+        .map_err(|e| ApiError::bad_request(format!("endpoint must be an http(s) URL: {e}")))?;
+    let specs = body.specs.unwrap_or_default();
+    validate_specs(&specs)?;
+    let config = body.config.unwrap_or_default();
+    validate_config(&config)?;
+    let participant = hub.state.join(
+        &room,
+        ParticipantInfo {
+            id,
+            nickname,
+            model,
+            endpoint,
+            config,
+            specs,
+            status: ParticipantStatus::Online,
+            joined_at: 0,
+            last_seen: 0,
+        },
+    )?;
+    tracing::info!(room = %room.info.code, id = %participant.id, model = %participant.model, "participant joined");
+    Ok(json(
+        201,
+        &json!({ "participant": participant, "roomId": room.info.id }),
+    ))
+}
+
+pub fn leave(hub: &HubInner, code: &str, id: &str) -> Result<Response> {
+    let room = hub.state.room(code)?;
+    hub.state.leave(&room, id)?;
+    tracing::info!(room = %room.info.code, id, "participant left");
+    Ok(json(200, &json!({ "success": true })))
+}
+
+#[derive(Deserialize)]
+struct HealthBody {
+    id: Option<String>,
+}
+
+pub fn health_check(hub: &HubInner, code: &str, req: &Request) -> Result<Response> {
+    let room = hub.state.room(code)?;
+    let body: HealthBody = parse_json(&req.body)?;
+    let id = body
+        .id
+        .filter(|s| !s.is_empty())
+        .ok_or(ApiError::bad_request(msg::PARTICIPANT_ID_REQUIRED))?;
+    hub.state.health(&room, &id)?;
+    Ok(json(200, &json!({ "success": true })))
+}
+
+pub fn participants(hub: &HubInner, code: &str) -> Result<Response> {
+    let room = hub.state.room(code)?;
+    Ok(json(200, &json!({ "participants": room.participants() })))
+}
+
+/// `GET /rooms/:code/v1/models`: participants that can take a request, as OpenAI models.
+pub fn models(hub: &HubInner, code: &str) -> Result<Response> {
+    let room = hub.state.room(code)?;
+    let data: Vec<_> = room
+        .participants()
+        .into_iter()
+        .filter(|p| p.status != ParticipantStatus::Offline)
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "object": "model",
+                "created": p.joined_at / 1000,
+                "owned_by": p.nickname,
+                "gambiarra": { "nickname": p.nickname, "model": p.model, "endpoint": p.endpoint },
+            })
+        })
+        .collect();
+    Ok(json(200, &json!({ "object": "list", "data": data })))
+}
+
+/// The `Last-Event-ID` a reconnecting client sent (header, or `lastEventId` in the query for
+/// EventSource polyfills). An id that is not a number reads as 0: unknown, so it gets `resync`.
+fn last_event_id(req: &Request) -> Option<u64> {
+    let from_query = || {
+        req.head.query()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "lastEventId").then_some(v)
+        })
+    };
+    let raw = req
+        .head
+        .header_str("last-event-id")
+        .or_else(from_query)?
+        .trim();
+    Some(raw.parse().unwrap_or(0))
+}
+
+/// `GET /rooms/:code/events`: the SSE stream.
+pub fn events(hub: &std::sync::Arc<HubInner>, code: &str, req: &Request) -> Result<Response> {
+    let room = hub.state.room(code)?;
+    let sub = hub.state.subscribe(&room, last_event_id(req))?;
+    let client_id = super::ids::uuid_v4();
+    let connected = encode_event(
+        None,
+        "connected",
+        json!({ "clientId": client_id }).to_string().as_bytes(),
+    );
+    let key = sub.key;
+    let unsubscribe = {
+        let room = room.clone();
+        move || room.lock().events.unsubscribe(key)
+    };
+    let stream = SseStream::new(connected, sub, hub.config.sse_keepalive, unsubscribe);
+    Ok(Response::new(200)
+        .header("Content-Type", Bytes::from_static(b"text/event-stream"))
+        .header("Cache-Control", Bytes::from_static(b"no-cache"))
+        .header("X-Accel-Buffering", Bytes::from_static(b"no"))
+        .body(Body::Stream(Box::new(stream))))
+}

@@ -1,0 +1,305 @@
+//! Per-room event broadcast with replay.
+//!
+//! An event is encoded once (`id:`/`event:`/`data:` lines) into a `Bytes`, kept in a bounded
+//! ring for replay, and the same `Bytes` is handed to every subscriber's bounded queue. A
+//! subscriber whose queue is full has fallen too far behind: it is evicted (its stream is cut at
+//! once, even mid-write) instead of being buffered without limit or slowing the others.
+//!
+//! Event ids increase by one per room and start at the room's creation time in milliseconds ×
+//! 1000, so an id from before a hub restart is recognisable. A reconnect with `Last-Event-ID`
+//! gets every event it missed from the ring, or — if the ring no longer reaches back that far, or
+//! the id is not from this room's history — a `resync` event first, telling it to refetch state.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Interval, MissedTickBehavior, interval_at};
+
+use crate::http::BodyStream;
+use crate::http::sse::{KEEP_ALIVE, encode_event};
+
+/// Default number of events a room keeps for replay.
+pub const EVENT_RING: usize = 256;
+/// Default number of events a subscriber may have queued before it is evicted.
+pub const SUBSCRIBER_QUEUE: usize = 256;
+/// Interval of the `: keep-alive` comment on every stream.
+pub const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+
+struct Subscriber {
+    key: u64,
+    tx: mpsc::Sender<Bytes>,
+    kill: Option<oneshot::Sender<()>>,
+}
+
+/// One room's event history and subscribers. Lives under the room's lock; nothing here blocks.
+pub struct EventLog {
+    /// The id of the first event this log assigned.
+    base: u64,
+    next_id: u64,
+    ring: VecDeque<(u64, Bytes)>,
+    ring_cap: usize,
+    /// The highest id that has fallen out of the ring (`base - 1` while none has).
+    evicted_upto: u64,
+    subs: Vec<Subscriber>,
+    next_key: u64,
+    /// Subscribers evicted for falling behind, over the log's life.
+    pub evictions: u64,
+}
+
+/// What a new subscriber gets.
+pub struct Subscription {
+    pub key: u64,
+    pub rx: mpsc::Receiver<Bytes>,
+    pub kill: oneshot::Receiver<()>,
+    /// Events to send before anything live (replay, possibly preceded by `resync`).
+    pub backlog: Vec<Bytes>,
+}
+
+impl EventLog {
+    pub fn new(base: u64, ring_cap: usize) -> Self {
+        let base = base.max(1);
+        EventLog {
+            base,
+            next_id: base,
+            ring: VecDeque::with_capacity(ring_cap.min(64)),
+            ring_cap: ring_cap.max(1),
+            evicted_upto: base - 1,
+            subs: Vec::new(),
+            next_key: 0,
+            evictions: 0,
+        }
+    }
+
+    /// Encode and broadcast an event; returns its id.
+    pub fn publish(&mut self, event: &str, data: &[u8]) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let bytes = encode_event(Some(id), event, data);
+        if self.ring.len() == self.ring_cap
+            && let Some((old, _)) = self.ring.pop_front()
+        {
+            self.evicted_upto = old;
+        }
+        self.ring.push_back((id, bytes.clone()));
+        let mut evicted = 0;
+        self.subs
+            .retain_mut(|s| match s.tx.try_send(bytes.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if let Some(kill) = s.kill.take() {
+                        let _ = kill.send(());
+                    }
+                    evicted += 1;
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        self.evictions += evicted;
+        id
+    }
+
+    /// Register a subscriber. `last_id` is the client's `Last-Event-ID`, if it sent one.
+    pub fn subscribe(&mut self, last_id: Option<u64>, queue: usize) -> Subscription {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let (kill_tx, kill) = oneshot::channel();
+        let key = self.next_key;
+        self.next_key += 1;
+        self.subs.push(Subscriber {
+            key,
+            tx,
+            kill: Some(kill_tx),
+        });
+        let mut backlog = Vec::new();
+        if let Some(last) = last_id {
+            let newest = self.next_id - 1;
+            let complete = last >= self.evicted_upto && last <= newest;
+            if !complete {
+                let reason = if last > newest || last < self.base {
+                    "unknown-event-id"
+                } else {
+                    "history-truncated"
+                };
+                let data = format!(r#"{{"reason":"{reason}"}}"#);
+                backlog.push(encode_event(None, "resync", data.as_bytes()));
+            }
+            if last <= newest {
+                backlog.extend(
+                    self.ring
+                        .iter()
+                        .filter(|(id, _)| *id > last)
+                        .map(|(_, b)| b.clone()),
+                );
+            }
+        }
+        Subscription {
+            key,
+            rx,
+            kill,
+            backlog,
+        }
+    }
+
+    pub fn unsubscribe(&mut self, key: u64) {
+        self.subs.retain(|s| s.key != key);
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// End every subscriber's stream after what it has queued (shutdown, room removed).
+    pub fn close_all(&mut self) {
+        self.subs.clear();
+    }
+
+    /// The id the next event will get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+}
+
+/// A subscriber's stream: the `connected` event, the backlog, then live events and keep-alive
+/// comments. Dropping it unsubscribes (through `on_drop`).
+pub struct SseStream {
+    backlog: VecDeque<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+    kill: oneshot::Receiver<()>,
+    kill_done: bool,
+    keepalive: Interval,
+    on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl SseStream {
+    pub fn new(
+        first: Bytes,
+        sub: Subscription,
+        keepalive: Duration,
+        on_drop: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        let mut backlog = VecDeque::with_capacity(sub.backlog.len() + 1);
+        backlog.push_back(first);
+        backlog.extend(sub.backlog);
+        let period = keepalive.max(Duration::from_millis(10));
+        let mut keepalive = interval_at(tokio::time::Instant::now() + period, period);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        SseStream {
+            backlog,
+            rx: sub.rx,
+            kill: sub.kill,
+            kill_done: false,
+            keepalive,
+            on_drop: Some(Box::new(on_drop)),
+        }
+    }
+}
+
+impl BodyStream for SseStream {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(b) = self.backlog.pop_front() {
+            return Poll::Ready(Some(b));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(item) => return Poll::Ready(item),
+            Poll::Pending => {}
+        }
+        match self.keepalive.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.kill_done {
+            return Poll::Pending;
+        }
+        match Pin::new(&mut self.kill).poll(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            // The sender went away without a word: the stream ends normally through `rx`.
+            Poll::Ready(Err(_)) => {
+                self.kill_done = true;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(backlog: &[Bytes]) -> Vec<String> {
+        backlog
+            .iter()
+            .map(|b| {
+                let s = std::str::from_utf8(b).unwrap();
+                s.lines().next().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replay_from_last_id() {
+        let mut log = EventLog::new(1000, 4);
+        for i in 0..3 {
+            log.publish("e", format!("{i}").as_bytes());
+        }
+        let sub = log.subscribe(Some(1000), 8);
+        assert_eq!(ids(&sub.backlog), ["id: 1001", "id: 1002"]);
+        let sub = log.subscribe(Some(1002), 8);
+        assert!(sub.backlog.is_empty());
+        // Base minus one means "before the first event": everything is replayed.
+        let sub = log.subscribe(Some(999), 8);
+        assert_eq!(sub.backlog.len(), 3);
+    }
+
+    #[test]
+    fn resync_when_history_is_gone_or_foreign() {
+        let mut log = EventLog::new(1000, 2);
+        for _ in 0..5 {
+            log.publish("e", b"{}");
+        }
+        // Ring holds 1003, 1004; 1001 and 1002 are gone.
+        let sub = log.subscribe(Some(1000), 8);
+        assert_eq!(ids(&sub.backlog), ["event: resync", "id: 1003", "id: 1004"]);
+        let sub = log.subscribe(Some(1002), 8);
+        assert_eq!(ids(&sub.backlog), ["id: 1003", "id: 1004"]);
+        let sub = log.subscribe(Some(5_000), 8);
+        assert_eq!(ids(&sub.backlog), ["event: resync"]);
+        let sub = log.subscribe(Some(3), 8);
+        assert!(
+            std::str::from_utf8(&sub.backlog[0])
+                .unwrap()
+                .contains("unknown-event-id")
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_is_evicted_others_unaffected() {
+        let mut log = EventLog::new(1, 64);
+        let mut slow = log.subscribe(None, 2);
+        let mut fast = log.subscribe(None, 2);
+        for i in 0..5 {
+            log.publish("e", b"{}");
+            // The fast one keeps up.
+            let got = fast.rx.recv().await.unwrap();
+            assert!(got.starts_with(format!("id: {}", i + 1).as_bytes()));
+        }
+        assert_eq!(log.subscriber_count(), 1);
+        assert_eq!(log.evictions, 1);
+        assert!(slow.kill.try_recv().is_ok());
+    }
+}

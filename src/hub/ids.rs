@@ -1,0 +1,85 @@
+//! Random identifiers: room codes people can read out loud, room ids, UUID v4 client ids.
+
+/// Room-code alphabet: upper-case letters and digits without the look-alikes 0/O and 1/I.
+pub const CODE_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+/// Characters in a room code.
+pub const CODE_LEN: usize = 6;
+/// Characters in a room id (nanoid's URL-safe alphabet and default length).
+pub const ROOM_ID_LEN: usize = 21;
+const ID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // The OS random source failing is not something the hub can recover from or work around;
+    // fall back to time-derived bytes rather than abort (ids need uniqueness, not secrecy).
+    if getrandom::fill(&mut buf).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
+        }
+    }
+    buf
+}
+
+/// A fresh 6-character room code (the caller retries on a collision).
+pub fn room_code() -> String {
+    // 32 symbols: the low 5 bits of each byte are uniform.
+    random_bytes::<CODE_LEN>()
+        .iter()
+        .map(|b| CODE_ALPHABET[(b & 31) as usize] as char)
+        .collect()
+}
+
+/// A fresh room id.
+pub fn room_id() -> String {
+    random_bytes::<ROOM_ID_LEN>()
+        .iter()
+        .map(|b| ID_ALPHABET[(b & 63) as usize] as char)
+        .collect()
+}
+
+/// A random UUID v4 in its canonical text form.
+pub fn uuid_v4() -> String {
+    let mut b = random_bytes::<16>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push(char::from(b"0123456789abcdef"[(byte >> 4) as usize]));
+        s.push(char::from(b"0123456789abcdef"[(byte & 15) as usize]));
+    }
+    s
+}
+
+/// Normalise a room code from a URL: upper-case, and only if it could be a code at all.
+pub fn normalize_code(code: &str) -> Option<String> {
+    (code.len() == CODE_LEN && code.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| code.to_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let c = room_code();
+        assert_eq!(c.len(), 6);
+        assert!(c.bytes().all(|b| CODE_ALPHABET.contains(&b)));
+        assert!(!c.contains(['0', 'O', '1', 'I']));
+        assert_eq!(room_id().len(), ROOM_ID_LEN);
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(uuid_v4(), uuid_v4());
+        assert_eq!(normalize_code("abc234").as_deref(), Some("ABC234"));
+        assert_eq!(normalize_code("abc/34"), None);
+    }
+}

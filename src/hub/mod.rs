@@ -1,0 +1,268 @@
+//! The hub: rooms, participants, events and the OpenAI-compatible proxy, served over
+//! [`crate::http`].
+//!
+//! [`Hub`] is the embedding API: start it on an address or an existing listener, read its bound
+//! address, and shut it down gracefully (stop accepting, end event streams, let in-flight
+//! requests finish within the grace period).
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use gambiarra::hub::{Hub, HubConfig};
+//! let hub = Hub::bind("127.0.0.1:0".parse().unwrap(), HubConfig::default()).await?;
+//! println!("hub on http://{}", hub.local_addr());
+//! hub.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod router;
+pub mod state;
+pub mod sweeper;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::http::{self, Handler, Peer, Request, RequestHead, Response};
+use crate::types::{HEALTH_CHECK_INTERVAL_MS, PARTICIPANT_TIMEOUT_MS};
+use error::{ApiError, msg};
+use router::Route;
+use state::{Limits, State};
+
+/// Largest body on the control routes (rooms, join, health). Larger → 413.
+pub const CONTROL_BODY_LIMIT: usize = 64 * 1024;
+/// Largest body on the `/v1` routes (prompts with long contexts). Larger → 413.
+pub const V1_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// Default most rooms on one hub.
+pub const DEFAULT_MAX_ROOMS: usize = 10_000;
+/// Default most participants in one room.
+pub const DEFAULT_MAX_PARTICIPANTS: usize = 1_000;
+/// Default most event subscribers on one room.
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 1_000;
+
+/// Everything a hub can be told at start. `Default` gives the production values.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Bounds of the HTTP server (connections, timeouts, grace period).
+    pub server: http::ServerConfig,
+    /// How often participants are expected to check in (the sweeper runs at least this often).
+    pub health_interval: Duration,
+    /// Silence after which a participant is offline.
+    pub participant_timeout: Duration,
+    pub max_rooms: usize,
+    pub max_participants_per_room: usize,
+    pub max_subscribers_per_room: usize,
+    /// Events kept per room for `Last-Event-ID` replay.
+    pub event_ring: usize,
+    /// Events a subscriber may have queued before it is evicted.
+    pub subscriber_queue: usize,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keepalive: Duration,
+    pub control_body_limit: usize,
+    pub v1_body_limit: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            server: http::ServerConfig::default(),
+            health_interval: Duration::from_millis(HEALTH_CHECK_INTERVAL_MS),
+            participant_timeout: Duration::from_millis(PARTICIPANT_TIMEOUT_MS),
+            max_rooms: DEFAULT_MAX_ROOMS,
+            max_participants_per_room: DEFAULT_MAX_PARTICIPANTS,
+            max_subscribers_per_room: DEFAULT_MAX_SUBSCRIBERS,
+            event_ring: events::EVENT_RING,
+            subscriber_queue: events::SUBSCRIBER_QUEUE,
+            sse_keepalive: events::SSE_KEEPALIVE,
+            control_body_limit: CONTROL_BODY_LIMIT,
+            v1_body_limit: V1_BODY_LIMIT,
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct HubInner {
+    pub state: State,
+    pub config: HubConfig,
+}
+
+/// The HTTP face of the hub.
+struct Service(Arc<HubInner>);
+
+impl Handler for Service {
+    fn body_limit(&self, head: &RequestHead) -> usize {
+        if router::route(head.method, head.path()).is_v1() {
+            self.0.config.v1_body_limit
+        } else {
+            self.0.config.control_body_limit
+        }
+    }
+
+    async fn handle(&self, req: Request, _peer: &Peer) -> Response {
+        let started = Instant::now();
+        let resp = self.dispatch(&req);
+        tracing::debug!(
+            method = req.head.method_str(),
+            path = req.head.path(),
+            status = resp.status,
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        resp
+    }
+}
+
+impl Service {
+    fn dispatch(&self, req: &Request) -> Response {
+        let hub = &self.0;
+        if req.head.method == http::Method::Options {
+            return Response::new(204)
+                .header(
+                    "Access-Control-Allow-Methods",
+                    Bytes::from_static(b"GET, POST, DELETE, OPTIONS"),
+                )
+                .header(
+                    "Access-Control-Allow-Headers",
+                    Bytes::from_static(b"Content-Type, Authorization, Last-Event-ID"),
+                )
+                .header("Access-Control-Max-Age", Bytes::from_static(b"86400"));
+        }
+        let route = router::route(req.head.method, req.head.path());
+        let v1 = route.is_v1();
+        let result = match route {
+            Route::Health => Ok(api::health()),
+            Route::CreateRoom => api::create_room(hub, req),
+            Route::ListRooms => Ok(api::list_rooms(hub)),
+            Route::Join { code } => api::join(hub, code, req),
+            Route::Leave { code, id } => api::leave(hub, code, &id),
+            Route::HealthCheck { code } => api::health_check(hub, code, req),
+            Route::Participants { code } => api::participants(hub, code),
+            Route::Events { code } => api::events(hub, code, req),
+            Route::Models { code } => api::models(hub, code),
+            Route::Proxy { .. } => Err(ApiError::new(501, "The proxy is not available yet")),
+            Route::MethodNotAllowed { allow } => {
+                return ApiError::new(405, msg::METHOD_NOT_ALLOWED)
+                    .into_response()
+                    .header("Allow", Bytes::from_static(allow.as_bytes()));
+            }
+            Route::NotFound => Err(ApiError::not_found(msg::NOT_FOUND)),
+        };
+        match result {
+            Ok(r) => r,
+            Err(e) if v1 => e.into_openai_response(),
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+/// Stops a running hub when told to; cheap to clone.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    /// Begin a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A running hub.
+pub struct Hub {
+    addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    task: JoinHandle<()>,
+    inner: Arc<HubInner>,
+}
+
+impl Hub {
+    /// Bind `addr` (port 0 picks a free port) and start serving.
+    pub async fn bind(addr: SocketAddr, config: HubConfig) -> io::Result<Hub> {
+        Hub::from_listener(http::server::bind(addr)?, config)
+    }
+
+    /// Serve on an already-bound listener. Must be called inside a tokio runtime.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        mut config: HubConfig,
+    ) -> io::Result<Hub> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let addr = listener.local_addr()?;
+        config
+            .server
+            .default_headers
+            .push(("Access-Control-Allow-Origin", Bytes::from_static(b"*")));
+        let inner = Arc::new(HubInner {
+            state: State::new(Limits {
+                max_rooms: config.max_rooms,
+                max_participants_per_room: config.max_participants_per_room,
+                max_subscribers_per_room: config.max_subscribers_per_room,
+                event_ring: config.event_ring,
+                subscriber_queue: config.subscriber_queue,
+            }),
+            config,
+        });
+        let (tx, rx) = watch::channel(false);
+        let shutdown = ShutdownHandle(Arc::new(tx));
+        let task = tokio::spawn(run(listener, inner.clone(), rx));
+        Ok(Hub {
+            addr,
+            shutdown,
+            task,
+            inner,
+        })
+    }
+
+    /// The address the hub listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that can stop the hub from elsewhere (a signal handler, a test).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The hub's rooms and participants (read-only use by embedders and tests).
+    pub fn state(&self) -> &State {
+        &self.inner.state
+    }
+
+    /// Shut down gracefully and wait until done.
+    pub async fn shutdown(self) {
+        self.shutdown.shutdown();
+        self.wait().await;
+    }
+
+    /// Wait until the hub has stopped (after a shutdown was requested through a handle).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn run(listener: TcpListener, inner: Arc<HubInner>, shutdown: watch::Receiver<bool>) {
+    let sweeper = tokio::spawn(sweeper::run(inner.clone(), shutdown.clone()));
+    let closer = {
+        let inner = inner.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            http::server::shutdown_signalled(&mut shutdown).await;
+            // Event streams never end by themselves; end them so their connections can close.
+            inner.state.close_all_streams();
+        })
+    };
+    let server_config = Arc::new(inner.config.server.clone());
+    http::server::serve(listener, Arc::new(Service(inner)), server_config, shutdown).await;
+    sweeper.abort();
+    closer.abort();
+    tracing::info!("hub stopped");
+}

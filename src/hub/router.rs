@@ -1,0 +1,238 @@
+//! Method + path → [`Route`], by hand: the path is split on `/` into at most a few segments and
+//! matched against the table below. No regex, no allocation (except percent-decoding a
+//! participant id that contains `%`).
+//!
+//! | method | path                                   | route            |
+//! |--------|----------------------------------------|------------------|
+//! | GET    | /health                                | Health           |
+//! | POST   | /rooms                                 | CreateRoom       |
+//! | GET    | /rooms                                 | ListRooms        |
+//! | POST   | /rooms/:code/join                      | Join             |
+//! | DELETE | /rooms/:code/leave/:id                 | Leave            |
+//! | POST   | /rooms/:code/health                    | HealthCheck      |
+//! | GET    | /rooms/:code/participants              | Participants     |
+//! | GET    | /rooms/:code/events                    | Events           |
+//! | GET    | /rooms/:code/v1/models                 | Models           |
+//! | POST   | /rooms/:code/v1/chat/completions       | Proxy(Chat)      |
+//! | POST   | /rooms/:code/v1/completions            | Proxy(Completions)|
+//! | POST   | /rooms/:code/v1/embeddings             | Proxy(Embeddings)|
+
+use std::borrow::Cow;
+
+use crate::http::Method;
+
+/// The OpenAI-compatible operations the proxy relays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyKind {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl ProxyKind {
+    /// The upstream path, appended to the participant's normalised endpoint.
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            ProxyKind::Chat => "/v1/chat/completions",
+            ProxyKind::Completions => "/v1/completions",
+            ProxyKind::Embeddings => "/v1/embeddings",
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Health,
+    CreateRoom,
+    ListRooms,
+    Join {
+        code: &'a str,
+    },
+    Leave {
+        code: &'a str,
+        id: Cow<'a, str>,
+    },
+    HealthCheck {
+        code: &'a str,
+    },
+    Participants {
+        code: &'a str,
+    },
+    Events {
+        code: &'a str,
+    },
+    Models {
+        code: &'a str,
+    },
+    Proxy {
+        code: &'a str,
+        kind: ProxyKind,
+    },
+    /// The path exists but not with this method; `allow` lists the methods that do.
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    NotFound,
+}
+
+impl Route<'_> {
+    /// `/v1` routes take large bodies and answer errors in OpenAI's shape.
+    pub fn is_v1(&self) -> bool {
+        matches!(self, Route::Models { .. } | Route::Proxy { .. })
+    }
+}
+
+const MAX_SEGMENTS: usize = 6;
+
+/// Match a request.
+pub fn route(method: Method, path: &str) -> Route<'_> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Route::NotFound;
+    };
+    // One trailing slash is tolerated: `/rooms/` is `/rooms`.
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let mut segs = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    for s in rest.split('/') {
+        if n == MAX_SEGMENTS {
+            return Route::NotFound;
+        }
+        segs[n] = s;
+        n += 1;
+    }
+    let segs = &segs[..n];
+    if segs.iter().any(|s| s.is_empty()) {
+        return Route::NotFound;
+    }
+    use Method::*;
+    match segs {
+        ["health"] => gate(method, Get, "GET", Route::Health),
+        ["rooms"] => match method {
+            Post => Route::CreateRoom,
+            Get => Route::ListRooms,
+            _ => Route::MethodNotAllowed { allow: "GET, POST" },
+        },
+        ["rooms", code, "join"] => gate(method, Post, "POST", Route::Join { code }),
+        ["rooms", code, "leave", id] => match percent_decode(id) {
+            Some(id) => gate(method, Delete, "DELETE", Route::Leave { code, id }),
+            None => Route::NotFound,
+        },
+        ["rooms", code, "health"] => gate(method, Post, "POST", Route::HealthCheck { code }),
+        ["rooms", code, "participants"] => gate(method, Get, "GET", Route::Participants { code }),
+        ["rooms", code, "events"] => gate(method, Get, "GET", Route::Events { code }),
+        ["rooms", code, "v1", "models"] => gate(method, Get, "GET", Route::Models { code }),
+        ["rooms", code, "v1", "chat", "completions"] => gate(
+            method,
+            Post,
+            "POST",
+            Route::Proxy {
+                code,
+                kind: ProxyKind::Chat,
+            },
+        ),
+        ["rooms", code, "v1", "completions"] => gate(
+            method,
+            Post,
+            "POST",
+            Route::Proxy {
+                code,
+                kind: ProxyKind::Completions,
+            },
+        ),
+        ["rooms", code, "v1", "embeddings"] => gate(
+            method,
+            Post,
+            "POST",
+            Route::Proxy {
+                code,
+                kind: ProxyKind::Embeddings,
+            },
+        ),
+        _ => Route::NotFound,
+    }
+}
+
+fn gate<'a>(method: Method, want: Method, allow: &'static str, r: Route<'a>) -> Route<'a> {
+    if method == want {
+        r
+    } else {
+        Route::MethodNotAllowed { allow }
+    }
+}
+
+/// Decode `%XX` escapes in a path segment. `None` for a bad escape or a result that is not
+/// UTF-8. Borrows when there is nothing to decode.
+pub fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hi = (hex[0] as char).to_digit(16)?;
+            let lo = (hex[1] as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        assert_eq!(route(Method::Get, "/health"), Route::Health);
+        assert_eq!(route(Method::Post, "/rooms"), Route::CreateRoom);
+        assert_eq!(route(Method::Get, "/rooms/"), Route::ListRooms);
+        assert_eq!(
+            route(Method::Post, "/rooms/ABC234/join"),
+            Route::Join { code: "ABC234" }
+        );
+        assert_eq!(
+            route(Method::Delete, "/rooms/ABC234/leave/p%201"),
+            Route::Leave {
+                code: "ABC234",
+                id: Cow::Owned("p 1".into())
+            }
+        );
+        assert_eq!(
+            route(Method::Post, "/rooms/x/v1/chat/completions"),
+            Route::Proxy {
+                code: "x",
+                kind: ProxyKind::Chat
+            }
+        );
+        assert!(route(Method::Get, "/rooms/x/v1/models").is_v1());
+        assert_eq!(route(Method::Get, "/nope"), Route::NotFound);
+        assert_eq!(route(Method::Get, "//rooms"), Route::NotFound);
+        assert_eq!(route(Method::Get, "rooms"), Route::NotFound);
+        assert_eq!(route(Method::Get, "/a/b/c/d/e/f/g/h"), Route::NotFound);
+        assert_eq!(
+            route(Method::Put, "/rooms"),
+            Route::MethodNotAllowed { allow: "GET, POST" }
+        );
+        assert_eq!(
+            route(Method::Get, "/rooms/x/join"),
+            Route::MethodNotAllowed { allow: "POST" }
+        );
+        assert_eq!(route(Method::Delete, "/rooms/x/leave/%zz"), Route::NotFound);
+    }
+
+    #[test]
+    fn percent() {
+        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(percent_decode("%e2%82%ac").as_deref(), Some("€"));
+        assert_eq!(percent_decode("%"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+}

@@ -1,0 +1,308 @@
+//! Rooms and participants, in memory.
+//!
+//! A map of rooms behind one `RwLock` (read on every request, written only to create a room);
+//! each room has its own `Mutex` over its participants and its [`EventLog`]. A state change and
+//! the event announcing it happen under the same lock, so subscribers see events in the order
+//! the changes happened. No lock is ever held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use serde::Serialize;
+
+use super::error::{ApiError, msg};
+use super::events::{EventLog, Subscription};
+use super::ids;
+use crate::types::{ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, now_ms};
+
+/// Bounds on what the state holds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_rooms: usize,
+    pub max_participants_per_room: usize,
+    pub max_subscribers_per_room: usize,
+    pub event_ring: usize,
+    pub subscriber_queue: usize,
+}
+
+/// One participant as the hub tracks it.
+#[derive(Clone, Debug)]
+pub struct Participant {
+    /// As registered; `status` here is only ever `Online` or `Offline`.
+    pub info: ParticipantInfo,
+    /// Proxied requests in flight to this participant.
+    pub in_flight: u32,
+}
+
+impl Participant {
+    /// The status as listed: `busy` while a request is in flight.
+    pub fn status(&self) -> ParticipantStatus {
+        match self.info.status {
+            ParticipantStatus::Offline => ParticipantStatus::Offline,
+            _ if self.in_flight > 0 => ParticipantStatus::Busy,
+            _ => ParticipantStatus::Online,
+        }
+    }
+
+    /// The participant as listed and broadcast.
+    pub fn snapshot(&self) -> ParticipantInfo {
+        let mut info = self.info.clone();
+        info.status = self.status();
+        info
+    }
+}
+
+/// What a room's lock protects.
+pub struct RoomInner {
+    /// In join order.
+    pub participants: Vec<Participant>,
+    pub events: EventLog,
+}
+
+impl RoomInner {
+    pub fn find(&self, id: &str) -> Option<usize> {
+        self.participants.iter().position(|p| p.info.id == id)
+    }
+
+    /// Broadcast `data` as JSON under `event`.
+    pub fn publish<T: Serialize + ?Sized>(&mut self, event: &str, data: &T) {
+        // Serialising these plain structs cannot fail.
+        let json = serde_json::to_vec(data).unwrap_or_default();
+        self.events.publish(event, &json);
+    }
+}
+
+/// A room.
+pub struct Room {
+    pub info: RoomInfo,
+    inner: Mutex<RoomInner>,
+}
+
+impl Room {
+    /// Lock the room. A panic while holding the lock cannot leave the participant list
+    /// half-written (every change is a single push/replace/remove), so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, RoomInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn participants(&self) -> Vec<ParticipantInfo> {
+        self.lock()
+            .participants
+            .iter()
+            .map(Participant::snapshot)
+            .collect()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ParticipantRef<'a> {
+    participant_id: &'a str,
+}
+
+/// Outcome of a health check.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HealthOutcome {
+    Ok,
+    /// The participant had been offline and is back.
+    BackOnline,
+}
+
+/// All rooms.
+pub struct State {
+    rooms: RwLock<HashMap<String, Arc<Room>>>,
+    pub limits: Limits,
+    /// Set at shutdown: no new event streams.
+    closed: AtomicBool,
+}
+
+impl State {
+    pub fn new(limits: Limits) -> Self {
+        State {
+            rooms: RwLock::new(HashMap::new()),
+            limits,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn rooms(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Room>>> {
+        self.rooms.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Look a room up by code, case-insensitively.
+    pub fn room(&self, code: &str) -> Result<Arc<Room>, ApiError> {
+        let code = ids::normalize_code(code).ok_or(ApiError::not_found(msg::ROOM_NOT_FOUND))?;
+        self.rooms()
+            .get(&code)
+            .cloned()
+            .ok_or(ApiError::not_found(msg::ROOM_NOT_FOUND))
+    }
+
+    /// Create a room and announce it to every subscriber of every room.
+    pub fn create_room(&self, name: String) -> Result<Arc<Room>, ApiError> {
+        let now = now_ms();
+        let room = {
+            let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+            if rooms.len() >= self.limits.max_rooms {
+                return Err(ApiError::unavailable("Room limit reached on this hub"));
+            }
+            let code = loop {
+                let c = ids::room_code();
+                if !rooms.contains_key(&c) {
+                    break c;
+                }
+            };
+            let room = Arc::new(Room {
+                info: RoomInfo {
+                    id: ids::room_id(),
+                    code: code.clone(),
+                    name,
+                    host_id: ids::uuid_v4(),
+                    created_at: now,
+                },
+                inner: Mutex::new(RoomInner {
+                    participants: Vec::new(),
+                    events: EventLog::new(now.saturating_mul(1000), self.limits.event_ring),
+                }),
+            });
+            rooms.insert(code, room.clone());
+            room
+        };
+        let json = serde_json::to_vec(&room.info).unwrap_or_default();
+        for other in self.all_rooms() {
+            if !Arc::ptr_eq(&other, &room) {
+                other.lock().events.publish("room:created", &json);
+            }
+        }
+        Ok(room)
+    }
+
+    /// Every room, oldest first.
+    pub fn all_rooms(&self) -> Vec<Arc<Room>> {
+        let mut v: Vec<_> = self.rooms().values().cloned().collect();
+        v.sort_by(|a, b| (a.info.created_at, &a.info.code).cmp(&(b.info.created_at, &b.info.code)));
+        v
+    }
+
+    pub fn list_rooms(&self) -> Vec<RoomSummary> {
+        self.all_rooms()
+            .iter()
+            .map(|r| RoomSummary {
+                id: r.info.id.clone(),
+                code: r.info.code.clone(),
+                name: r.info.name.clone(),
+                host_id: r.info.host_id.clone(),
+                created_at: r.info.created_at,
+                participant_count: r.lock().participants.len(),
+            })
+            .collect()
+    }
+
+    /// Add a participant (or replace the one with the same id) and announce it.
+    pub fn join(
+        &self,
+        room: &Room,
+        mut info: ParticipantInfo,
+    ) -> Result<ParticipantInfo, ApiError> {
+        let now = now_ms();
+        info.status = ParticipantStatus::Online;
+        info.joined_at = now;
+        info.last_seen = now;
+        let p = Participant { info, in_flight: 0 };
+        let snapshot = p.snapshot();
+        let mut inner = room.lock();
+        match inner.find(&p.info.id) {
+            Some(i) => inner.participants[i] = p,
+            None => {
+                if inner.participants.len() >= self.limits.max_participants_per_room {
+                    return Err(ApiError::unavailable(
+                        "Participant limit reached for this room",
+                    ));
+                }
+                inner.participants.push(p);
+            }
+        }
+        inner.publish("participant:joined", &snapshot);
+        Ok(snapshot)
+    }
+
+    /// Remove a participant and announce it.
+    pub fn leave(&self, room: &Room, id: &str) -> Result<(), ApiError> {
+        let mut inner = room.lock();
+        let i = inner
+            .find(id)
+            .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
+        inner.participants.remove(i);
+        inner.publish("participant:left", &ParticipantRef { participant_id: id });
+        Ok(())
+    }
+
+    /// Record a health check; an offline participant comes back online (announced once).
+    pub fn health(&self, room: &Room, id: &str) -> Result<HealthOutcome, ApiError> {
+        let mut inner = room.lock();
+        let i = inner
+            .find(id)
+            .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
+        let p = &mut inner.participants[i];
+        p.info.last_seen = now_ms().max(p.info.last_seen + 1);
+        if p.info.status == ParticipantStatus::Offline {
+            p.info.status = ParticipantStatus::Online;
+            inner.publish("participant:online", &ParticipantRef { participant_id: id });
+            return Ok(HealthOutcome::BackOnline);
+        }
+        Ok(HealthOutcome::Ok)
+    }
+
+    /// Mark participants silent for longer than `timeout_ms` offline, announcing each once.
+    /// Returns how many went offline.
+    pub fn sweep(&self, now: u64, timeout_ms: u64) -> usize {
+        let mut n = 0;
+        for room in self.all_rooms() {
+            let mut inner = room.lock();
+            let mut gone = Vec::new();
+            for p in inner.participants.iter_mut() {
+                if p.info.status != ParticipantStatus::Offline
+                    && now.saturating_sub(p.info.last_seen) > timeout_ms
+                {
+                    p.info.status = ParticipantStatus::Offline;
+                    gone.push(p.info.id.clone());
+                }
+            }
+            for id in &gone {
+                inner.publish(
+                    "participant:offline",
+                    &ParticipantRef { participant_id: id },
+                );
+            }
+            n += gone.len();
+        }
+        n
+    }
+
+    /// Subscribe to a room's events, within the per-room subscriber bound.
+    pub fn subscribe(&self, room: &Room, last_id: Option<u64>) -> Result<Subscription, ApiError> {
+        let mut inner = room.lock();
+        // Checked under the room lock, which `close_all_streams` takes after setting the flag:
+        // no stream can slip in after the close.
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ApiError::unavailable("Hub is shutting down"));
+        }
+        if inner.events.subscriber_count() >= self.limits.max_subscribers_per_room {
+            return Err(ApiError::unavailable(
+                "Too many event subscribers for this room",
+            ));
+        }
+        Ok(inner
+            .events
+            .subscribe(last_id, self.limits.subscriber_queue))
+    }
+
+    /// End every event stream (shutdown).
+    pub fn close_all_streams(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for room in self.all_rooms() {
+            room.lock().events.close_all();
+        }
+    }
+}

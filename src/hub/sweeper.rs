@@ -1,0 +1,55 @@
+//! The health sweeper: a timer that marks silent participants offline (announced once) — the
+//! way back online is a health check, handled in `state`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{MissedTickBehavior, interval};
+
+use super::HubInner;
+use crate::types::now_ms;
+
+/// The sweeper never runs more often than this.
+pub const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(10);
+
+/// How often to sweep: often enough that a participant is marked offline within a quarter of
+/// the timeout of going silent, and at least once per health interval.
+pub fn sweep_period(health_interval: Duration, timeout: Duration) -> Duration {
+    health_interval.min(timeout / 4).max(MIN_SWEEP_PERIOD)
+}
+
+pub async fn run(hub: Arc<HubInner>, mut shutdown: watch::Receiver<bool>) {
+    let period = sweep_period(hub.config.health_interval, hub.config.participant_timeout);
+    let timeout_ms = hub.config.participant_timeout.as_millis() as u64;
+    let mut tick = interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let n = hub.state.sweep(now_ms(), timeout_ms);
+                if n > 0 {
+                    tracing::info!(count = n, "participants went offline");
+                }
+            }
+            _ = crate::http::server::shutdown_signalled(&mut shutdown) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period() {
+        assert_eq!(
+            sweep_period(Duration::from_secs(10), Duration::from_secs(30)),
+            Duration::from_millis(7500)
+        );
+        assert_eq!(
+            sweep_period(Duration::from_millis(1), Duration::from_millis(1)),
+            MIN_SWEEP_PERIOD
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Gambiarra: pool the local LLMs of everyone on a network behind one OpenAI-compatible URL.
+//!
+//! - [`http`]: a hand-rolled HTTP/1.1 server on tokio (no knowledge of rooms).
+//! - [`hub`]: rooms, participants, events, the proxy; [`hub::Hub`] embeds a hub.
+//! - [`types`]: the protocol's types and constants.
+//! - [`cli`]: the `gambiarra` command's subcommands.
+
+pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod http;
+pub mod hub;
+pub mod types;
+
+pub use hub::{Hub, HubConfig, ShutdownHandle};

@@ -2,6 +2,7 @@
 //!
 //! - [`http`]: a hand-rolled HTTP/1.1 server on tokio (no knowledge of rooms).
 //! - [`hub`]: rooms, participants, events, the proxy; [`hub::Hub`] embeds a hub.
+//! - [`mock`]: a fake OpenAI-compatible LLM for trying the hub and for tests.
 //! - [`types`]: the protocol's types and constants.
 //! - [`cli`]: the `gambiarra` command's subcommands.
 
@@ -10,6 +11,7 @@ pub mod cli;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod mock;
 pub mod types;
 
 pub use hub::{Hub, HubConfig, ShutdownHandle};

@@ -1,6 +1,7 @@
 //! The `gambiarra` command: one file per subcommand. `main.rs` parses the command line with
 //! [`Cli`] and calls [`run`].
 
+pub mod mock_llm;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ pub struct Cli {
 #[argh(subcommand)]
 pub enum Command {
     Serve(serve::ServeArgs),
+    MockLlm(mock_llm::MockLlmArgs),
 }
 
 /// Run the parsed command line.
@@ -36,6 +38,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     match cli.command {
         Some(Command::Serve(args)) => serve::run(args),
+        Some(Command::MockLlm(args)) => mock_llm::run(args),
         None => {
             eprintln!("gambiarra: no command given; try `gambiarra --help`");
             ExitCode::from(2)

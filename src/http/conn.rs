@@ -281,7 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     resp.status,
                     &resp.headers,
                     extra,
-                    WireFraming::Length(body.len()),
+                    WireFraming::Length(body.len() as u64),
                     keep_alive,
                 );
                 let no_body = is_head || resp.status == 204 || resp.status == 304;
@@ -318,7 +318,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 if is_head {
                     return Ok(keep_alive);
                 }
-                let end = self.pump(stream.as_mut(), framing).await;
+                let end = self
+                    .pump(stream.as_mut(), framing == WireFraming::Chunked)
+                    .await;
                 drop(stream);
                 match end {
                     PumpEnd::Finished if framing == WireFraming::Chunked => {
@@ -328,6 +330,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                     _ => Ok(false),
                 }
+            }
+            Body::Raw { length, mut stream } => {
+                let framing = match length {
+                    Some(n) => WireFraming::Length(n),
+                    None => WireFraming::Chunked,
+                };
+                encode_head(
+                    &mut self.wbuf,
+                    resp.status,
+                    &resp.headers,
+                    extra,
+                    framing,
+                    keep_alive,
+                );
+                self.flush().await?;
+                if is_head {
+                    return Ok(keep_alive);
+                }
+                // The bytes carry their own framing: the connection stays usable only if the
+                // stream delivered all of it.
+                let end = self.pump(stream.as_mut(), false).await;
+                drop(stream);
+                Ok(keep_alive && end == PumpEnd::Finished)
             }
         }
     }
@@ -348,7 +373,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Stream a body to the client until it ends, the client goes away, the stream is
     /// cancelled, or a write makes no progress for the write timeout.
-    async fn pump(&mut self, body: &mut dyn BodyStream, framing: WireFraming) -> PumpEnd {
+    async fn pump(&mut self, body: &mut dyn BodyStream, chunk_frame: bool) -> PumpEnd {
         let mut out = OutChunk::empty();
         let mut stall: Pin<Box<Sleep>> = Box::pin(sleep(self.config.write_timeout));
         let write_timeout = self.config.write_timeout;
@@ -396,11 +421,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 }
                 match body.poll_next(cx) {
-                    Poll::Ready(Some(data)) if data.is_empty() => continue,
-                    Poll::Ready(Some(data)) => {
-                        out = OutChunk::new(data, framing == WireFraming::Chunked);
+                    Poll::Ready(Some(Ok(data))) if data.is_empty() => continue,
+                    Poll::Ready(Some(Ok(data))) => {
+                        out = OutChunk::new(data, chunk_frame);
                         stall.as_mut().reset(Instant::now() + write_timeout);
                     }
+                    Poll::Ready(Some(Err(_))) => return Poll::Ready(PumpEnd::Failed),
                     Poll::Ready(None) => return Poll::Ready(PumpEnd::Finished),
                     Poll::Pending => return Poll::Pending,
                 }
@@ -413,6 +439,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PumpEnd {
     Finished,
+    /// The body's source failed: the response is truncated.
+    Failed,
     ClientGone,
     Cancelled,
     Stalled,
@@ -483,7 +511,7 @@ impl OutChunk {
 }
 
 /// Write every byte of `parts`, using vectored writes.
-pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
+pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     parts: &[&[u8]],
 ) -> io::Result<()> {

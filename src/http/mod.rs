@@ -9,6 +9,7 @@
 //! - [`date`]: the cached `Date` header.
 
 pub mod body;
+pub mod client;
 mod conn;
 pub mod date;
 pub mod head;
@@ -18,6 +19,7 @@ pub mod sse;
 pub mod url;
 
 pub use body::BodyFraming;
+pub use conn::write_all_vectored;
 pub use head::{Method, RequestHead};
 pub use response::{Body, BodyStream, Response};
 pub use server::{Handler, Peer, Request, ServerConfig};

@@ -8,11 +8,17 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::date;
 
+/// A header: name and value as bytes (static names cost nothing; relayed ones are slices of the
+/// upstream head).
+pub type Header = (Bytes, Bytes);
+
 /// A source of body chunks for a streamed response (SSE, proxied bodies). Polled by the
 /// connection, which also watches the client socket while streaming.
 pub trait BodyStream: Send + 'static {
-    /// The next piece of the body; `None` ends it.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>>;
+    /// The next piece of the body; `None` ends it normally. An error ends it abnormally: the
+    /// connection is closed without the terminating chunk, so the client knows the body is
+    /// truncated.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>>;
 
     /// Ready when the stream must be abandoned at once, even in the middle of a write that the
     /// client is not reading (an evicted SSE subscriber). Defaults to never.
@@ -29,6 +35,12 @@ pub enum Body {
     /// Sent with `Transfer-Encoding: chunked` (one chunk per item), or delimited by closing the
     /// connection for an HTTP/1.0 client.
     Stream(Box<dyn BodyStream>),
+    /// Bytes that already carry their framing, passed through untouched: exactly `length` bytes
+    /// (`Content-Length`), or (`None`) a complete chunked encoding including its last chunk.
+    Raw {
+        length: Option<u64>,
+        stream: Box<dyn BodyStream>,
+    },
 }
 
 impl std::fmt::Debug for Body {
@@ -37,6 +49,7 @@ impl std::fmt::Debug for Body {
             Body::Empty => f.write_str("Empty"),
             Body::Full(b) => write!(f, "Full({} bytes)", b.len()),
             Body::Stream(_) => f.write_str("Stream"),
+            Body::Raw { length, .. } => write!(f, "Raw({length:?})"),
         }
     }
 }
@@ -45,7 +58,7 @@ impl std::fmt::Debug for Body {
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
-    pub headers: Vec<(&'static str, Bytes)>,
+    pub headers: Vec<Header>,
     pub body: Body,
     /// Close the connection after this response, whatever the client asked for.
     pub close: bool,
@@ -76,7 +89,8 @@ impl Response {
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<Bytes>) -> Self {
-        self.headers.push((name, value.into()));
+        self.headers
+            .push((Bytes::from_static(name.as_bytes()), value.into()));
         self
     }
 
@@ -124,7 +138,7 @@ pub fn reason(status: u16) -> &'static str {
 /// How the body will be framed on the wire, decided by the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireFraming {
-    Length(usize),
+    Length(u64),
     Chunked,
     /// HTTP/1.0 client and a streamed body: the end is the close.
     Close,
@@ -135,8 +149,8 @@ pub enum WireFraming {
 pub fn encode_head(
     out: &mut BytesMut,
     status: u16,
-    headers: &[(&'static str, Bytes)],
-    extra: &[(&'static str, Bytes)],
+    headers: &[Header],
+    extra: &[Header],
     framing: WireFraming,
     keep_alive: bool,
 ) {
@@ -148,7 +162,7 @@ pub fn encode_head(
     out.put_slice(reason(status).as_bytes());
     out.put_slice(b"\r\n");
     for (name, value) in headers.iter().chain(extra.iter()) {
-        out.put_slice(name.as_bytes());
+        out.put_slice(name);
         out.put_slice(b": ");
         out.put_slice(value);
         out.put_slice(b"\r\n");
@@ -189,8 +203,14 @@ mod tests {
         encode_head(
             &mut out,
             201,
-            &[("Content-Type", Bytes::from_static(b"application/json"))],
-            &[("Access-Control-Allow-Origin", Bytes::from_static(b"*"))],
+            &[(
+                Bytes::from_static(b"Content-Type"),
+                Bytes::from_static(b"application/json"),
+            )],
+            &[(
+                Bytes::from_static(b"Access-Control-Allow-Origin"),
+                Bytes::from_static(b"*"),
+            )],
             WireFraming::Length(12),
             true,
         );

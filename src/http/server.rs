@@ -51,7 +51,7 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Headers added to every response (e.g. CORS).
-    pub default_headers: Vec<(&'static str, Bytes)>,
+    pub default_headers: Vec<super::response::Header>,
 }
 
 impl Default for ServerConfig {
@@ -173,11 +173,14 @@ async fn reject_busy(mut stream: TcpStream, config: &ServerConfig) {
         &mut out,
         503,
         &[
-            ("Content-Type", Bytes::from_static(b"application/json")),
-            ("Retry-After", Bytes::from_static(b"1")),
+            (
+                Bytes::from_static(b"Content-Type"),
+                Bytes::from_static(b"application/json"),
+            ),
+            (Bytes::from_static(b"Retry-After"), Bytes::from_static(b"1")),
         ],
         &config.default_headers,
-        super::response::WireFraming::Length(body.len()),
+        super::response::WireFraming::Length(body.len() as u64),
         false,
     );
     out.extend_from_slice(body);

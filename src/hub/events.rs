@@ -199,16 +199,16 @@ impl SseStream {
 }
 
 impl BodyStream for SseStream {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
         if let Some(b) = self.backlog.pop_front() {
-            return Poll::Ready(Some(b));
+            return Poll::Ready(Some(Ok(b)));
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(item) => return Poll::Ready(item),
+            Poll::Ready(item) => return Poll::Ready(item.map(Ok)),
             Poll::Pending => {}
         }
         match self.keepalive.poll_tick(cx) {
-            Poll::Ready(_) => Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE))),
+            Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE)))),
             Poll::Pending => Poll::Pending,
         }
     }

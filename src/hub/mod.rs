@@ -15,12 +15,16 @@
 //! ```
 
 pub mod api;
+pub mod connector;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod proxy;
+pub mod rewrite;
 pub mod router;
 pub mod state;
 pub mod sweeper;
+pub mod tokens;
 
 use std::io;
 use std::net::SocketAddr;
@@ -69,7 +73,18 @@ pub struct HubConfig {
     pub sse_keepalive: Duration,
     pub control_body_limit: usize,
     pub v1_body_limit: usize,
+    /// Time allowed to connect to a participant.
+    pub connect_timeout: Duration,
+    /// Time a participant may take to start answering (models can take minutes to load).
+    pub ttfb_timeout: Duration,
+    /// Idle keep-alive connections kept per participant endpoint.
+    pub pool_max_idle: usize,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
 }
+
+/// Default time a participant may take to start answering.
+pub const TTFB_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for HubConfig {
     fn default() -> Self {
@@ -85,6 +100,10 @@ impl Default for HubConfig {
             sse_keepalive: events::SSE_KEEPALIVE,
             control_body_limit: CONTROL_BODY_LIMIT,
             v1_body_limit: V1_BODY_LIMIT,
+            connect_timeout: connector::CONNECT_TIMEOUT,
+            ttfb_timeout: TTFB_TIMEOUT,
+            pool_max_idle: connector::POOL_MAX_IDLE,
+            pool_idle_timeout: connector::POOL_IDLE_TIMEOUT,
         }
     }
 }
@@ -93,6 +112,7 @@ impl Default for HubConfig {
 pub struct HubInner {
     pub state: State,
     pub config: HubConfig,
+    pub connector: connector::Connector,
 }
 
 /// The HTTP face of the hub.
@@ -109,7 +129,10 @@ impl Handler for Service {
 
     async fn handle(&self, req: Request, _peer: &Peer) -> Response {
         let started = Instant::now();
-        let resp = self.dispatch(&req);
+        let resp = match router::route(req.head.method, req.head.path()) {
+            Route::Proxy { code, kind } => proxy::handle(&self.0, code, kind, &req).await,
+            _ => self.dispatch(&req),
+        };
         tracing::debug!(
             method = req.head.method_str(),
             path = req.head.path(),
@@ -148,7 +171,8 @@ impl Service {
             Route::Participants { code } => api::participants(hub, code),
             Route::Events { code } => api::events(hub, code, req),
             Route::Models { code } => api::models(hub, code),
-            Route::Proxy { .. } => Err(ApiError::new(501, "The proxy is not available yet")),
+            // Handled (asynchronously) in `handle`.
+            Route::Proxy { .. } => Err(ApiError::not_found(msg::NOT_FOUND)),
             Route::MethodNotAllowed { allow } => {
                 return ApiError::new(405, msg::METHOD_NOT_ALLOWED)
                     .into_response()
@@ -197,10 +221,10 @@ impl Hub {
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
-        config
-            .server
-            .default_headers
-            .push(("Access-Control-Allow-Origin", Bytes::from_static(b"*")));
+        config.server.default_headers.push((
+            Bytes::from_static(b"Access-Control-Allow-Origin"),
+            Bytes::from_static(b"*"),
+        ));
         let inner = Arc::new(HubInner {
             state: State::new(Limits {
                 max_rooms: config.max_rooms,
@@ -209,6 +233,11 @@ impl Hub {
                 event_ring: config.event_ring,
                 subscriber_queue: config.subscriber_queue,
             }),
+            connector: connector::Connector::new(
+                config.connect_timeout,
+                config.pool_max_idle,
+                config.pool_idle_timeout,
+            ),
             config,
         });
         let (tx, rx) = watch::channel(false);

@@ -33,6 +33,8 @@ pub struct Participant {
     pub info: ParticipantInfo,
     /// Proxied requests in flight to this participant.
     pub in_flight: u32,
+    /// Consecutive failed connection attempts.
+    pub conn_failures: u32,
 }
 
 impl Participant {
@@ -58,6 +60,8 @@ pub struct RoomInner {
     /// In join order.
     pub participants: Vec<Participant>,
     pub events: EventLog,
+    /// Rotates ties between equally loaded candidates.
+    rotation: usize,
 }
 
 impl RoomInner {
@@ -107,6 +111,48 @@ pub enum HealthOutcome {
     Ok,
     /// The participant had been offline and is back.
     BackOnline,
+}
+
+/// Consecutive connection failures after which a participant is marked offline.
+pub const STRIKES_OFFLINE: u32 = 3;
+
+/// A participant chosen for one request. While it lives the participant counts the request as
+/// in flight (and lists as `busy`); dropping it releases that.
+pub struct Lease {
+    room: Arc<Room>,
+    pub participant_id: String,
+    pub model: String,
+    pub endpoint: String,
+    pub config: crate::types::GenerationConfig,
+    /// The request named this participant by id (no failover to others).
+    pub explicit: bool,
+}
+
+impl Lease {
+    pub fn room(&self) -> &Arc<Room> {
+        &self.room
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut inner = self.room.lock();
+        if let Some(i) = inner.find(&self.participant_id) {
+            let p = &mut inner.participants[i];
+            p.in_flight = p.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// Why no participant could be chosen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SelectError {
+    /// Nothing in the room matches (404).
+    NoMatch,
+    /// The participant named by id is offline (503).
+    Offline,
+    /// Every match was already tried in this request.
+    Exhausted,
 }
 
 /// All rooms.
@@ -164,6 +210,7 @@ impl State {
                 inner: Mutex::new(RoomInner {
                     participants: Vec::new(),
                     events: EventLog::new(now.saturating_mul(1000), self.limits.event_ring),
+                    rotation: 0,
                 }),
             });
             rooms.insert(code, room.clone());
@@ -209,7 +256,11 @@ impl State {
         info.status = ParticipantStatus::Online;
         info.joined_at = now;
         info.last_seen = now;
-        let p = Participant { info, in_flight: 0 };
+        let p = Participant {
+            info,
+            in_flight: 0,
+            conn_failures: 0,
+        };
         let snapshot = p.snapshot();
         let mut inner = room.lock();
         match inner.find(&p.info.id) {
@@ -248,6 +299,7 @@ impl State {
         p.info.last_seen = now_ms().max(p.info.last_seen + 1);
         if p.info.status == ParticipantStatus::Offline {
             p.info.status = ParticipantStatus::Online;
+            p.conn_failures = 0;
             inner.publish("participant:online", &ParticipantRef { participant_id: id });
             return Ok(HealthOutcome::BackOnline);
         }
@@ -278,6 +330,100 @@ impl State {
             n += gone.len();
         }
         n
+    }
+
+    /// Choose a participant for `requested` (a participant id, `model:<name>`, a model name,
+    /// or `*`/`any`), skipping `tried`: the least loaded online candidate, ties rotating.
+    pub fn select(
+        &self,
+        room: &Arc<Room>,
+        requested: &str,
+        tried: &[String],
+    ) -> Result<Lease, SelectError> {
+        let mut inner = room.lock();
+        let lease = |p: &mut Participant, explicit: bool| {
+            p.in_flight += 1;
+            Lease {
+                room: room.clone(),
+                participant_id: p.info.id.clone(),
+                model: p.info.model.clone(),
+                endpoint: p.info.endpoint.clone(),
+                config: p.info.config.clone(),
+                explicit,
+            }
+        };
+        if let Some(i) = inner.find(requested) {
+            let p = &mut inner.participants[i];
+            if tried.contains(&p.info.id) {
+                return Err(SelectError::Exhausted);
+            }
+            if p.info.status == ParticipantStatus::Offline {
+                return Err(SelectError::Offline);
+            }
+            return Ok(lease(p, true));
+        }
+        let any = requested == "*" || requested == "any";
+        let name = requested.strip_prefix("model:").unwrap_or(requested);
+        let matches = |p: &Participant| {
+            p.info.status != ParticipantStatus::Offline && (any || p.info.model == name)
+        };
+        let mut candidates: Vec<usize> = Vec::new();
+        let mut matched_any = false;
+        let mut least = u32::MAX;
+        for (i, p) in inner.participants.iter().enumerate() {
+            if !matches(p) {
+                continue;
+            }
+            matched_any = true;
+            if tried.contains(&p.info.id) {
+                continue;
+            }
+            if p.in_flight < least {
+                least = p.in_flight;
+                candidates.clear();
+            }
+            if p.in_flight == least {
+                candidates.push(i);
+            }
+        }
+        if candidates.is_empty() {
+            return Err(if matched_any {
+                SelectError::Exhausted
+            } else {
+                SelectError::NoMatch
+            });
+        }
+        let pick = candidates[inner.rotation % candidates.len()];
+        inner.rotation = inner.rotation.wrapping_add(1);
+        Ok(lease(&mut inner.participants[pick], false))
+    }
+
+    /// Record a failed connection attempt; the third in a row marks the participant offline
+    /// (announced). Returns whether it went offline now.
+    pub fn connect_failed(&self, room: &Room, id: &str) -> bool {
+        let mut inner = room.lock();
+        let Some(i) = inner.find(id) else {
+            return false;
+        };
+        let p = &mut inner.participants[i];
+        p.conn_failures += 1;
+        if p.conn_failures >= STRIKES_OFFLINE && p.info.status != ParticipantStatus::Offline {
+            p.info.status = ParticipantStatus::Offline;
+            inner.publish(
+                "participant:offline",
+                &ParticipantRef { participant_id: id },
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Record a successful connection: the strike count starts again.
+    pub fn connect_ok(&self, room: &Room, id: &str) {
+        let mut inner = room.lock();
+        if let Some(i) = inner.find(id) {
+            inner.participants[i].conn_failures = 0;
+        }
     }
 
     /// Subscribe to a room's events, within the per-room subscriber bound.

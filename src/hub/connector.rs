@@ -1,0 +1,260 @@
+//! How bytes reach a participant. A [`Target`] is a participant's endpoint, normalised; the
+//! [`Connector`] yields an [`Upstream`] byte stream to it — a pooled keep-alive connection when
+//! one is idle, else a fresh TCP connection within the connect timeout.
+//!
+//! `Upstream` is an enum, not a trait object: the reverse tunnel (a participant-initiated
+//! socket) and TLS join it as variants, and the relay code stays the same for all of them.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::http::url::{self, Scheme};
+
+/// Default time allowed to establish a connection to a participant.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default most idle connections kept per endpoint.
+pub const POOL_MAX_IDLE: usize = 16;
+/// Default time an idle pooled connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A participant's endpoint, ready to connect to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub scheme: Scheme,
+    /// Host for connecting (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// `Host` header value.
+    pub authority: String,
+    /// Path prefix before `/v1/...`: the endpoint's path without a trailing `/` or `/v1`.
+    pub base_path: String,
+    /// Pool key.
+    pub key: String,
+}
+
+impl Target {
+    /// Parse and normalise an endpoint: `http://h:1234/`, `http://h:1234/v1` and
+    /// `http://h:1234` all give base path "" so requests go to `/v1/...` once.
+    pub fn from_endpoint(endpoint: &str) -> Result<Target, String> {
+        let u = url::parse(endpoint).map_err(|e| format!("invalid endpoint {endpoint:?}: {e}"))?;
+        let mut base = u.path.trim_end_matches('/');
+        if let Some(b) = base.strip_suffix("/v1") {
+            base = b.trim_end_matches('/');
+        }
+        let host = u
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let default_port = match u.scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        };
+        let authority = if u.port == default_port {
+            u.host.to_ascii_lowercase()
+        } else {
+            format!("{}:{}", u.host.to_ascii_lowercase(), u.port)
+        };
+        let scheme_s = match u.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        Ok(Target {
+            scheme: u.scheme,
+            key: format!("{scheme_s}://{host}:{}", u.port),
+            host,
+            port: u.port,
+            authority,
+            base_path: base.to_string(),
+        })
+    }
+}
+
+/// A byte stream to a participant.
+#[derive(Debug)]
+pub enum Upstream {
+    Tcp(TcpStream),
+}
+
+impl Upstream {
+    /// An idle connection that the peer has closed (or that has unexpected bytes waiting) is
+    /// not reusable.
+    fn is_reusable(&self) -> bool {
+        match self {
+            Upstream::Tcp(s) => {
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upstream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Upstream::Tcp(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why no connection could be made.
+#[derive(Debug)]
+pub enum ConnectError {
+    Refused(io::Error),
+    Timeout,
+    Unsupported(&'static str),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Refused(e) => write!(f, "Connection failed: {e}"),
+            ConnectError::Timeout => f.write_str("Connection timed out"),
+            ConnectError::Unsupported(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Connections to participants, with a keep-alive pool per endpoint.
+pub struct Connector {
+    idle: Mutex<HashMap<String, Vec<(Upstream, Instant)>>>,
+    pub connect_timeout: Duration,
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(connect_timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
+        Connector {
+            idle: Mutex::new(HashMap::new()),
+            connect_timeout,
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(Upstream, Instant)>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A pooled connection to `target`, if a live one is idle.
+    pub fn take_idle(&self, target: &Target) -> Option<Upstream> {
+        let mut pool = self.pool();
+        let list = pool.get_mut(&target.key)?;
+        while let Some((conn, since)) = list.pop() {
+            if since.elapsed() < self.idle_timeout && conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// A fresh connection.
+    pub async fn connect_fresh(&self, target: &Target) -> Result<Upstream, ConnectError> {
+        if target.scheme == Scheme::Https {
+            return Err(ConnectError::Unsupported(
+                "https:// participant endpoints are not supported by this hub build",
+            ));
+        }
+        let stream = timeout(
+            self.connect_timeout,
+            TcpStream::connect((target.host.as_str(), target.port)),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(ConnectError::Refused)?;
+        let _ = stream.set_nodelay(true);
+        Ok(Upstream::Tcp(stream))
+    }
+
+    /// Give a connection whose last response was complete back to the pool.
+    pub fn put_idle(&self, target_key: &str, conn: Upstream) {
+        let mut pool = self.pool();
+        let list = pool.entry(target_key.to_string()).or_default();
+        list.retain(|(_, since)| since.elapsed() < self.idle_timeout);
+        if list.len() < self.max_idle {
+            list.push((conn, Instant::now()));
+        }
+    }
+
+    /// Idle connections currently pooled for `target_key` (tests, metrics).
+    pub fn idle_count(&self, target_key: &str) -> usize {
+        self.pool().get(target_key).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_normalisation() {
+        for (ep, base) in [
+            ("http://h:1234", ""),
+            ("http://h:1234/", ""),
+            ("http://h:1234/v1", ""),
+            ("http://h:1234/v1/", ""),
+            ("http://h:1234/api/openai/v1", "/api/openai"),
+            ("http://h:1234/proxy/", "/proxy"),
+        ] {
+            let t = Target::from_endpoint(ep).unwrap();
+            assert_eq!(t.base_path, base, "{ep}");
+            assert_eq!(t.authority, "h:1234");
+            assert_eq!(t.key, "http://h:1234");
+        }
+        let t = Target::from_endpoint("http://[::1]:80/").unwrap();
+        assert_eq!((t.host.as_str(), t.authority.as_str()), ("::1", "[::1]"));
+    }
+}

@@ -1,0 +1,539 @@
+//! The OpenAI-compatible proxy: one `/v1` request from a client to a participant and back.
+//!
+//! 1. The body is scanned once ([`rewrite::scan`]): the `model` value's byte range, `stream`.
+//! 2. A participant is chosen ([`State::select`]) and leased: it counts the request in flight.
+//! 3. The upstream request is a fresh head (Host, Content-Type, Accept, User-Agent,
+//!    Content-Length — never the client's Authorization or Cookie) and the body as slices, the
+//!    model value spliced and config defaults added ([`rewrite::splice`]), in one vectored write.
+//! 4. The response head is read within the time-to-first-byte timeout; status and end-to-end
+//!    headers go to the client. The body follows as the very `Bytes` each read produced —
+//!    chunk framing and all — while a [`TokenScanner`] looks at the same bytes for metrics.
+//! 5. At the end, `llm:complete` (or `llm:error`), and the connection goes back to the pool if
+//!    the response was complete. A client that leaves drops the body, which drops the upstream
+//!    connection at once, so the model stops generating.
+//!
+//! A participant that refuses the connection or does not answer the connect in time, before
+//! any byte was sent, is skipped for the next candidate (unless it was named by id); three such
+//! failures in a row mark it offline.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio::time::timeout;
+use tokio_util::io::poll_read_buf;
+
+use super::HubInner;
+use super::connector::{ConnectError, Target, Upstream};
+use super::error::ApiError;
+use super::rewrite;
+use super::router::ProxyKind;
+use super::state::{Lease, Room, SelectError};
+use super::tokens::TokenScanner;
+use crate::http::body::{BodyFraming, ChunkedDecoder};
+use crate::http::client::{ResponseHead, is_hop_by_hop, parse_response};
+use crate::http::{Body, BodyStream, Request, Response};
+use crate::types::LlmMetrics;
+
+/// Bytes read from an upstream at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+pub const NO_PARTICIPANT: &str = "No available participant for the requested model";
+pub const PARTICIPANT_OFFLINE: &str = "Participant is offline";
+
+/// Relay one `/v1` request. Errors come back in OpenAI's shape.
+pub async fn handle(hub: &Arc<HubInner>, code: &str, kind: ProxyKind, req: &Request) -> Response {
+    match proxy(hub, code, kind, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_openai_response(),
+    }
+}
+
+/// What failed on the way to a response head.
+enum Failure {
+    /// No connection: another participant may be tried.
+    Connect(ConnectError),
+    /// Sent, but no (valid) answer: not retried, the request may have run.
+    Upstream(ApiError),
+}
+
+async fn proxy(
+    hub: &Arc<HubInner>,
+    code: &str,
+    kind: ProxyKind,
+    req: &Request,
+) -> Result<Response, ApiError> {
+    let room = hub.state.room(code)?;
+    let scan = rewrite::scan(&req.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut tried: Vec<String> = Vec::new();
+    let mut last_error: Option<ApiError> = None;
+    loop {
+        let lease = match hub.state.select(&room, &scan.model, &tried) {
+            Ok(l) => l,
+            Err(SelectError::NoMatch) => return Err(ApiError::not_found(NO_PARTICIPANT)),
+            Err(SelectError::Offline) => return Err(ApiError::unavailable(PARTICIPANT_OFFLINE)),
+            Err(SelectError::Exhausted) => {
+                return Err(last_error.unwrap_or(ApiError::unavailable(NO_PARTICIPANT)));
+            }
+        };
+        tried.push(lease.participant_id.clone());
+        room.lock().publish(
+            "llm:request",
+            &json!({ "participantId": lease.participant_id, "model": scan.model }),
+        );
+        let started = Instant::now();
+        match forward(hub, &lease, kind, req, &scan).await {
+            Ok((target, conn, head, rest)) => {
+                hub.state.connect_ok(&room, &lease.participant_id);
+                return Ok(respond(
+                    hub,
+                    lease,
+                    scan.model.clone(),
+                    scan.stream,
+                    req.head.minor_version,
+                    started,
+                    target,
+                    conn,
+                    head,
+                    rest,
+                ));
+            }
+            Err(Failure::Connect(e)) => {
+                let message = e.to_string();
+                llm_error(&room, &lease.participant_id, &message);
+                if !matches!(e, ConnectError::Unsupported(_)) {
+                    hub.state.connect_failed(&room, &lease.participant_id);
+                }
+                tracing::warn!(participant = %lease.participant_id, "{message}");
+                let err = ApiError::new(502, format!("Participant unreachable: {message}"));
+                if lease.explicit {
+                    return Err(err);
+                }
+                last_error = Some(err);
+            }
+            Err(Failure::Upstream(e)) => {
+                llm_error(&room, &lease.participant_id, &e.message);
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn llm_error(room: &Room, participant_id: &str, error: &str) {
+    room.lock().publish(
+        "llm:error",
+        &json!({ "participantId": participant_id, "error": error }),
+    );
+}
+
+/// Connect (pooled or fresh), send the rewritten request, read the response head.
+async fn forward(
+    hub: &HubInner,
+    lease: &Lease,
+    kind: ProxyKind,
+    req: &Request,
+    scan: &rewrite::BodyScan,
+) -> Result<(Target, Upstream, ResponseHead, BytesMut), Failure> {
+    let target = Target::from_endpoint(&lease.endpoint).map_err(|e| {
+        Failure::Connect(ConnectError::Refused(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            e,
+        )))
+    })?;
+    let body = rewrite::splice(&req.body, scan, &lease.model, &lease.config);
+    let head = request_head(&target, kind, req, body.iter().map(Bytes::len).sum());
+    let connector = &hub.connector;
+    // A pooled connection may have been closed by the participant just now; if it fails before
+    // any byte of an answer, the request goes again on a fresh connection (the participant
+    // cannot have processed it).
+    if let Some(conn) = connector.take_idle(&target) {
+        match exchange(hub, conn, &head, &body).await {
+            Ok((conn, resp, rest)) => return Ok((target, conn, resp, rest)),
+            Err(Exchange::NothingBack) => {}
+            Err(Exchange::Fail(e)) => return Err(Failure::Upstream(e)),
+        }
+    }
+    let conn = connector
+        .connect_fresh(&target)
+        .await
+        .map_err(Failure::Connect)?;
+    match exchange(hub, conn, &head, &body).await {
+        Ok((conn, resp, rest)) => Ok((target, conn, resp, rest)),
+        Err(Exchange::NothingBack) => Err(Failure::Upstream(ApiError::new(
+            502,
+            "Participant closed the connection without answering",
+        ))),
+        Err(Exchange::Fail(e)) => Err(Failure::Upstream(e)),
+    }
+}
+
+enum Exchange {
+    /// The connection ended before a single byte of response.
+    NothingBack,
+    Fail(ApiError),
+}
+
+async fn exchange(
+    hub: &HubInner,
+    mut conn: Upstream,
+    head: &[u8],
+    body: &[Bytes],
+) -> Result<(Upstream, ResponseHead, BytesMut), Exchange> {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(body.len() + 1);
+    parts.push(head);
+    parts.extend(body.iter().map(|b| &b[..]));
+    let write = timeout(
+        hub.config.server.write_timeout,
+        crate::http::write_all_vectored(&mut conn, &parts),
+    )
+    .await;
+    if !matches!(write, Ok(Ok(()))) {
+        return Err(Exchange::NothingBack);
+    }
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let deadline = tokio::time::Instant::now() + hub.config.ttfb_timeout;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, conn.read_buf(&mut buf)).await {
+            Err(_) => {
+                return Err(Exchange::Fail(ApiError::new(
+                    504,
+                    "Participant did not answer in time",
+                )));
+            }
+            Ok(Err(_)) | Ok(Ok(0)) if buf.is_empty() => return Err(Exchange::NothingBack),
+            Ok(Err(e)) => {
+                return Err(Exchange::Fail(ApiError::new(
+                    502,
+                    format!("Participant connection failed: {e}"),
+                )));
+            }
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            return Err(Exchange::Fail(ApiError::new(
+                502,
+                "Participant closed the connection mid-answer",
+            )));
+        }
+        // Skip informational answers (100 Continue) the participant may send.
+        loop {
+            match parse_response(&buf) {
+                Ok(Some(parts)) => {
+                    let len = parts.len;
+                    let resp = parts.freeze(buf.split_to(len).freeze());
+                    if (100..200).contains(&resp.status) {
+                        continue;
+                    }
+                    return Ok((conn, resp, buf));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Exchange::Fail(ApiError::new(
+                        502,
+                        format!("Invalid answer from participant: {}", e.message()),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The upstream request head.
+fn request_head(target: &Target, kind: ProxyKind, req: &Request, body_len: usize) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256);
+    h.extend_from_slice(b"POST ");
+    h.extend_from_slice(target.base_path.as_bytes());
+    h.extend_from_slice(kind.upstream_path().as_bytes());
+    h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    h.extend_from_slice(target.authority.as_bytes());
+    h.extend_from_slice(b"\r\nContent-Type: ");
+    h.extend_from_slice(
+        req.head
+            .header("content-type")
+            .unwrap_or(b"application/json"),
+    );
+    for name in ["Accept", "User-Agent"] {
+        if let Some(v) = req.head.header(name) {
+            h.extend_from_slice(b"\r\n");
+            h.extend_from_slice(name.as_bytes());
+            h.extend_from_slice(b": ");
+            h.extend_from_slice(v);
+        }
+    }
+    h.extend_from_slice(b"\r\nContent-Length: ");
+    h.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+    h.extend_from_slice(b"\r\n\r\n");
+    h
+}
+
+/// Build the client's response from the upstream head, with the body relayed as it arrives.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    hub: &Arc<HubInner>,
+    lease: Lease,
+    model: String,
+    stream_requested: bool,
+    client_minor: u8,
+    started: Instant,
+    target: Target,
+    conn: Upstream,
+    head: ResponseHead,
+    rest: BytesMut,
+) -> Response {
+    let mut resp = Response::new(head.status);
+    let mut sse = stream_requested;
+    for (name, value) in head.headers() {
+        if is_hop_by_hop(&name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-type") {
+            sse = value.starts_with(b"text/event-stream");
+        }
+        resp.headers.push((name, value));
+    }
+    let mut relay = Relay {
+        io: Some(conn),
+        buf: rest,
+        framing: match head.framing {
+            BodyFraming::Length(n) => Framing::Length(n),
+            BodyFraming::Chunked => Framing::Chunked(ChunkedDecoder::new()),
+            BodyFraming::UntilClose => Framing::UntilClose,
+            BodyFraming::Empty => Framing::Length(0),
+        },
+        passthrough: true,
+        pending: VecDeque::new(),
+        scanner: TokenScanner::new(sse),
+        done: matches!(head.framing, BodyFraming::Empty),
+        failure: None,
+        finish: Some(Finish {
+            hub: hub.clone(),
+            lease,
+            model,
+            started,
+            status: head.status,
+            target_key: target.key,
+            keep_alive: head.keep_alive,
+        }),
+    };
+    resp.body = match head.framing {
+        BodyFraming::Empty => {
+            relay.finish_now();
+            Body::Empty
+        }
+        BodyFraming::Length(n) => Body::Raw {
+            length: Some(n),
+            stream: Box::new(relay),
+        },
+        BodyFraming::Chunked if client_minor >= 1 => Body::Raw {
+            length: None,
+            stream: Box::new(relay),
+        },
+        // An HTTP/1.0 client cannot take chunked framing; an until-close body has none. Both go
+        // out as plain data, framed by the connection.
+        BodyFraming::Chunked | BodyFraming::UntilClose => {
+            relay.passthrough = false;
+            Body::Stream(Box::new(relay))
+        }
+    };
+    resp
+}
+
+enum Framing {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// What happens when the relay ends, however it ends.
+struct Finish {
+    hub: Arc<HubInner>,
+    lease: Lease,
+    model: String,
+    started: Instant,
+    status: u16,
+    target_key: String,
+    keep_alive: bool,
+}
+
+/// The response body: upstream bytes, relayed as read.
+struct Relay {
+    io: Option<Upstream>,
+    buf: BytesMut,
+    framing: Framing,
+    /// Forward raw bytes (framing included); else only payload.
+    passthrough: bool,
+    /// Payload slices waiting to go (non-passthrough chunked only).
+    pending: VecDeque<Bytes>,
+    scanner: TokenScanner,
+    done: bool,
+    failure: Option<String>,
+    finish: Option<Finish>,
+}
+
+impl Relay {
+    /// Take what is buffered and due to the client, if anything.
+    fn take_buffered(&mut self) -> Result<Option<Bytes>, String> {
+        if let Some(b) = self.pending.pop_front() {
+            return Ok(Some(b));
+        }
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        match &mut self.framing {
+            Framing::Length(rem) => {
+                let n = (*rem).min(self.buf.len() as u64) as usize;
+                let chunk = self.buf.split_to(n).freeze();
+                *rem -= n as u64;
+                self.done = *rem == 0;
+                self.scanner.feed(&chunk);
+                Ok(Some(chunk))
+            }
+            Framing::UntilClose => {
+                let chunk = self.buf.split().freeze();
+                self.scanner.feed(&chunk);
+                Ok(Some(chunk))
+            }
+            Framing::Chunked(dec) => {
+                let scanner = &mut self.scanner;
+                if self.passthrough {
+                    let p = dec
+                        .feed(&self.buf, |d| scanner.feed(d))
+                        .map_err(|e| format!("Participant sent {e}"))?;
+                    self.done = p.done;
+                    Ok(Some(self.buf.split_to(p.consumed).freeze()))
+                } else {
+                    let base = self.buf.as_ptr() as usize;
+                    let mut ranges = Vec::new();
+                    let p = dec
+                        .feed(&self.buf, |d| {
+                            scanner.feed(d);
+                            let start = d.as_ptr() as usize - base;
+                            ranges.push(start..start + d.len());
+                        })
+                        .map_err(|e| format!("Participant sent {e}"))?;
+                    self.done = p.done;
+                    let consumed = self.buf.split_to(p.consumed).freeze();
+                    self.pending
+                        .extend(ranges.into_iter().map(|r| consumed.slice(r)));
+                    Ok(self.pending.pop_front())
+                }
+            }
+        }
+    }
+
+    /// The response ended (completely or not): events, pool, lease.
+    fn finish_now(&mut self) {
+        let Some(f) = self.finish.take() else {
+            return;
+        };
+        let room = f.lease.room().clone();
+        let id = f.lease.participant_id.clone();
+        let complete = self.done && self.failure.is_none();
+        if complete
+            && f.keep_alive
+            && self.buf.is_empty()
+            && let Some(conn) = self.io.take()
+        {
+            f.hub.connector.put_idle(&f.target_key, conn);
+        }
+        // Release the participant before announcing, so listings after the event show it idle.
+        drop(f.lease);
+        if !complete {
+            let error = self
+                .failure
+                .clone()
+                .unwrap_or_else(|| "Client disconnected before the answer was complete".into());
+            llm_error(&room, &id, &error);
+        } else if !(200..300).contains(&f.status) {
+            llm_error(
+                &room,
+                &id,
+                &format!("Participant answered with status {}", f.status),
+            );
+        } else {
+            let duration = f.started.elapsed();
+            let tokens = self.scanner.tokens();
+            let ttft = self
+                .scanner
+                .first_content
+                .map_or(duration, |t| t.duration_since(f.started));
+            let generating = duration.saturating_sub(ttft).as_secs_f64();
+            let secs = if generating > 0.0 {
+                generating
+            } else {
+                duration.as_secs_f64()
+            };
+            let tps = if secs > 0.0 {
+                tokens as f64 / secs
+            } else {
+                0.0
+            };
+            let metrics = LlmMetrics {
+                tokens,
+                latency_first_token_ms: ttft.as_millis() as u64,
+                duration_ms: duration.as_millis() as u64,
+                tokens_per_second: (tps * 100.0).round() / 100.0,
+            };
+            room.lock().publish(
+                "llm:complete",
+                &json!({ "participantId": id, "model": f.model, "metrics": metrics }),
+            );
+        }
+    }
+}
+
+impl BodyStream for Relay {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            match self.take_buffered() {
+                Ok(Some(b)) if !b.is_empty() => return Poll::Ready(Some(Ok(b))),
+                Ok(_) => {}
+                Err(e) => {
+                    self.failure = Some(e);
+                    self.finish_now();
+                    return Poll::Ready(Some(Err(io::Error::other("upstream framing error"))));
+                }
+            }
+            if self.done {
+                self.finish_now();
+                return Poll::Ready(None);
+            }
+            let Some(io) = self.io.as_mut() else {
+                return Poll::Ready(None);
+            };
+            self.buf.reserve(READ_CHUNK);
+            match poll_read_buf(Pin::new(io), cx, &mut self.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if matches!(self.framing, Framing::UntilClose) {
+                        self.done = true;
+                        continue;
+                    }
+                    self.failure = Some("Participant closed the connection mid-answer".into());
+                    self.finish_now();
+                    return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => {
+                    self.failure = Some(format!("Participant connection failed: {e}"));
+                    self.finish_now();
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // Whatever is unfinished is announced; an upstream connection not returned to the pool
+        // is closed as `io` drops, which stops the generation.
+        self.finish_now();
+    }
+}

@@ -1,0 +1,502 @@
+//! The request-body rewrite, by splicing bytes.
+//!
+//! [`scan`] walks a JSON body once — validating it — and records where the top-level `model`
+//! value lies, whether `stream` is `true`, and which generation-config keys are present.
+//! [`splice`] then produces the upstream body as a list of `Bytes`: the bytes before the model
+//! value, the participant's model name, the bytes after it, and the participant's config
+//! defaults for keys the request did not set, inserted before the closing brace. Every other
+//! byte of the request goes upstream unchanged, and nothing is re-serialised or copied.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::types::GenerationConfig;
+
+/// Deepest nesting accepted in a request body.
+pub const MAX_DEPTH: usize = 128;
+
+/// The config keys that can be injected as defaults, in the order they are written.
+const CONFIG_KEYS: [&str; 7] = [
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+];
+
+/// What [`scan`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyScan {
+    /// The `model` value's bytes, quotes included (the last one, if repeated, as JSON parsers
+    /// keep the last).
+    pub model_range: Range<usize>,
+    /// The `model` value, unescaped.
+    pub model: String,
+    /// `"stream": true` at the top level.
+    pub stream: bool,
+    /// Bit i set: `CONFIG_KEYS[i]` is present.
+    present: u8,
+    /// Offset of the top-level object's closing brace.
+    close: usize,
+}
+
+/// Why a body cannot be proxied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanError {
+    /// Not valid JSON (what and where).
+    Invalid(String),
+    NotObject,
+    MissingModel,
+    ModelNotString,
+}
+
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanError::Invalid(m) => write!(f, "Invalid JSON: {m}"),
+            ScanError::NotObject => f.write_str("Request body must be a JSON object"),
+            ScanError::MissingModel => f.write_str("Missing required field: model"),
+            ScanError::ModelNotString => f.write_str("model must be a string"),
+        }
+    }
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn err(&self, what: &str) -> ScanError {
+        ScanError::Invalid(format!("{what} at byte {}", self.i))
+    }
+
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), ScanError> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.err(&format!("expected '{}'", c as char)))
+        }
+    }
+
+    /// A string starting at the opening quote; returns its range (quotes included) and whether
+    /// it contains escapes.
+    fn string(&mut self) -> Result<(Range<usize>, bool), ScanError> {
+        let start = self.i;
+        self.expect(b'"')?;
+        let mut escaped = false;
+        loop {
+            // Skip plain bytes quickly.
+            let rest = &self.b[self.i..];
+            let n = rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .ok_or_else(|| self.err("unterminated string"))?;
+            self.i += n;
+            match self.b[self.i] {
+                b'"' => {
+                    self.i += 1;
+                    return Ok((start..self.i, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 1;
+                    match self.peek() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
+                        Some(b'u') => {
+                            let hex = self
+                                .b
+                                .get(self.i + 1..self.i + 5)
+                                .ok_or_else(|| self.err("bad \\u escape"))?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(self.err("bad \\u escape"));
+                            }
+                            self.i += 5;
+                        }
+                        _ => return Err(self.err("bad escape")),
+                    }
+                }
+                _ => return Err(self.err("control character in string")),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<(), ScanError> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    self.i += 1;
+                }
+            }
+            _ => return Err(self.err("bad number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            let d = self.i;
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+            if self.i == d {
+                return Err(self.err("bad number"));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            let d = self.i;
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+            if self.i == d {
+                return Err(self.err("bad number"));
+            }
+        }
+        debug_assert!(self.i > start);
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), ScanError> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.err("unexpected token"))
+        }
+    }
+
+    /// Any value, iteratively (an explicit stack of open containers bounds the depth).
+    fn value(&mut self) -> Result<Range<usize>, ScanError> {
+        let start = self.i;
+        // true = inside an object, false = inside an array.
+        let mut stack: Vec<bool> = Vec::new();
+        loop {
+            self.ws();
+            // Parse one value or open a container.
+            match self.peek() {
+                Some(b'{') => {
+                    self.i += 1;
+                    self.ws();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                    } else {
+                        if stack.len() >= MAX_DEPTH {
+                            return Err(self.err("nesting too deep"));
+                        }
+                        stack.push(true);
+                        self.string()?;
+                        self.ws();
+                        self.expect(b':')?;
+                        continue;
+                    }
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    self.ws();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                    } else {
+                        if stack.len() >= MAX_DEPTH {
+                            return Err(self.err("nesting too deep"));
+                        }
+                        stack.push(false);
+                        continue;
+                    }
+                }
+                Some(b'"') => {
+                    self.string()?;
+                }
+                Some(b't') => self.literal(b"true")?,
+                Some(b'f') => self.literal(b"false")?,
+                Some(b'n') => self.literal(b"null")?,
+                Some(b'-' | b'0'..=b'9') => self.number()?,
+                Some(_) => return Err(self.err("unexpected character")),
+                None => return Err(self.err("unexpected end")),
+            }
+            // A value is complete: close containers or move to the next element.
+            loop {
+                let Some(&in_object) = stack.last() else {
+                    return Ok(start..self.i);
+                };
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if in_object {
+                            self.ws();
+                            self.string()?;
+                            self.ws();
+                            self.expect(b':')?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if in_object => {
+                        self.i += 1;
+                        stack.pop();
+                    }
+                    Some(b']') if !in_object => {
+                        self.i += 1;
+                        stack.pop();
+                    }
+                    _ => return Err(self.err("expected ',' or a closing bracket")),
+                }
+            }
+        }
+    }
+}
+
+fn unescape(raw: &[u8]) -> Result<String, ScanError> {
+    serde_json::from_slice::<String>(raw).map_err(|e| ScanError::Invalid(e.to_string()))
+}
+
+/// Scan a request body (see the module docs).
+pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
+    let mut s = Scanner { b: body, i: 0 };
+    s.ws();
+    if s.peek() != Some(b'{') {
+        return if body.trim_ascii().is_empty() {
+            Err(ScanError::Invalid("empty body".into()))
+        } else if s.peek().is_some_and(|c| b"[\"-0123456789tfn".contains(&c)) {
+            s.value()?;
+            Err(ScanError::NotObject)
+        } else {
+            Err(s.err("unexpected character"))
+        };
+    }
+    s.i += 1;
+    let mut model: Option<(Range<usize>, Result<String, ScanError>)> = None;
+    let mut stream = false;
+    let mut present = 0u8;
+    s.ws();
+    if s.peek() == Some(b'}') {
+        s.i += 1;
+    } else {
+        loop {
+            s.ws();
+            let (key, escaped) = s.string()?;
+            let key_text: std::borrow::Cow<'_, str> = if escaped {
+                unescape(&body[key.clone()])?.into()
+            } else {
+                // Unescaped and from a valid UTF-8 check below; keys are compared as bytes.
+                String::from_utf8_lossy(&body[key.start + 1..key.end - 1])
+            };
+            s.ws();
+            s.expect(b':')?;
+            s.ws();
+            let value = s.value()?;
+            match key_text.as_ref() {
+                "model" => {
+                    let v = &body[value.clone()];
+                    let text = if v.first() == Some(&b'"') {
+                        unescape(v)
+                    } else {
+                        Err(ScanError::ModelNotString)
+                    };
+                    model = Some((value, text));
+                }
+                "stream" => stream = &body[value] == b"true",
+                k => {
+                    if let Some(i) = CONFIG_KEYS.iter().position(|c| *c == k) {
+                        present |= 1 << i;
+                    }
+                }
+            }
+            s.ws();
+            match s.peek() {
+                Some(b',') => s.i += 1,
+                Some(b'}') => {
+                    s.i += 1;
+                    break;
+                }
+                _ => return Err(s.err("expected ',' or '}'")),
+            }
+        }
+    }
+    let close = s.i - 1;
+    s.ws();
+    if s.i != body.len() {
+        return Err(s.err("trailing characters"));
+    }
+    if std::str::from_utf8(body).is_err() {
+        return Err(ScanError::Invalid("body is not UTF-8".into()));
+    }
+    let (model_range, model) = model.ok_or(ScanError::MissingModel)?;
+    Ok(BodyScan {
+        model_range,
+        model: model?,
+        stream,
+        present,
+        close,
+    })
+}
+
+/// The config defaults to add: `,"key":value` for each key set in `config` and absent from the
+/// request.
+fn defaults(config: &GenerationConfig, present: u8) -> Option<Bytes> {
+    // Serialising the config (plain numbers and strings) cannot fail.
+    let value = serde_json::to_value(config).ok()?;
+    let obj = value.as_object()?;
+    let mut out = Vec::new();
+    for (i, key) in CONFIG_KEYS.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            continue;
+        }
+        if let Some(v) = obj.get(*key) {
+            out.push(b',');
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(v.to_string().as_bytes());
+        }
+    }
+    (!out.is_empty()).then(|| Bytes::from(out))
+}
+
+/// The upstream body as slices: everything of `body` but the model value, which becomes
+/// `model`, and the config defaults before the closing brace.
+pub fn splice(body: &Bytes, scan: &BodyScan, model: &str, config: &GenerationConfig) -> Vec<Bytes> {
+    let mut parts = Vec::with_capacity(5);
+    parts.push(body.slice(..scan.model_range.start));
+    // A `String` always serialises.
+    parts.push(Bytes::from(serde_json::to_vec(model).unwrap_or_default()));
+    parts.push(body.slice(scan.model_range.end..scan.close));
+    if let Some(d) = defaults(config, scan.present) {
+        parts.push(d);
+    }
+    parts.push(body.slice(scan.close..));
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(parts: &[Bytes]) -> String {
+        parts
+            .iter()
+            .map(|p| std::str::from_utf8(p).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn replaces_only_the_model_bytes() {
+        let body = Bytes::from_static(
+            "{ \"messages\" : [ {\"role\":\"user\",\"content\":\"ol\u{e1} \\\"model\\\": x\"} ],\n\t\"model\"  :  \"p-1\" , \"stream\":true }".as_bytes(),
+        );
+        let s = scan(&body).unwrap();
+        assert_eq!(s.model, "p-1");
+        assert!(s.stream);
+        let out = joined(&splice(
+            &body,
+            &s,
+            "llama3:8b",
+            &GenerationConfig::default(),
+        ));
+        assert_eq!(
+            out,
+            "{ \"messages\" : [ {\"role\":\"user\",\"content\":\"ol\u{e1} \\\"model\\\": x\"} ],\n\t\"model\"  :  \"llama3:8b\" , \"stream\":true }"
+        );
+    }
+
+    #[test]
+    fn adds_only_absent_config_keys() {
+        let body = Bytes::from_static(br#"{"model":"*","temperature":1.5,"messages":[]}"#);
+        let s = scan(&body).unwrap();
+        let config: GenerationConfig =
+            serde_json::from_str(r#"{"temperature":0.2,"max_tokens":64,"stop":["\n"]}"#).unwrap();
+        let out = joined(&splice(&body, &s, "m", &config));
+        assert_eq!(
+            out,
+            r#"{"model":"m","temperature":1.5,"messages":[],"max_tokens":64,"stop":["\n"]}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["temperature"], 1.5);
+    }
+
+    #[test]
+    fn escaped_names_and_last_duplicate() {
+        let body = Bytes::from_static(br#"{"mod\u0065l":"a","model":"b\"c"}"#);
+        let s = scan(&body).unwrap();
+        assert_eq!(s.model, "b\"c");
+        let out = joined(&splice(&body, &s, "x\"y", &GenerationConfig::default()));
+        assert_eq!(out, r#"{"mod\u0065l":"a","model":"x\"y"}"#);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(scan(b"{not json"), Err(ScanError::Invalid(_))));
+        assert!(matches!(scan(b""), Err(ScanError::Invalid(_))));
+        assert_eq!(scan(b"[1,2]"), Err(ScanError::NotObject));
+        assert_eq!(scan(br#"{"messages":[]}"#), Err(ScanError::MissingModel));
+        assert_eq!(scan(br#"{"model":5}"#), Err(ScanError::ModelNotString));
+        assert!(matches!(
+            scan(br#"{"model":"a"} x"#),
+            Err(ScanError::Invalid(_))
+        ));
+        assert!(matches!(
+            scan(br#"{"model":"a",}"#),
+            Err(ScanError::Invalid(_))
+        ));
+        assert!(matches!(
+            scan(br#"{"model":"a","x":01}"#),
+            Err(ScanError::Invalid(_))
+        ));
+        assert!(matches!(
+            scan(b"{\"model\":\"a\x01\"}"),
+            Err(ScanError::Invalid(_))
+        ));
+        let deep = format!(
+            "{{\"model\":\"a\",\"x\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(matches!(scan(deep.as_bytes()), Err(ScanError::Invalid(_))));
+        let ok = format!(
+            "{{\"model\":\"a\",\"x\":{}{}}}",
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(scan(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn agrees_with_serde_on_validity() {
+        for s in [
+            r#"{"model":"a","n":-0.5e+3,"t":true,"f":false,"z":null,"o":{"k":[1,{"a":[]}]}}"#,
+            r#"{"model":"a","n":1.}"#,
+            r#"{"model":"a","n":.5}"#,
+            r#"{"model":"a" "b":1}"#,
+            r#"{"model":"\ud83d\ude00"}"#,
+            r#"{"model":"a","s":"\x"}"#,
+        ] {
+            let ours = scan(s.as_bytes()).is_ok();
+            let serde = serde_json::from_str::<serde_json::Value>(s).is_ok();
+            assert_eq!(ours, serde, "{s}");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! A fake OpenAI-compatible LLM server (`gambiarra mock-llm`), served by the project's own HTTP
+//! layer: chat completions (streaming and not), completions, embeddings, `/v1/models` and
+//! Ollama's `/api/tags`. It lets anyone try a hub without a GPU, and it is the upstream of the
+//! tests and benchmarks.
+//!
+//! It records every request it receives (head and body bytes) and counts streams that ended
+//! early because the other side went away. Test-only behaviour is asked for in the request
+//! body, since a hub forwards the body untouched: `"mock_status": 500` answers with that status,
+//! `"mock_die_after": 3` drops the connection after three tokens, `"mock_tokens"` and
+//! `"mock_delay_ms"` override the token count and delay.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
+
+use crate::http::{self, Body, BodyStream, Handler, Method, Peer, Request, RequestHead, Response};
+
+/// Behaviour of a mock.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// The model name it serves.
+    pub model: String,
+    /// Tokens per completion.
+    pub tokens: u32,
+    /// Delay between streamed tokens.
+    pub token_delay: Duration,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            model: "llama3".into(),
+            tokens: 50,
+            token_delay: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A request as the mock received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub head: RequestHead,
+    pub body: Bytes,
+}
+
+#[derive(Default)]
+struct Stats {
+    requests: Mutex<Vec<Recorded>>,
+    cancelled: AtomicU64,
+    completed: AtomicU64,
+    record: bool,
+}
+
+struct MockService {
+    config: MockConfig,
+    stats: Arc<Stats>,
+}
+
+/// A running mock.
+pub struct MockLlm {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    stats: Arc<Stats>,
+}
+
+impl MockLlm {
+    /// Start on `addr` (port 0 for a free one). `record`: keep every request (tests).
+    pub async fn start(addr: SocketAddr, config: MockConfig, record: bool) -> io::Result<MockLlm> {
+        let listener = tokio::net::TcpListener::from_std(http::server::bind(addr)?)?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(Stats {
+            record,
+            ..Stats::default()
+        });
+        let (tx, rx) = watch::channel(false);
+        let service = Arc::new(MockService {
+            config,
+            stats: stats.clone(),
+        });
+        let server_config = Arc::new(http::ServerConfig {
+            shutdown_grace: Duration::from_secs(1),
+            ..http::ServerConfig::default()
+        });
+        let task = tokio::spawn(http::server::serve(listener, service, server_config, rx));
+        Ok(MockLlm {
+            addr,
+            shutdown: tx,
+            task,
+            stats,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint to register.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received so far (when recording).
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.stats
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Streams abandoned by the client before their end.
+    pub fn cancelled(&self) -> u64 {
+        self.stats.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Completions answered in full.
+    pub fn completed(&self) -> u64 {
+        self.stats.completed.load(Ordering::SeqCst)
+    }
+
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+fn json_response(status: u16, v: &Value) -> Response {
+    Response::json(status, Bytes::from(v.to_string()))
+}
+
+fn now_secs() -> u64 {
+    crate::types::now_ms() / 1000
+}
+
+impl Handler for MockService {
+    fn body_limit(&self, _head: &RequestHead) -> usize {
+        crate::hub::V1_BODY_LIMIT
+    }
+
+    async fn handle(&self, req: Request, _peer: &Peer) -> Response {
+        if self.stats.record {
+            self.stats
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Recorded {
+                    head: req.head.clone(),
+                    body: req.body.clone(),
+                });
+        }
+        let path = req.head.path().trim_end_matches('/');
+        let model = &self.config.model;
+        match (req.head.method, path) {
+            (Method::Get, "/v1/models" | "/models") => json_response(
+                200,
+                &json!({"object": "list", "data": [{"id": model, "object": "model", "created": now_secs(), "owned_by": "gambiarra-mock"}]}),
+            ),
+            (Method::Get, "/api/tags") => json_response(
+                200,
+                &json!({"models": [{"name": model, "model": model, "size": 0}]}),
+            ),
+            (Method::Get, "/health" | "/") => json_response(200, &json!({"status": "ok"})),
+            (Method::Post, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
+                let body: Value = match serde_json::from_slice(&req.body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return json_response(
+                            400,
+                            &json!({"error": {"message": format!("invalid JSON: {e}"), "type": "invalid_request_error"}}),
+                        );
+                    }
+                };
+                self.complete(path, &body)
+            }
+            _ => json_response(
+                404,
+                &json!({"error": {"message": "not found", "type": "not_found_error"}}),
+            ),
+        }
+    }
+}
+
+impl MockService {
+    fn complete(&self, path: &str, body: &Value) -> Response {
+        if let Some(status) = body.get("mock_status").and_then(Value::as_u64) {
+            return json_response(
+                status as u16,
+                &json!({"error": {"message": format!("mock says {status}"), "type": "server_error"}}),
+            );
+        }
+        let model = body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.config.model)
+            .to_string();
+        if path == "/v1/embeddings" {
+            let inputs = match body.get("input") {
+                Some(Value::Array(a)) => a.len(),
+                _ => 1,
+            };
+            let data: Vec<Value> = (0..inputs)
+                .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, 0.4, i as f64]}))
+                .collect();
+            self.stats.completed.fetch_add(1, Ordering::SeqCst);
+            return json_response(
+                200,
+                &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+            );
+        }
+        let tokens = body
+            .get("mock_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(self.config.tokens as u64) as u32;
+        let delay = body
+            .get("mock_delay_ms")
+            .and_then(Value::as_u64)
+            .map(Duration::from_millis)
+            .unwrap_or(self.config.token_delay);
+        let chat = path == "/v1/chat/completions";
+        if body.get("stream").and_then(Value::as_bool) == Some(true) {
+            let usage = body
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                == Some(true);
+            let stream = TokenStream {
+                chat,
+                model,
+                tokens,
+                delay,
+                die_after: body
+                    .get("mock_die_after")
+                    .and_then(Value::as_u64)
+                    .map(|n| n as u32),
+                usage,
+                next: 0,
+                sleep: None,
+                finished: false,
+                stats: self.stats.clone(),
+            };
+            return Response::new(200)
+                .header("Content-Type", Bytes::from_static(b"text/event-stream"))
+                .header("Cache-Control", Bytes::from_static(b"no-cache"))
+                .body(Body::Stream(Box::new(stream)));
+        }
+        let text: String = (0..tokens).map(|i| format!("tok{i} ")).collect();
+        let choice = if chat {
+            json!({"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}})
+        } else {
+            json!({"index": 0, "finish_reason": "stop", "text": text})
+        };
+        self.stats.completed.fetch_add(1, Ordering::SeqCst);
+        json_response(
+            200,
+            &json!({
+                "id": "chatcmpl-mock", "object": if chat { "chat.completion" } else { "text_completion" },
+                "created": now_secs(), "model": model, "choices": [choice],
+                "usage": {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": tokens + 5}
+            }),
+        )
+    }
+}
+
+/// A streamed completion: one SSE event per token, `delay` apart.
+struct TokenStream {
+    chat: bool,
+    model: String,
+    tokens: u32,
+    delay: Duration,
+    die_after: Option<u32>,
+    usage: bool,
+    /// Next event: 0..tokens tokens, then the finish event, usage, `[DONE]`.
+    next: u32,
+    sleep: Option<std::pin::Pin<Box<Sleep>>>,
+    finished: bool,
+    stats: Arc<Stats>,
+}
+
+impl TokenStream {
+    fn event(&self, i: u32) -> Option<Bytes> {
+        let object = if self.chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        let base = |choices: Value| json!({"id": "chatcmpl-mock", "object": object, "created": now_secs(), "model": self.model, "choices": choices});
+        let v = if i < self.tokens {
+            let text = format!("tok{i} ");
+            if self.chat {
+                base(json!([{"index": 0, "delta": {"content": text}, "finish_reason": null}]))
+            } else {
+                base(json!([{"index": 0, "text": text, "finish_reason": null}]))
+            }
+        } else if i == self.tokens {
+            if self.chat {
+                base(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+            } else {
+                base(json!([{"index": 0, "text": "", "finish_reason": "stop"}]))
+            }
+        } else if i == self.tokens + 1 && self.usage {
+            let mut v = base(json!([]));
+            v["usage"] = json!({"prompt_tokens": 5, "completion_tokens": self.tokens, "total_tokens": self.tokens + 5});
+            v
+        } else if i <= self.tokens + 2 {
+            return Some(Bytes::from_static(b"data: [DONE]\n\n"));
+        } else {
+            return None;
+        };
+        Some(Bytes::from(format!("data: {v}\n\n")))
+    }
+}
+
+impl BodyStream for TokenStream {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            if self.die_after.is_some_and(|d| self.next >= d) {
+                self.finished = true;
+                return Poll::Ready(Some(Err(io::Error::other("mock told to die"))));
+            }
+            // Tokens after the first wait `delay`.
+            if self.next > 0 && self.next < self.tokens && !self.delay.is_zero() {
+                let sleep = self.sleep.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + self.delay))
+                });
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.sleep = None;
+            }
+            let i = self.next;
+            self.next += 1;
+            if i == self.tokens + 1 && !self.usage {
+                continue;
+            }
+            return match self.event(i) {
+                Some(b) => Poll::Ready(Some(Ok(b))),
+                None => {
+                    if !self.finished {
+                        self.finished = true;
+                        self.stats.completed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Poll::Ready(None)
+                }
+            };
+        }
+    }
+}
+
+impl Drop for TokenStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.stats.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}

@@ -51,6 +51,8 @@ impl Default for MockConfig {
 pub struct Recorded {
     pub head: RequestHead,
     pub body: Bytes,
+    /// The connection it came on (a reused connection keeps its port).
+    pub peer: SocketAddr,
 }
 
 #[derive(Default)]
@@ -148,7 +150,7 @@ impl Handler for MockService {
         crate::hub::V1_BODY_LIMIT
     }
 
-    async fn handle(&self, req: Request, _peer: &Peer) -> Response {
+    async fn handle(&self, req: Request, peer: &Peer) -> Response {
         if self.stats.record {
             self.stats
                 .requests
@@ -157,6 +159,7 @@ impl Handler for MockService {
                 .push(Recorded {
                     head: req.head.clone(),
                     body: req.body.clone(),
+                    peer: peer.addr,
                 });
         }
         let path = req.head.path().trim_end_matches('/');

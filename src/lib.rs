@@ -2,10 +2,12 @@
 //!
 //! - [`http`]: a hand-rolled HTTP/1.1 server on tokio (no knowledge of rooms).
 //! - [`hub`]: rooms, participants, events, the proxy; [`hub::Hub`] embeds a hub.
+//! - [`bench`]: the load generator behind `gambiarra bench`.
 //! - [`mock`]: a fake OpenAI-compatible LLM for trying the hub and for tests.
 //! - [`types`]: the protocol's types and constants.
 //! - [`cli`]: the `gambiarra` command's subcommands.
 
+pub mod bench;
 pub mod cli;
 #[doc(hidden)]
 pub mod fuzzing;

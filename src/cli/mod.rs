@@ -1,6 +1,7 @@
 //! The `gambiarra` command: one file per subcommand. `main.rs` parses the command line with
 //! [`Cli`] and calls [`run`].
 
+pub mod bench;
 pub mod mock_llm;
 pub mod serve;
 
@@ -28,6 +29,7 @@ pub struct Cli {
 pub enum Command {
     Serve(serve::ServeArgs),
     MockLlm(mock_llm::MockLlmArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Run the parsed command line.
@@ -39,6 +41,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::MockLlm(args)) => mock_llm::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => {
             eprintln!("gambiarra: no command given; try `gambiarra --help`");
             ExitCode::from(2)
@@ -57,6 +60,14 @@ pub fn init_logging(level: tracing::Level) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// The hub URL: `--hub`, else `GAMBIARRA_HUB`, else `http://localhost:3000`.
+pub fn hub_url(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("GAMBIARRA_HUB").ok())
+        .unwrap_or_else(|| "http://localhost:3000".to_string())
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// A multi-threaded tokio runtime, or an explanation of why there is none.

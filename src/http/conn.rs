@@ -314,13 +314,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     framing,
                     keep_alive,
                 );
-                self.flush().await?;
                 if is_head {
+                    self.flush().await?;
                     return Ok(keep_alive);
                 }
-                let end = self
-                    .pump(stream.as_mut(), framing == WireFraming::Chunked)
-                    .await;
+                let chunked = framing == WireFraming::Chunked;
+                let end = match self.first_piece(stream.as_mut(), chunked).await? {
+                    Some(end) => end,
+                    None => self.pump(stream.as_mut(), chunked).await,
+                };
                 drop(stream);
                 match end {
                     PumpEnd::Finished if framing == WireFraming::Chunked => {
@@ -344,15 +346,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     framing,
                     keep_alive,
                 );
-                self.flush().await?;
                 if is_head {
+                    self.flush().await?;
                     return Ok(keep_alive);
                 }
                 // The bytes carry their own framing: the connection stays usable only if the
                 // stream delivered all of it.
-                let end = self.pump(stream.as_mut(), false).await;
+                let end = match self.first_piece(stream.as_mut(), false).await? {
+                    Some(end) => end,
+                    None => self.pump(stream.as_mut(), false).await,
+                };
                 drop(stream);
                 Ok(keep_alive && end == PumpEnd::Finished)
+            }
+        }
+    }
+
+    /// Send the buffered head together with the body's first piece when that piece is ready
+    /// already (a small upstream answer usually arrives with its head): one write instead of
+    /// two. `Some(end)` if the body ended (or failed) right there.
+    async fn first_piece(
+        &mut self,
+        body: &mut dyn BodyStream,
+        chunk_frame: bool,
+    ) -> io::Result<Option<PumpEnd>> {
+        // Polling with a no-op waker is only a peek: if the body is not ready, `pump` polls it
+        // again with the task's real waker.
+        let polled = body.poll_next(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        match polled {
+            Poll::Ready(Some(Ok(data))) if !data.is_empty() => {
+                let out = OutChunk::new(data, chunk_frame);
+                if out.total() <= COALESCE_BODY_MAX {
+                    for part in out.parts() {
+                        self.wbuf.extend_from_slice(part);
+                    }
+                    self.flush().await?;
+                } else {
+                    let parts = out.parts();
+                    self.write_vectored_all(&parts).await?;
+                }
+                Ok(None)
+            }
+            Poll::Ready(None) => {
+                self.flush().await?;
+                Ok(Some(PumpEnd::Finished))
+            }
+            Poll::Ready(Some(Err(_))) => {
+                self.flush().await?;
+                Ok(Some(PumpEnd::Failed))
+            }
+            _ => {
+                self.flush().await?;
+                Ok(None)
             }
         }
     }
@@ -379,24 +424,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let write_timeout = self.config.write_timeout;
         let io = &mut self.io;
         let rbuf = &mut self.rbuf;
+        // Watch the client while waiting: EOF means it has gone, and whatever feeds the stream
+        // must stop. (While the body flows, a closed client shows as a failed write.)
+        let client_gone = |cx: &mut std::task::Context<'_>, rbuf: &mut BytesMut, io: &mut S| loop {
+            if rbuf.len() >= STREAM_READ_AHEAD_MAX {
+                return false;
+            }
+            let mut scratch = [0u8; 1024];
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return true,
+                Poll::Ready(Ok(())) => rbuf.extend_from_slice(rb.filled()),
+                Poll::Ready(Err(_)) => return true,
+                Poll::Pending => return false,
+            }
+        };
         poll_fn(|cx| {
             loop {
-                // Watch the client: EOF means it has gone, and whatever feeds the stream must stop.
-                if rbuf.len() < STREAM_READ_AHEAD_MAX {
-                    let mut scratch = [0u8; 1024];
-                    let mut rb = ReadBuf::new(&mut scratch);
-                    match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                            return Poll::Ready(PumpEnd::ClientGone);
-                        }
-                        Poll::Ready(Ok(())) => {
-                            rbuf.extend_from_slice(rb.filled());
-                            continue;
-                        }
-                        Poll::Ready(Err(_)) => return Poll::Ready(PumpEnd::ClientGone),
-                        Poll::Pending => {}
-                    }
-                }
                 if body.poll_cancelled(cx).is_ready() {
                     return Poll::Ready(PumpEnd::Cancelled);
                 }
@@ -416,6 +460,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                             if stall.as_mut().poll(cx).is_ready() {
                                 return Poll::Ready(PumpEnd::Stalled);
                             }
+                            if client_gone(cx, rbuf, io) {
+                                return Poll::Ready(PumpEnd::ClientGone);
+                            }
                             return Poll::Pending;
                         }
                     }
@@ -428,7 +475,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                     Poll::Ready(Some(Err(_))) => return Poll::Ready(PumpEnd::Failed),
                     Poll::Ready(None) => return Poll::Ready(PumpEnd::Finished),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        if client_gone(cx, rbuf, io) {
+                            return Poll::Ready(PumpEnd::ClientGone);
+                        }
+                        return Poll::Pending;
+                    }
                 }
             }
         })

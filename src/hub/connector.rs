@@ -20,8 +20,10 @@ use crate::http::url::{self, Scheme};
 
 /// Default time allowed to establish a connection to a participant.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default most idle connections kept per endpoint.
-pub const POOL_MAX_IDLE: usize = 16;
+/// Default most idle connections kept per endpoint: enough for the concurrency a busy room
+/// reaches, so steady load reuses connections instead of opening (and leaving in TIME_WAIT)
+/// one per request.
+pub const POOL_MAX_IDLE: usize = 128;
 /// Default time an idle pooled connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -157,6 +159,25 @@ pub enum ConnectError {
     Unsupported(&'static str),
 }
 
+impl ConnectError {
+    /// The failure says something about the participant (not about this machine running out
+    /// of ports or descriptors, nor about a build without TLS).
+    pub fn blames_participant(&self) -> bool {
+        match self {
+            ConnectError::Refused(e) => {
+                !matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrNotAvailable
+                        | io::ErrorKind::AddrInUse
+                        | io::ErrorKind::OutOfMemory
+                ) && e.raw_os_error() != Some(24)
+            } // EMFILE
+            ConnectError::Timeout => true,
+            ConnectError::Unsupported(_) => false,
+        }
+    }
+}
+
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -222,7 +243,12 @@ impl Connector {
     /// Give a connection whose last response was complete back to the pool.
     pub fn put_idle(&self, target_key: &str, conn: Upstream) {
         let mut pool = self.pool();
-        let list = pool.entry(target_key.to_string()).or_default();
+        if !pool.contains_key(target_key) {
+            pool.insert(target_key.to_string(), Vec::new());
+        }
+        let Some(list) = pool.get_mut(target_key) else {
+            return;
+        };
         list.retain(|(_, since)| since.elapsed() < self.idle_timeout);
         if list.len() < self.max_idle {
             list.push((conn, Instant::now()));

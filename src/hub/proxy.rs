@@ -24,7 +24,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 use tokio_util::io::poll_read_buf;
@@ -43,6 +42,28 @@ use crate::types::LlmMetrics;
 
 /// Bytes read from an upstream at a time.
 const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LlmRequest<'a> {
+    participant_id: &'a str,
+    model: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LlmError<'a> {
+    participant_id: &'a str,
+    error: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LlmComplete<'a> {
+    participant_id: &'a str,
+    model: &'a str,
+    metrics: LlmMetrics,
+}
 
 pub const NO_PARTICIPANT: &str = "No available participant for the requested model";
 pub const PARTICIPANT_OFFLINE: &str = "Participant is offline";
@@ -85,12 +106,17 @@ async fn proxy(
         tried.push(lease.participant_id.clone());
         room.lock().publish(
             "llm:request",
-            &json!({ "participantId": lease.participant_id, "model": scan.model }),
+            &LlmRequest {
+                participant_id: &lease.participant_id,
+                model: &scan.model,
+            },
         );
         let started = Instant::now();
         match forward(hub, &lease, kind, req, &scan).await {
             Ok((target, conn, head, rest)) => {
-                hub.state.connect_ok(&room, &lease.participant_id);
+                if lease.had_failures {
+                    hub.state.connect_ok(&room, &lease.participant_id);
+                }
                 return Ok(respond(
                     hub,
                     lease,
@@ -107,7 +133,7 @@ async fn proxy(
             Err(Failure::Connect(e)) => {
                 let message = e.to_string();
                 llm_error(&room, &lease.participant_id, &message);
-                if !matches!(e, ConnectError::Unsupported(_)) {
+                if e.blames_participant() {
                     hub.state.connect_failed(&room, &lease.participant_id);
                 }
                 tracing::warn!(participant = %lease.participant_id, "{message}");
@@ -128,7 +154,10 @@ async fn proxy(
 fn llm_error(room: &Room, participant_id: &str, error: &str) {
     room.lock().publish(
         "llm:error",
-        &json!({ "participantId": participant_id, "error": error }),
+        &LlmError {
+            participant_id,
+            error,
+        },
     );
 }
 
@@ -139,11 +168,11 @@ async fn forward(
     kind: ProxyKind,
     req: &Request,
     scan: &rewrite::BodyScan,
-) -> Result<(Target, Upstream, ResponseHead, BytesMut), Failure> {
-    let target = Target::from_endpoint(&lease.endpoint).map_err(|e| {
+) -> Result<(Arc<Target>, Upstream, ResponseHead, BytesMut), Failure> {
+    let target = lease.target.clone().ok_or_else(|| {
         Failure::Connect(ConnectError::Refused(io::Error::new(
             io::ErrorKind::InvalidInput,
-            e,
+            format!("invalid endpoint {:?}", lease.endpoint),
         )))
     })?;
     let body = rewrite::splice(&req.body, scan, &lease.model, &lease.config);
@@ -281,7 +310,7 @@ fn respond(
     stream_requested: bool,
     client_minor: u8,
     started: Instant,
-    target: Target,
+    target: Arc<Target>,
     conn: Upstream,
     head: ResponseHead,
     rest: BytesMut,
@@ -317,7 +346,7 @@ fn respond(
             model,
             started,
             status: head.status,
-            target_key: target.key,
+            target_key: target.key.clone(),
             keep_alive: head.keep_alive,
         }),
     };
@@ -442,15 +471,15 @@ impl Relay {
         {
             f.hub.connector.put_idle(&f.target_key, conn);
         }
-        // Release the participant before announcing, so listings after the event show it idle.
-        drop(f.lease);
         if !complete {
+            drop(f.lease);
             let error = self
                 .failure
                 .clone()
                 .unwrap_or_else(|| "Client disconnected before the answer was complete".into());
             llm_error(&room, &id, &error);
         } else if !(200..300).contains(&f.status) {
+            drop(f.lease);
             llm_error(
                 &room,
                 &id,
@@ -480,9 +509,17 @@ impl Relay {
                 duration_ms: duration.as_millis() as u64,
                 tokens_per_second: (tps * 100.0).round() / 100.0,
             };
-            room.lock().publish(
+            // Release the participant and announce under one lock, so a listing after the event
+            // shows it idle.
+            let mut inner = room.lock();
+            f.lease.release(&mut inner);
+            inner.publish(
                 "llm:complete",
-                &json!({ "participantId": id, "model": f.model, "metrics": metrics }),
+                &LlmComplete {
+                    participant_id: &id,
+                    model: &f.model,
+                    metrics,
+                },
             );
         }
     }

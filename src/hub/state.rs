@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde::Serialize;
 
+use super::connector::Target;
 use super::error::{ApiError, msg};
 use super::events::{EventLog, Subscription};
 use super::ids;
@@ -35,6 +36,8 @@ pub struct Participant {
     pub in_flight: u32,
     /// Consecutive failed connection attempts.
     pub conn_failures: u32,
+    /// The endpoint, parsed and normalised once at join.
+    pub target: Option<Arc<Target>>,
 }
 
 impl Participant {
@@ -123,19 +126,35 @@ pub struct Lease {
     pub participant_id: String,
     pub model: String,
     pub endpoint: String,
+    pub target: Option<Arc<Target>>,
     pub config: crate::types::GenerationConfig,
     /// The request named this participant by id (no failover to others).
     pub explicit: bool,
+    /// The participant had failed connections before this request (a success resets them).
+    pub had_failures: bool,
+    released: bool,
 }
 
 impl Lease {
     pub fn room(&self) -> &Arc<Room> {
         &self.room
     }
+
+    /// Release under a lock the caller already holds on this lease's room.
+    pub fn release(mut self, inner: &mut RoomInner) {
+        self.released = true;
+        if let Some(i) = inner.find(&self.participant_id) {
+            let p = &mut inner.participants[i];
+            p.in_flight = p.in_flight.saturating_sub(1);
+        }
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         let mut inner = self.room.lock();
         if let Some(i) = inner.find(&self.participant_id) {
             let p = &mut inner.participants[i];
@@ -256,10 +275,12 @@ impl State {
         info.status = ParticipantStatus::Online;
         info.joined_at = now;
         info.last_seen = now;
+        let target = Target::from_endpoint(&info.endpoint).ok().map(Arc::new);
         let p = Participant {
             info,
             in_flight: 0,
             conn_failures: 0,
+            target,
         };
         let snapshot = p.snapshot();
         let mut inner = room.lock();
@@ -348,8 +369,11 @@ impl State {
                 participant_id: p.info.id.clone(),
                 model: p.info.model.clone(),
                 endpoint: p.info.endpoint.clone(),
+                target: p.target.clone(),
                 config: p.info.config.clone(),
                 explicit,
+                had_failures: p.conn_failures > 0,
+                released: false,
             }
         };
         if let Some(i) = inner.find(requested) {

@@ -59,8 +59,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(crate) fn new(io: S, config: Arc<ServerConfig>) -> Self {
         Connection {
             io,
-            rbuf: BytesMut::with_capacity(8 * 1024),
-            wbuf: BytesMut::with_capacity(8 * 1024),
+            // Small to start: most requests and answers are a few hundred bytes, and an idle
+            // keep-alive connection should cost little. Both grow on demand.
+            rbuf: BytesMut::with_capacity(2 * 1024),
+            wbuf: BytesMut::with_capacity(1024),
             config,
             served: 0,
         }
@@ -187,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if idle && *shutdown.borrow() {
                 return Ok(None);
             }
-            self.rbuf.reserve(4096);
+            self.rbuf.reserve(2048);
             let n = tokio::select! {
                 r = timeout_at(until, self.io.read_buf(&mut self.rbuf)) => match r {
                     Ok(Ok(n)) => n,

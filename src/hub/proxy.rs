@@ -40,8 +40,11 @@ use crate::http::client::{ResponseHead, is_hop_by_hop, parse_response};
 use crate::http::{Body, BodyStream, Request, Response};
 use crate::types::LlmMetrics;
 
-/// Bytes read from an upstream at a time.
-const READ_CHUNK: usize = 16 * 1024;
+/// First read size from an upstream: a streamed token is ~150 bytes, and a thousand idle streams
+/// should not each hold a large buffer.
+const READ_CHUNK: usize = 4 * 1024;
+/// Reads grow (doubling) up to this when they keep filling the buffer (large JSON answers).
+const READ_CHUNK_MAX: usize = 64 * 1024;
 
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -329,6 +332,7 @@ fn respond(
     let mut relay = Relay {
         io: Some(conn),
         buf: rest,
+        read_size: READ_CHUNK,
         framing: match head.framing {
             BodyFraming::Length(n) => Framing::Length(n),
             BodyFraming::Chunked => Framing::Chunked(ChunkedDecoder::new()),
@@ -394,6 +398,8 @@ struct Finish {
 struct Relay {
     io: Option<Upstream>,
     buf: BytesMut,
+    /// Current read size (grows while reads fill it).
+    read_size: usize,
     framing: Framing,
     /// Forward raw bytes (framing included); else only payload.
     passthrough: bool,
@@ -544,7 +550,8 @@ impl BodyStream for Relay {
             let Some(io) = self.io.as_mut() else {
                 return Poll::Ready(None);
             };
-            self.buf.reserve(READ_CHUNK);
+            self.buf.reserve(self.read_size);
+            let room = self.buf.capacity() - self.buf.len();
             match poll_read_buf(Pin::new(io), cx, &mut self.buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
@@ -556,7 +563,12 @@ impl BodyStream for Relay {
                     self.finish_now();
                     return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
                 }
-                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Ok(n)) => {
+                    if n == room && self.read_size < READ_CHUNK_MAX {
+                        self.read_size *= 2;
+                    }
+                    continue;
+                }
                 Poll::Ready(Err(e)) => {
                     self.failure = Some(format!("Participant connection failed: {e}"));
                     self.finish_now();

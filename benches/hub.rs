@@ -107,5 +107,94 @@ fn chunked(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, head_and_route, sse, chunked);
+/// A chat body of about `content` bytes, as SDKs send it.
+fn chat_body(content: usize) -> Bytes {
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(content / 45 + 1);
+    Bytes::from(format!(
+        r#"{{"model":"model:llama3","messages":[{{"role":"system","content":"You are helpful."}},{{"role":"user","content":"{text}"}}],"temperature":0.7,"stream":true}}"#
+    ))
+}
+
+fn rewrite(c: &mut Criterion) {
+    let config: gambiarra::types::GenerationConfig =
+        serde_json::from_str(r#"{"temperature":0.2,"max_tokens":512,"top_p":0.9}"#).unwrap();
+    let defaults = gambiarra::hub::rewrite::Defaults::new("llama3:8b", &config);
+    let mut g = c.benchmark_group("rewrite");
+    for size in [512usize, 64 * 1024, 1024 * 1024] {
+        let body = chat_body(size);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(format!("scan_splice_{}", body.len()), |b| {
+            b.iter(|| {
+                let scan = gambiarra::hub::rewrite::scan(black_box(&body)).unwrap();
+                black_box(gambiarra::hub::rewrite::splice(&body, &scan, &defaults))
+            })
+        });
+        // Baseline: what a proxy that re-serialises would pay just to parse the body.
+        g.bench_function(format!("serde_value_parse_{}", body.len()), |b| {
+            b.iter(|| {
+                black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn token_stream() -> Vec<u8> {
+    let token = br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama3","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}"#;
+    let mut body = Vec::new();
+    for _ in 0..200 {
+        body.extend_from_slice(format!("{:x}\r\n", token.len() + 2).as_bytes());
+        body.extend_from_slice(token);
+        body.extend_from_slice(b"\n\n\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    body
+}
+
+fn relay(c: &mut Criterion) {
+    let wire = token_stream();
+    let mut g = c.benchmark_group("relay");
+    g.throughput(Throughput::Bytes(wire.len() as u64));
+    // The token scanner alone over the de-chunked payload.
+    let mut payload = Vec::new();
+    ChunkedDecoder::new()
+        .feed(&wire, |d| payload.extend_from_slice(d))
+        .unwrap();
+    g.bench_function("token_scanner_200_tokens", |b| {
+        b.iter(|| {
+            let mut s = gambiarra::hub::tokens::TokenScanner::new(true);
+            s.feed(black_box(&payload));
+            black_box(s.tokens())
+        })
+    });
+    // What the relay does per upstream read: walk the chunk framing, scan the payload, and
+    // split the read off as a `Bytes` for the client (no copy). One read per token.
+    g.bench_function("chunk_relay_200_reads", |b| {
+        let reads: Vec<&[u8]> = {
+            let mut v = Vec::new();
+            let mut rest = &wire[..];
+            while !rest.is_empty() {
+                let n = rest.len().min(wire.len() / 200 + 1);
+                v.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            v
+        };
+        b.iter(|| {
+            let mut dec = ChunkedDecoder::new();
+            let mut scanner = gambiarra::hub::tokens::TokenScanner::new(true);
+            let mut buf = bytes::BytesMut::with_capacity(4096);
+            let mut out = 0;
+            for r in &reads {
+                buf.extend_from_slice(r); // stands in for the socket read
+                let p = dec.feed(&buf, |d| scanner.feed(d)).unwrap();
+                out += buf.split_to(p.consumed).freeze().len();
+            }
+            black_box((out, scanner.tokens()))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, head_and_route, sse, chunked, rewrite, relay);
 criterion_main!(benches);

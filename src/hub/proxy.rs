@@ -178,7 +178,7 @@ async fn forward(
             format!("invalid endpoint {:?}", lease.endpoint),
         )))
     })?;
-    let body = rewrite::splice(&req.body, scan, &lease.model, &lease.config);
+    let body = rewrite::splice(&req.body, scan, &lease.defaults);
     let head = request_head(&target, kind, req, body.iter().map(Bytes::len).sum());
     let connector = &hub.connector;
     // A pooled connection may have been closed by the participant just now; if it fails before

@@ -104,12 +104,15 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let mut escaped = false;
         loop {
-            // Skip plain bytes quickly.
+            // Jump to the next quote or backslash; the bytes skipped must hold no control
+            // character (checked branch-free, so the compiler vectorises it).
             let rest = &self.b[self.i..];
-            let n = rest
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+            let n = memchr::memchr2(b'"', b'\\', rest)
                 .ok_or_else(|| self.err("unterminated string"))?;
+            if rest[..n].iter().fold(false, |acc, &c| acc | (c < 0x20)) {
+                self.i += rest[..n].iter().position(|&c| c < 0x20).unwrap_or(0);
+                return Err(self.err("control character in string"));
+            }
             self.i += n;
             match self.b[self.i] {
                 b'"' => {
@@ -354,38 +357,45 @@ pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
     })
 }
 
-/// The config defaults to add: `,"key":value` for each key set in `config` and absent from the
-/// request.
-fn defaults(config: &GenerationConfig, present: u8) -> Option<Bytes> {
-    // Serialising the config (plain numbers and strings) cannot fail.
-    let value = serde_json::to_value(config).ok()?;
-    let obj = value.as_object()?;
-    let mut out = Vec::new();
-    for (i, key) in CONFIG_KEYS.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            continue;
-        }
-        if let Some(v) = obj.get(*key) {
-            out.push(b',');
-            out.push(b'"');
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
-            out.extend_from_slice(v.to_string().as_bytes());
-        }
-    }
-    (!out.is_empty()).then(|| Bytes::from(out))
+/// A participant's side of the rewrite, encoded once at join: its model name as a JSON string
+/// and each config default as a `,"key":value` member, ready to be spliced in.
+#[derive(Clone, Debug, Default)]
+pub struct Defaults {
+    model: Bytes,
+    /// (bit of the key in `CONFIG_KEYS`, encoded member).
+    members: Vec<(u8, Bytes)>,
 }
 
-/// The upstream body as slices: everything of `body` but the model value, which becomes
-/// `model`, and the config defaults before the closing brace.
-pub fn splice(body: &Bytes, scan: &BodyScan, model: &str, config: &GenerationConfig) -> Vec<Bytes> {
-    let mut parts = Vec::with_capacity(5);
+impl Defaults {
+    pub fn new(model: &str, config: &GenerationConfig) -> Self {
+        // Serialising a string and the config's plain numbers and strings cannot fail.
+        let value = serde_json::to_value(config).unwrap_or_default();
+        let members = CONFIG_KEYS
+            .iter()
+            .enumerate()
+            .filter_map(|(i, key)| {
+                let v = value.get(*key)?;
+                Some((1u8 << i, Bytes::from(format!(",\"{key}\":{v}"))))
+            })
+            .collect();
+        Defaults {
+            model: Bytes::from(serde_json::to_vec(model).unwrap_or_default()),
+            members,
+        }
+    }
+}
+
+/// The upstream body as slices: everything of `body` but the model value, which becomes the
+/// participant's, and its config defaults for absent keys before the closing brace.
+pub fn splice(body: &Bytes, scan: &BodyScan, defaults: &Defaults) -> Vec<Bytes> {
+    let mut parts = Vec::with_capacity(4 + defaults.members.len());
     parts.push(body.slice(..scan.model_range.start));
-    // A `String` always serialises.
-    parts.push(Bytes::from(serde_json::to_vec(model).unwrap_or_default()));
+    parts.push(defaults.model.clone());
     parts.push(body.slice(scan.model_range.end..scan.close));
-    if let Some(d) = defaults(config, scan.present) {
-        parts.push(d);
+    for (bit, member) in &defaults.members {
+        if scan.present & bit == 0 {
+            parts.push(member.clone());
+        }
     }
     parts.push(body.slice(scan.close..));
     parts.retain(|p| !p.is_empty());
@@ -414,8 +424,7 @@ mod tests {
         let out = joined(&splice(
             &body,
             &s,
-            "llama3:8b",
-            &GenerationConfig::default(),
+            &Defaults::new("llama3:8b", &GenerationConfig::default()),
         ));
         assert_eq!(
             out,
@@ -429,7 +438,7 @@ mod tests {
         let s = scan(&body).unwrap();
         let config: GenerationConfig =
             serde_json::from_str(r#"{"temperature":0.2,"max_tokens":64,"stop":["\n"]}"#).unwrap();
-        let out = joined(&splice(&body, &s, "m", &config));
+        let out = joined(&splice(&body, &s, &Defaults::new("m", &config)));
         assert_eq!(
             out,
             r#"{"model":"m","temperature":1.5,"messages":[],"max_tokens":64,"stop":["\n"]}"#
@@ -443,7 +452,11 @@ mod tests {
         let body = Bytes::from_static(br#"{"mod\u0065l":"a","model":"b\"c"}"#);
         let s = scan(&body).unwrap();
         assert_eq!(s.model, "b\"c");
-        let out = joined(&splice(&body, &s, "x\"y", &GenerationConfig::default()));
+        let out = joined(&splice(
+            &body,
+            &s,
+            &Defaults::new("x\"y", &GenerationConfig::default()),
+        ));
         assert_eq!(out, r#"{"mod\u0065l":"a","model":"x\"y"}"#);
     }
 

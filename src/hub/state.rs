@@ -15,6 +15,7 @@ use super::connector::Target;
 use super::error::{ApiError, msg};
 use super::events::{EventLog, Subscription};
 use super::ids;
+use super::rewrite::Defaults;
 use crate::types::{ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, now_ms};
 
 /// Bounds on what the state holds.
@@ -38,6 +39,8 @@ pub struct Participant {
     pub conn_failures: u32,
     /// The endpoint, parsed and normalised once at join.
     pub target: Option<Arc<Target>>,
+    /// Model name and config defaults, encoded once at join for the body rewrite.
+    pub defaults: Arc<Defaults>,
 }
 
 impl Participant {
@@ -127,7 +130,7 @@ pub struct Lease {
     pub model: String,
     pub endpoint: String,
     pub target: Option<Arc<Target>>,
-    pub config: crate::types::GenerationConfig,
+    pub defaults: Arc<Defaults>,
     /// The request named this participant by id (no failover to others).
     pub explicit: bool,
     /// The participant had failed connections before this request (a success resets them).
@@ -276,11 +279,13 @@ impl State {
         info.joined_at = now;
         info.last_seen = now;
         let target = Target::from_endpoint(&info.endpoint).ok().map(Arc::new);
+        let defaults = Arc::new(Defaults::new(&info.model, &info.config));
         let p = Participant {
             info,
             in_flight: 0,
             conn_failures: 0,
             target,
+            defaults,
         };
         let snapshot = p.snapshot();
         let mut inner = room.lock();
@@ -370,7 +375,7 @@ impl State {
                 model: p.info.model.clone(),
                 endpoint: p.info.endpoint.clone(),
                 target: p.target.clone(),
-                config: p.info.config.clone(),
+                defaults: p.defaults.clone(),
                 explicit,
                 had_failures: p.conn_failures > 0,
                 released: false,

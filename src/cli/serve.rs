@@ -48,18 +48,38 @@ pub struct ServeArgs {
     /// most event-stream subscribers on one room (default 1000)
     #[argh(option, default = "hub::DEFAULT_MAX_SUBSCRIBERS")]
     pub max_subscribers: usize,
+    /// time a participant may take to start answering, in ms (default 300000)
+    #[argh(option, default = "hub::TTFB_TIMEOUT.as_millis() as u64")]
+    pub ttfb_timeout_ms: u64,
+    /// PEM file of extra CA certificates to trust for https:// participant endpoints
+    /// (e.g. a participant's self-signed certificate); repeatable
+    #[argh(option)]
+    pub upstream_ca: Vec<String>,
 }
 
 impl ServeArgs {
-    fn config(&self) -> HubConfig {
+    fn config(&self) -> Result<HubConfig, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
         let mut config = HubConfig::default();
+        for file in &self.upstream_ca {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+                .map_err(|e| format!("--upstream-ca {file}: {e}"))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("--upstream-ca {file}: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("--upstream-ca {file}: no certificate in the file"));
+            }
+            config.upstream_roots.extend(certs);
+        }
+        config.ttfb_timeout = Duration::from_millis(self.ttfb_timeout_ms.max(1));
         config.server.max_connections = self.max_connections.max(1);
         config.health_interval = Duration::from_millis(self.health_interval_ms.max(1));
         config.participant_timeout = Duration::from_millis(self.participant_timeout_ms.max(1));
         config.max_rooms = self.max_rooms;
         config.max_participants_per_room = self.max_participants;
         config.max_subscribers_per_room = self.max_subscribers;
-        config
+        Ok(config)
     }
 
     fn addr(&self) -> Result<SocketAddr, String> {
@@ -87,12 +107,19 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gambiarra serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     rt.block_on(async move {
-        let hub = match Hub::bind(addr, args.config()).await {
+        let hub = match Hub::bind(addr, config).await {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("gambiarra serve: cannot listen on {addr}: {e}");

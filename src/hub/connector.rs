@@ -8,13 +8,12 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 use crate::http::url::{self, Scheme};
 
@@ -84,18 +83,26 @@ impl Target {
 #[derive(Debug)]
 pub enum Upstream {
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Upstream {
-    /// An idle connection that the peer has closed (or that has unexpected bytes waiting) is
-    /// not reusable.
-    fn is_reusable(&self) -> bool {
+    fn tcp(&self) -> &TcpStream {
         match self {
-            Upstream::Tcp(s) => {
-                let mut probe = [0u8; 1];
-                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
+            Upstream::Tcp(s) => s,
+            Upstream::Tls(s) => s.get_ref().0,
         }
+    }
+
+    /// An idle connection is reusable only if nothing is waiting on it: no EOF, and no bytes
+    /// (for TLS, likely a close_notify). Peeking leaves the bytes in place, so a TLS stream is
+    /// never corrupted by the check.
+    fn is_reusable(&self) -> bool {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            socket2::SockRef::from(self.tcp()).peek(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        )
     }
 }
 
@@ -107,6 +114,7 @@ impl AsyncRead for Upstream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -119,6 +127,7 @@ impl AsyncWrite for Upstream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -129,24 +138,28 @@ impl AsyncWrite for Upstream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Upstream::Tcp(s) => s.is_write_vectored(),
+            Upstream::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -156,6 +169,8 @@ impl AsyncWrite for Upstream {
 pub enum ConnectError {
     Refused(io::Error),
     Timeout,
+    /// The TLS handshake failed (bad certificate, protocol mismatch).
+    Tls(io::Error),
     Unsupported(&'static str),
 }
 
@@ -172,7 +187,7 @@ impl ConnectError {
                         | io::ErrorKind::OutOfMemory
                 ) && e.raw_os_error() != Some(24)
             } // EMFILE
-            ConnectError::Timeout => true,
+            ConnectError::Timeout | ConnectError::Tls(_) => true,
             ConnectError::Unsupported(_) => false,
         }
     }
@@ -183,6 +198,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::Refused(e) => write!(f, "Connection failed: {e}"),
             ConnectError::Timeout => f.write_str("Connection timed out"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             ConnectError::Unsupported(m) => f.write_str(m),
         }
     }
@@ -191,15 +207,42 @@ impl std::fmt::Display for ConnectError {
 /// Connections to participants, with a keep-alive pool per endpoint.
 pub struct Connector {
     idle: Mutex<HashMap<String, Vec<(Upstream, Instant)>>>,
+    tls: tokio_rustls::TlsConnector,
     pub connect_timeout: Duration,
     pub max_idle: usize,
     pub idle_timeout: Duration,
 }
 
 impl Connector {
-    pub fn new(connect_timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
+    /// `extra_roots`: certificates trusted for `https://` endpoints besides the public web PKI
+    /// roots (a participant with a self-signed certificate).
+    pub fn new(
+        connect_timeout: Duration,
+        max_idle: usize,
+        idle_timeout: Duration,
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in extra_roots {
+            if let Err(e) = roots.add(cert.clone()) {
+                tracing::warn!("ignoring an extra upstream CA certificate: {e}");
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // The ring provider supports the safe default protocol versions; this cannot fail.
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .unwrap_or_else(|_| {
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Connector {
             idle: Mutex::new(HashMap::new()),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             connect_timeout,
             max_idle,
             idle_timeout,
@@ -223,21 +266,29 @@ impl Connector {
     }
 
     /// A fresh connection.
+    /// A fresh connection; for `https://`, the TLS handshake is part of it (and of its
+    /// timeout).
     pub async fn connect_fresh(&self, target: &Target) -> Result<Upstream, ConnectError> {
-        if target.scheme == Scheme::Https {
-            return Err(ConnectError::Unsupported(
-                "https:// participant endpoints are not supported by this hub build",
-            ));
-        }
-        let stream = timeout(
-            self.connect_timeout,
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let stream = tokio::time::timeout_at(
+            deadline,
             TcpStream::connect((target.host.as_str(), target.port)),
         )
         .await
         .map_err(|_| ConnectError::Timeout)?
         .map_err(ConnectError::Refused)?;
         let _ = stream.set_nodelay(true);
-        Ok(Upstream::Tcp(stream))
+        if target.scheme == Scheme::Http {
+            return Ok(Upstream::Tcp(stream));
+        }
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+            ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+        })?;
+        let tls = tokio::time::timeout_at(deadline, self.tls.connect(name, stream))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Tls)?;
+        Ok(Upstream::Tls(Box::new(tls)))
     }
 
     /// Give a connection whose last response was complete back to the pool.

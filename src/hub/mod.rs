@@ -81,6 +81,8 @@ pub struct HubConfig {
     pub pool_max_idle: usize,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
+    /// Extra CA certificates trusted for `https://` participant endpoints (beyond the web PKI).
+    pub upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Default time a participant may take to start answering.
@@ -104,6 +106,7 @@ impl Default for HubConfig {
             ttfb_timeout: TTFB_TIMEOUT,
             pool_max_idle: connector::POOL_MAX_IDLE,
             pool_idle_timeout: connector::POOL_IDLE_TIMEOUT,
+            upstream_roots: Vec::new(),
         }
     }
 }
@@ -237,6 +240,7 @@ impl Hub {
                 config.connect_timeout,
                 config.pool_max_idle,
                 config.pool_idle_timeout,
+                &config.upstream_roots,
             ),
             config,
         });

@@ -18,6 +18,9 @@ trap cleanup EXIT
 $BIN mock-llm --port $MOCK --tokens ${TOKENS:-20} --token-delay-ms 0 >/dev/null &
 # No health checks are sent during the run: keep the participant online throughout.
 $BIN serve --host 127.0.0.1 --port $HUB --quiet --participant-timeout-ms 86400000 &
+# Like for like with nginx's single worker: the hub on one thread.
+HUB1=18184
+$BIN serve --host 127.0.0.1 --port $HUB1 --quiet --participant-timeout-ms 86400000 --threads 1 &
 cat > "$WORK/nginx.conf" <<NGX
 worker_processes 1;
 pid $WORK/nginx.pid;
@@ -41,6 +44,8 @@ nginx -c "$WORK/nginx.conf" -p "$WORK"
 sleep 0.5
 CODE=$(curl -s -XPOST localhost:$HUB/rooms -d '{"name":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')
 curl -s -XPOST localhost:$HUB/rooms/$CODE/join -d "{\"id\":\"mock\",\"nickname\":\"mock\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$MOCK\"}" >/dev/null
+CODE1=$(curl -s -XPOST localhost:$HUB1/rooms -d '{"name":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')
+curl -s -XPOST localhost:$HUB1/rooms/$CODE1/join -d "{\"id\":\"mock\",\"nickname\":\"mock\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$MOCK\"}" >/dev/null
 
 run() { # name, bench args...
   local name=$1; shift
@@ -52,6 +57,7 @@ for mode in "" "--stream"; do
     echo "== ${mode:-non-streaming} concurrency $c, $DUR"
     run direct --hub http://127.0.0.1:$MOCK --path /v1/chat/completions -c $c -d $DUR $mode
     run hub    --hub http://127.0.0.1:$HUB --room $CODE -c $c -d $DUR $mode
+    run hub-1t --hub http://127.0.0.1:$HUB1 --room $CODE1 -c $c -d $DUR $mode
     run nginx  --hub http://127.0.0.1:$NGINX --path /v1/chat/completions -c $c -d $DUR $mode
   done
 done

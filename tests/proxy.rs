@@ -185,7 +185,7 @@ async fn rewrite_is_byte_exact_and_applies_config_defaults() {
     let mut c = Conn::open(addr).await;
     c.send(
         format!(
-            "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nContent-Type: application/json\r\nAuthorization: Bearer room-secret\r\nCookie: s=1\r\nUser-Agent: test-agent/1\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: Bearer room-secret\r\nCookie: s=1\r\nUser-Agent: test-agent/1\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
@@ -217,6 +217,8 @@ async fn rewrite_is_byte_exact_and_applies_config_defaults() {
         Some(expected.len().to_string().as_str())
     );
     assert_eq!(h.header_str("user-agent"), Some("test-agent/1"));
+    // curl -d labels JSON as a form; the participant gets the type the body really has.
+    assert_eq!(h.header_str("content-type"), Some("application/json"));
     assert_eq!(h.header_str("accept"), Some("application/json"));
     assert_eq!(
         h.header("authorization"),

@@ -74,11 +74,17 @@ pub fn hub_url(flag: Option<String>) -> String {
 
 /// A multi-threaded tokio runtime, or an explanation of why there is none.
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("gambiarra: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        })
+    runtime_with(None)
+}
+
+/// A runtime with `threads` workers (default: one per core).
+pub fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("gambiarra: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
 }

@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// time a participant may take to start answering, in ms (default 300000)
     #[argh(option, default = "hub::TTFB_TIMEOUT.as_millis() as u64")]
     pub ttfb_timeout_ms: u64,
+    /// worker threads (default: one per CPU core; 1 suits small devices)
+    #[argh(option)]
+    pub threads: Option<usize>,
     /// PEM file of extra CA certificates to trust for https:// participant endpoints
     /// (e.g. a participant's self-signed certificate); repeatable
     #[argh(option)]
@@ -114,7 +117,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match super::runtime() {
+    let rt = match super::runtime_with(args.threads) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

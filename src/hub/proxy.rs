@@ -284,12 +284,9 @@ fn request_head(target: &Target, kind: ProxyKind, req: &Request, body_len: usize
     h.extend_from_slice(kind.upstream_path().as_bytes());
     h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     h.extend_from_slice(target.authority.as_bytes());
-    h.extend_from_slice(b"\r\nContent-Type: ");
-    h.extend_from_slice(
-        req.head
-            .header("content-type")
-            .unwrap_or(b"application/json"),
-    );
+    // The body was validated as JSON, whatever the client labelled it (curl -d says
+    // form-urlencoded), and participants' servers insist on the right type.
+    h.extend_from_slice(b"\r\nContent-Type: application/json");
     for name in ["Accept", "User-Agent"] {
         if let Some(v) = req.head.header(name) {
             h.extend_from_slice(b"\r\n");

@@ -272,7 +272,13 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The text of a JSON string token (quotes included); serde only when there is an escape.
 fn unescape(raw: &[u8]) -> Result<String, ScanError> {
+    if raw.len() >= 2 && !raw.contains(&b'\\') {
+        return std::str::from_utf8(&raw[1..raw.len() - 1])
+            .map(str::to_owned)
+            .map_err(|_| ScanError::Invalid("string is not UTF-8".into()));
+    }
     serde_json::from_slice::<String>(raw).map_err(|e| ScanError::Invalid(e.to_string()))
 }
 

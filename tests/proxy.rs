@@ -52,6 +52,19 @@ async fn chat(addr: SocketAddr, code: &str, body: Value) -> Resp {
     .await
 }
 
+/// Send a chat request on a fresh connection; the caller reads the answer as it needs.
+async fn send_chat(addr: SocketAddr, code: &str, body: Value) -> Conn {
+    let mut c = Conn::open(addr).await;
+    c.send(&build(
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(&body),
+        "",
+    ))
+    .await;
+    c
+}
+
 async fn room(addr: SocketAddr) -> String {
     create_room(addr, "proxy").await["code"]
         .as_str()
@@ -236,14 +249,7 @@ async fn streaming_is_incremental() {
     let up = mock("m", 4, 300).await;
     let code = room(addr).await;
     join_as(addr, &code, "p", "m", &up.url(), json!({})).await;
-    let mut c = Conn::open(addr).await;
-    c.send(&build(
-        "POST",
-        &format!("/rooms/{code}/v1/chat/completions"),
-        Some(&json!({"model": "p", "stream": true})),
-        "",
-    ))
-    .await;
+    let mut c = send_chat(addr, &code, json!({"model": "p", "stream": true})).await;
     let (status, headers) = c.read_head().await.unwrap();
     assert_eq!(status, 200);
     let ct = headers
@@ -281,14 +287,7 @@ async fn client_disconnect_cancels_upstream() {
     join_as(addr, &code, "p", "m", &up.url(), json!({})).await;
     let (_, _, mut sse) = Sse::open(addr, &code, "").await;
     sse.next().await;
-    let mut c = Conn::open(addr).await;
-    c.send(&build(
-        "POST",
-        &format!("/rooms/{code}/v1/chat/completions"),
-        Some(&json!({"model": "p", "stream": true})),
-        "",
-    ))
-    .await;
+    let mut c = send_chat(addr, &code, json!({"model": "p", "stream": true})).await;
     c.read_head().await.unwrap();
     c.read_chunk().await.unwrap();
     drop(c);
@@ -329,13 +328,11 @@ async fn upstream_death_truncates_the_stream() {
     join_as(addr, &code, "p", "m", &up.url(), json!({})).await;
     let (_, _, mut sse) = Sse::open(addr, &code, "").await;
     sse.next().await;
-    let mut c = Conn::open(addr).await;
-    c.send(&build(
-        "POST",
-        &format!("/rooms/{code}/v1/chat/completions"),
-        Some(&json!({"model": "p", "stream": true, "mock_die_after": 3})),
-        "",
-    ))
+    let mut c = send_chat(
+        addr,
+        &code,
+        json!({"model": "p", "stream": true, "mock_die_after": 3}),
+    )
     .await;
     let (status, _) = c.read_head().await.unwrap();
     assert_eq!(status, 200);
@@ -411,14 +408,7 @@ async fn least_loaded_spread_and_busy_status() {
     join_as(addr, &code, "slow", "m", &slow.url(), json!({})).await;
     join_as(addr, &code, "fast", "m", &fast.url(), json!({})).await;
     // Pin a long request on `slow`.
-    let mut c = Conn::open(addr).await;
-    c.send(&build(
-        "POST",
-        &format!("/rooms/{code}/v1/chat/completions"),
-        Some(&json!({"model": "slow", "stream": true})),
-        "",
-    ))
-    .await;
+    let mut c = send_chat(addr, &code, json!({"model": "slow", "stream": true})).await;
     c.read_head().await.unwrap();
     let r = req(addr, "GET", &format!("/rooms/{code}/participants"), None).await;
     let statuses: Vec<(String, String)> = r.json()["participants"]

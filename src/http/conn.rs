@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep, sleep, timeout_at};
 
 use super::body::{BodyFraming, CRLF, ChunkHeader, ChunkedDecoder, LAST_CHUNK};
 use super::head::{HeadError, MAX_HEAD_BYTES, Method, RequestHead, parse_request};
-use super::response::{Body, BodyStream, Response, WireFraming, encode_head};
+use super::response::{Body, BodyStream, Header, Response, WireFraming, encode_head};
 use super::server::{Handler, Peer, Request, ServerConfig, shutdown_signalled};
 
 /// Whole bodies up to this size are copied into the write buffer beside their head (one small
@@ -302,37 +302,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(true)
             }
             Body::Stream(mut stream) => {
+                // We frame each piece as a chunk (or, for HTTP/1.0, end the body by closing).
                 let framing = if http10 {
                     WireFraming::Close
                 } else {
                     WireFraming::Chunked
                 };
-                let keep_alive = keep_alive && framing == WireFraming::Chunked;
-                encode_head(
-                    &mut self.wbuf,
-                    resp.status,
-                    &resp.headers,
-                    extra,
-                    framing,
-                    keep_alive,
-                );
-                if is_head {
-                    self.flush().await?;
-                    return Ok(keep_alive);
-                }
                 let chunked = framing == WireFraming::Chunked;
-                let end = match self.first_piece(stream.as_mut(), chunked).await? {
-                    Some(end) => end,
-                    None => self.pump(stream.as_mut(), chunked).await,
-                };
-                drop(stream);
-                match end {
-                    PumpEnd::Finished if framing == WireFraming::Chunked => {
+                let keep_alive = keep_alive && chunked;
+                let head = (resp.status, &resp.headers[..], framing, keep_alive, is_head);
+                match self.send_streamed(head, stream.as_mut(), chunked).await? {
+                    None => Ok(keep_alive),
+                    Some(PumpEnd::Finished) if chunked => {
+                        drop(stream);
                         self.wbuf.extend_from_slice(LAST_CHUNK);
                         self.flush().await?;
                         Ok(keep_alive)
                     }
-                    _ => Ok(false),
+                    Some(_) => Ok(false),
                 }
             }
             Body::Raw { length, mut stream } => {
@@ -340,28 +327,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Some(n) => WireFraming::Length(n),
                     None => WireFraming::Chunked,
                 };
-                encode_head(
-                    &mut self.wbuf,
-                    resp.status,
-                    &resp.headers,
-                    extra,
-                    framing,
-                    keep_alive,
-                );
-                if is_head {
-                    self.flush().await?;
-                    return Ok(keep_alive);
-                }
+                let head = (resp.status, &resp.headers[..], framing, keep_alive, is_head);
                 // The bytes carry their own framing: the connection stays usable only if the
                 // stream delivered all of it.
-                let end = match self.first_piece(stream.as_mut(), false).await? {
-                    Some(end) => end,
-                    None => self.pump(stream.as_mut(), false).await,
-                };
-                drop(stream);
-                Ok(keep_alive && end == PumpEnd::Finished)
+                match self.send_streamed(head, stream.as_mut(), false).await? {
+                    None => Ok(keep_alive),
+                    Some(end) => Ok(keep_alive && end == PumpEnd::Finished),
+                }
             }
         }
+    }
+
+    /// Write a head and then stream `body` (its first piece with the head when ready). `None`
+    /// for a HEAD request, which gets the head only.
+    async fn send_streamed(
+        &mut self,
+        (status, headers, framing, keep_alive, is_head): (u16, &[Header], WireFraming, bool, bool),
+        body: &mut dyn BodyStream,
+        chunk_frame: bool,
+    ) -> io::Result<Option<PumpEnd>> {
+        let extra = &self.config.default_headers;
+        encode_head(&mut self.wbuf, status, headers, extra, framing, keep_alive);
+        if is_head {
+            self.flush().await?;
+            return Ok(None);
+        }
+        Ok(Some(match self.first_piece(body, chunk_frame).await? {
+            Some(end) => end,
+            None => self.pump(body, chunk_frame).await,
+        }))
     }
 
     /// Send the buffered head together with the body's first piece when that piece is ready

@@ -201,32 +201,23 @@ impl<'a> Scanner<'a> {
             self.ws();
             // Parse one value or open a container.
             match self.peek() {
-                Some(b'{') => {
+                Some(c @ (b'{' | b'[')) => {
+                    let object = c == b'{';
                     self.i += 1;
                     self.ws();
-                    if self.peek() == Some(b'}') {
+                    if self.peek() == Some(if object { b'}' } else { b']' }) {
+                        // An empty container is a complete value.
                         self.i += 1;
                     } else {
                         if stack.len() >= MAX_DEPTH {
                             return Err(self.err("nesting too deep"));
                         }
-                        stack.push(true);
-                        self.string()?;
-                        self.ws();
-                        self.expect(b':')?;
-                        continue;
-                    }
-                }
-                Some(b'[') => {
-                    self.i += 1;
-                    self.ws();
-                    if self.peek() == Some(b']') {
-                        self.i += 1;
-                    } else {
-                        if stack.len() >= MAX_DEPTH {
-                            return Err(self.err("nesting too deep"));
+                        stack.push(object);
+                        if object {
+                            self.string()?;
+                            self.ws();
+                            self.expect(b':')?;
                         }
-                        stack.push(false);
                         continue;
                     }
                 }

@@ -541,3 +541,46 @@ async fn ttfb_timeout_is_504() {
     hold.abort();
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn client_that_stops_reading_is_cut_off() {
+    let mut config = HubConfig::default();
+    config.server.write_timeout = Duration::from_millis(300);
+    let hub = start(config).await;
+    let addr = hub.local_addr();
+    // An answer far larger than any socket buffer, as fast as possible.
+    let up = mock("m", 1_000_000, 0).await;
+    let code = room(addr).await;
+    join_as(addr, &code, "p", "m", &up.url(), json!({})).await;
+    let mut c = Conn::open_small_rcvbuf(addr).await;
+    c.send(&build(
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(&json!({"model": "p", "stream": true})),
+        "",
+    ))
+    .await;
+    // Read nothing. Once the hub's writes stop making progress for the write timeout, it
+    // closes the connection and the upstream with it.
+    let mut cancelled = false;
+    for _ in 0..500 {
+        if up.cancelled() == 1 {
+            cancelled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        cancelled,
+        "a client that stopped reading kept the upstream generating"
+    );
+    drop(c);
+    // Everyone else is served as usual.
+    assert_eq!(
+        chat(addr, &code, json!({"model": "p", "mock_tokens": 2}))
+            .await
+            .status,
+        200
+    );
+    hub.shutdown().await;
+}

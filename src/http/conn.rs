@@ -139,18 +139,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         Instant::now() + self.config.write_timeout
     }
 
+    /// Most writes go straight into the socket buffer: write what goes without waiting, and
+    /// without arming a timer. Returns the bytes written. (A no-op waker is fine: when the
+    /// socket is full, the timed write in `flush` polls again with the task's waker.)
+    fn write_now(&mut self) -> io::Result<usize> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut done = 0;
+        while done < self.wbuf.len() {
+            match Pin::new(&mut self.io).poll_write(&mut cx, &self.wbuf[done..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => done += n,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        Ok(done)
+    }
+
     /// Write out everything in the write buffer.
     async fn flush(&mut self) -> io::Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let deadline = self.write_deadline();
-        let res = timeout_at(deadline, self.io.write_all(&self.wbuf)).await;
+        let done = match self.write_now() {
+            Ok(n) => n,
+            Err(e) => {
+                self.wbuf.clear();
+                return Err(e);
+            }
+        };
+        let res = if done < self.wbuf.len() {
+            let deadline = self.write_deadline();
+            match timeout_at(deadline, self.io.write_all(&self.wbuf[done..])).await {
+                Ok(r) => r,
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            }
+        } else {
+            Ok(())
+        };
         self.wbuf.clear();
-        match res {
-            Ok(r) => r,
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
+        res
     }
 
     /// Read and parse the next request head. `Ok(None)`: close quietly (EOF between requests,
@@ -416,7 +444,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// cancelled, or a write makes no progress for the write timeout.
     async fn pump(&mut self, body: &mut dyn BodyStream, chunk_frame: bool) -> PumpEnd {
         let mut out = OutChunk::empty();
-        let mut stall: Pin<Box<Sleep>> = Box::pin(sleep(self.config.write_timeout));
+        // Armed only while a write is blocked (a client not reading).
+        let mut stall: Option<Pin<Box<Sleep>>> = None;
         let write_timeout = self.config.write_timeout;
         let io = &mut self.io;
         let rbuf = &mut self.rbuf;
@@ -449,11 +478,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         }
                         Poll::Ready(Ok(written)) => {
                             out.advance(written);
-                            stall.as_mut().reset(Instant::now() + write_timeout);
+                            stall = None;
                             continue;
                         }
                         Poll::Pending => {
-                            if stall.as_mut().poll(cx).is_ready() {
+                            let timer = stall.get_or_insert_with(|| Box::pin(sleep(write_timeout)));
+                            if timer.as_mut().poll(cx).is_ready() {
                                 return Poll::Ready(PumpEnd::Stalled);
                             }
                             if client_gone(cx, rbuf, io) {
@@ -467,7 +497,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Poll::Ready(Some(Ok(data))) if data.is_empty() => continue,
                     Poll::Ready(Some(Ok(data))) => {
                         out = OutChunk::new(data, chunk_frame);
-                        stall.as_mut().reset(Instant::now() + write_timeout);
                     }
                     Poll::Ready(Some(Err(_))) => return Poll::Ready(PumpEnd::Failed),
                     Poll::Ready(None) => return Poll::Ready(PumpEnd::Finished),

@@ -584,3 +584,53 @@ async fn client_that_stops_reading_is_cut_off() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn pooled_connection_closed_by_participant_is_retried_fresh() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    // A participant that answers one request per connection and then closes it, without
+    // saying `Connection: close`: the hub pools the connection, and the next request finds it
+    // dead.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                while find(&got, b"\r\n\r\n").is_none() {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = br#"{"choices":[{"message":{"content":"once"}}]}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body).await;
+                // Close after a moment, as an idle timeout would.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    let code = room(addr).await;
+    join_as(addr, &code, "p", "m", &url, json!({})).await;
+    for _ in 0..3 {
+        let r = chat(addr, &code, json!({"model": "p"})).await;
+        assert_eq!(r.status, 200, "{}", r.error());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
+    server.abort();
+    hub.shutdown().await;
+}

@@ -25,6 +25,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const POOL_MAX_IDLE: usize = 128;
 /// Default time an idle pooled connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection idle for less than this is reused without first checking (one syscall) that
+/// the participant has not closed it: servers close idle keep-alive connections after seconds,
+/// not milliseconds, and a request that finds one closed anyway is retried on a fresh
+/// connection (see `proxy::forward`).
+pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// A participant's endpoint, ready to connect to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,7 +263,8 @@ impl Connector {
         let mut pool = self.pool();
         let list = pool.get_mut(&target.key)?;
         while let Some((conn, since)) = list.pop() {
-            if since.elapsed() < self.idle_timeout && conn.is_reusable() {
+            let idle = since.elapsed();
+            if idle < CHECK_IDLE_AFTER || (idle < self.idle_timeout && conn.is_reusable()) {
                 return Some(conn);
             }
         }

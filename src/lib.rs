@@ -5,10 +5,12 @@
 //! - [`bench`]: the load generator behind `gambiarra bench`.
 //! - [`mock`]: a fake OpenAI-compatible LLM for trying the hub and for tests.
 //! - [`types`]: the protocol's types and constants.
+//! - [`client`]: the Rust SDK — typed calls to a hub.
 //! - [`cli`]: the `gambiarra` command's subcommands.
 
 pub mod bench;
 pub mod cli;
+pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

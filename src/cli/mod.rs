@@ -2,6 +2,8 @@
 //! [`Cli`] and calls [`run`].
 
 pub mod bench;
+pub mod create;
+pub mod list;
 pub mod mock_llm;
 pub mod serve;
 
@@ -30,6 +32,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     MockLlm(mock_llm::MockLlmArgs),
     Bench(bench::BenchArgs),
+    Create(create::CreateArgs),
+    List(list::ListArgs),
 }
 
 /// Run the parsed command line.
@@ -42,6 +46,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::MockLlm(args)) => mock_llm::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Create(args)) => create::run(args),
+        Some(Command::List(args)) => list::run(args),
         None => {
             eprintln!("gambiarra: no command given; try `gambiarra --help`");
             ExitCode::from(2)

@@ -1,0 +1,71 @@
+//! `gambiarra create`: create a room and print its code.
+
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+use crate::client::HubClient;
+
+/// Create a room; prints its code and id.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "create",
+    example = "  $ gambiarra create --name \"Hack night\"\n  $ gambiarra create --name Lab --hub http://192.168.1.10:3000 --json"
+)]
+pub struct CreateArgs {
+    /// room name
+    #[argh(option, short = 'n')]
+    pub name: String,
+    /// room password (the hub must support protected rooms)
+    #[argh(option)]
+    pub password: Option<String>,
+    /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
+    #[argh(option)]
+    pub hub: Option<String>,
+    /// print the hub's answer as JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+pub fn run(args: CreateArgs) -> ExitCode {
+    let url = super::hub_url(args.hub.clone());
+    let client = match HubClient::new(&url) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gambiarra create: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match super::runtime_with(Some(1)) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(client.create_room(&args.name, args.password.as_deref())) {
+        Ok(created) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&created).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(created) => {
+            println!("Room created: {}", created.room.name);
+            println!("  code:        {}", created.room.code);
+            println!("  id:          {}", created.room.id);
+            println!(
+                "  OpenAI base: {}",
+                client.openai_base_url(&created.room.code)
+            );
+            println!(
+                "Join it with: gambiarra join --code {} --model MODEL",
+                created.room.code
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gambiarra create: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

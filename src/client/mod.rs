@@ -1,0 +1,368 @@
+//! The Rust SDK: typed calls to a hub, on the project's own HTTP client (plain TCP or, for
+//! `https://` hubs, the same rustls connector the proxy uses).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), gambiarra::client::ClientError> {
+//! use gambiarra::client::HubClient;
+//! let hub = HubClient::new("http://localhost:3000")?;
+//! let created = hub.create_room("Lab", None).await?;
+//! let code = created.room.code;
+//! println!("OpenAI base URL: {}", hub.openai_base_url(&code));
+//! for room in hub.list_rooms().await? {
+//!     println!("{} {} ({} participants)", room.code, room.name, room.participant_count);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use crate::http::body::{BodyFraming, ChunkedDecoder};
+use crate::http::client::parse_response;
+use crate::hub::connector::{Connector, Target};
+use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, RoomInfo, RoomSummary};
+
+/// Time allowed for one call to a hub (connect, request, whole answer).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer a call reads.
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The hub answered with an error status; `message` is its `error` text.
+    Hub { status: u16, message: String },
+    /// The hub could not be reached, or the connection failed.
+    Unreachable(String),
+    /// The hub's answer was not what the protocol says.
+    Protocol(String),
+    /// The hub URL is not usable.
+    BadUrl(String),
+}
+
+impl ClientError {
+    /// The hub's status code, for `Hub` errors.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Hub { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Hub { status, message } => write!(f, "hub answered {status}: {message}"),
+            ClientError::Unreachable(m) => write!(f, "hub unreachable: {m}"),
+            ClientError::Protocol(m) => write!(f, "unexpected answer from hub: {m}"),
+            ClientError::BadUrl(m) => write!(f, "bad hub URL: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// `POST /rooms` answer.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedRoom {
+    pub room: RoomInfo,
+    pub host_id: String,
+}
+
+/// What a participant registers.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct JoinRequest {
+    pub id: String,
+    pub nickname: String,
+    pub model: String,
+    pub endpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub specs: Option<MachineSpecs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<GenerationConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// `POST /rooms/:code/join` answer.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Joined {
+    pub participant: ParticipantInfo,
+    pub room_id: String,
+}
+
+#[derive(Deserialize)]
+struct Rooms {
+    rooms: Vec<RoomSummary>,
+}
+
+#[derive(Deserialize)]
+struct Participants {
+    participants: Vec<ParticipantInfo>,
+}
+
+/// The `model` string that routes to any online participant.
+pub fn any() -> &'static str {
+    "*"
+}
+
+/// The `model` string that routes to one participant.
+pub fn participant(id: &str) -> String {
+    id.to_string()
+}
+
+/// The `model` string that routes to a participant serving `name`.
+pub fn model(name: &str) -> String {
+    format!("model:{name}")
+}
+
+/// A hub, reachable at a base URL.
+#[derive(Clone)]
+pub struct HubClient {
+    base: String,
+    target: Arc<Target>,
+    connector: Arc<Connector>,
+}
+
+impl HubClient {
+    /// A client for the hub at `url` (`http://` or `https://`).
+    pub fn new(url: &str) -> Result<HubClient> {
+        Self::with_roots(url, &[])
+    }
+
+    /// As `new`, trusting extra CA certificates for an `https://` hub (a self-signed hub).
+    pub fn with_roots(
+        url: &str,
+        roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<HubClient> {
+        let base = url.trim_end_matches('/').to_string();
+        let target = Target::from_endpoint(&base).map_err(ClientError::BadUrl)?;
+        Ok(HubClient {
+            base,
+            target: Arc::new(target),
+            connector: Arc::new(Connector::new(CALL_TIMEOUT, 0, Duration::ZERO, roots)),
+        })
+    }
+
+    /// The hub's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The OpenAI base URL of a room: `http://HUB/rooms/CODE/v1`.
+    pub fn openai_base_url(&self, code: &str) -> String {
+        format!("{}/rooms/{}/v1", self.base, code)
+    }
+
+    /// Create a room.
+    pub async fn create_room(&self, name: &str, password: Option<&str>) -> Result<CreatedRoom> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            name: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            password: Option<&'a str>,
+        }
+        self.call("POST", "/rooms", Some(&Body { name, password }))
+            .await
+    }
+
+    /// Every room on the hub, oldest first.
+    pub async fn list_rooms(&self) -> Result<Vec<RoomSummary>> {
+        Ok(self.call::<Rooms, ()>("GET", "/rooms", None).await?.rooms)
+    }
+
+    /// Register (or re-register) a participant.
+    pub async fn join(&self, code: &str, request: &JoinRequest) -> Result<Joined> {
+        self.call("POST", &format!("/rooms/{}/join", enc(code)), Some(request))
+            .await
+    }
+
+    /// Remove a participant.
+    pub async fn leave(&self, code: &str, id: &str) -> Result<()> {
+        self.call::<serde_json::Value, ()>(
+            "DELETE",
+            &format!("/rooms/{}/leave/{}", enc(code), enc(id)),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A room's participants.
+    pub async fn participants(&self, code: &str) -> Result<Vec<ParticipantInfo>> {
+        Ok(self
+            .call::<Participants, ()>("GET", &format!("/rooms/{}/participants", enc(code)), None)
+            .await?
+            .participants)
+    }
+
+    /// Report a participant alive.
+    pub async fn health_check(&self, code: &str, id: &str) -> Result<()> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            id: &'a str,
+        }
+        self.call::<serde_json::Value, _>(
+            "POST",
+            &format!("/rooms/{}/health", enc(code)),
+            Some(&Body { id }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// One request, one connection, the whole answer decoded as JSON.
+    async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let body = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let (status, answer) =
+            tokio::time::timeout(CALL_TIMEOUT, self.exchange(method, path, &body))
+                .await
+                .map_err(|_| ClientError::Unreachable("timed out".into()))??;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_slice::<serde_json::Value>(&answer)
+                .ok()
+                .and_then(|v| match &v["error"] {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Object(o) => o
+                        .get("message")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string),
+                    _ => None,
+                })
+                .unwrap_or_else(|| String::from_utf8_lossy(&answer).into_owned());
+            return Err(ClientError::Hub { status, message });
+        }
+        serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    async fn exchange(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        let mut conn = self
+            .connector
+            .connect_fresh(&self.target)
+            .await
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let head = format!(
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: gambiarra/{}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.target.base_path,
+            self.target.authority,
+            env!("CARGO_PKG_VERSION"),
+            body.len()
+        );
+        crate::http::write_all_vectored(&mut conn, &[head.as_bytes(), body])
+            .await
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let io_err = |e: std::io::Error| ClientError::Unreachable(e.to_string());
+        let head = loop {
+            if let Some(parts) =
+                parse_response(&buf).map_err(|e| ClientError::Protocol(e.message().into()))?
+            {
+                let len = parts.len;
+                break parts.freeze(buf.split_to(len).freeze());
+            }
+            if conn.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+                return Err(ClientError::Protocol(
+                    "connection closed before an answer".into(),
+                ));
+            }
+        };
+        let mut answer = Vec::new();
+        match head.framing {
+            BodyFraming::Empty => {}
+            BodyFraming::Length(n) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                if n > MAX_ANSWER {
+                    return Err(ClientError::Protocol("answer too large".into()));
+                }
+                while buf.len() < n {
+                    if conn.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+                        return Err(ClientError::Protocol("answer cut short".into()));
+                    }
+                }
+                answer.extend_from_slice(&buf[..n]);
+            }
+            BodyFraming::Chunked => {
+                let mut dec = ChunkedDecoder::new();
+                loop {
+                    let p = dec
+                        .feed(&buf, |d| answer.extend_from_slice(d))
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let _ = buf.split_to(p.consumed);
+                    if p.done {
+                        break;
+                    }
+                    if answer.len() > MAX_ANSWER {
+                        return Err(ClientError::Protocol("answer too large".into()));
+                    }
+                    if conn.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+                        return Err(ClientError::Protocol("answer cut short".into()));
+                    }
+                }
+            }
+            BodyFraming::UntilClose => loop {
+                answer.extend_from_slice(&buf);
+                buf.clear();
+                if answer.len() > MAX_ANSWER {
+                    return Err(ClientError::Protocol("answer too large".into()));
+                }
+                if conn.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+                    break;
+                }
+            },
+        }
+        Ok((head.status, answer))
+    }
+}
+
+/// Percent-encode a path segment (ids may hold any character).
+fn enc(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_strings_and_encoding() {
+        assert_eq!(any(), "*");
+        assert_eq!(model("llama3"), "model:llama3");
+        assert_eq!(participant("p-1"), "p-1");
+        assert_eq!(enc("a b/c%"), "a%20b%2Fc%25");
+        let c = HubClient::new("http://localhost:3000/").unwrap();
+        assert_eq!(
+            c.openai_base_url("ABC234"),
+            "http://localhost:3000/rooms/ABC234/v1"
+        );
+        assert!(matches!(
+            HubClient::new("ftp://x"),
+            Err(ClientError::BadUrl(_))
+        ));
+    }
+}

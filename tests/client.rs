@@ -1,0 +1,137 @@
+//! The Rust SDK against a real hub: every call, and each error with the hub's status and
+//! message; `create` and `list` through the real binary.
+
+mod common;
+
+use common::*;
+use gambiarra::client::{ClientError, HubClient, JoinRequest};
+
+fn join_req(id: &str) -> JoinRequest {
+    JoinRequest {
+        id: id.into(),
+        nickname: format!("nick-{id}"),
+        model: "llama3".into(),
+        endpoint: "http://localhost:11434".into(),
+        ..JoinRequest::default()
+    }
+}
+
+fn hub_error(r: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
+    match r {
+        Err(ClientError::Hub { status, message }) => (status, message),
+        other => panic!("expected a hub error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_call_and_its_errors() {
+    let hub = start_default().await;
+    let client = HubClient::new(&format!("http://{}", hub.local_addr())).unwrap();
+
+    assert!(client.list_rooms().await.unwrap().is_empty());
+    let created = client.create_room("Lab", None).await.unwrap();
+    let code = created.room.code.clone();
+    assert_eq!(created.host_id, created.room.host_id);
+    assert_eq!(
+        hub_error(client.create_room("", None).await),
+        (400, "Name is required".into())
+    );
+
+    let joined = client.join(&code, &join_req("p 1")).await.unwrap();
+    assert_eq!(joined.room_id, created.room.id);
+    assert_eq!(joined.participant.id, "p 1");
+    assert_eq!(
+        hub_error(client.join("ZZZZZZ", &join_req("x")).await),
+        (404, "Room not found".into())
+    );
+    let mut missing = join_req("x");
+    missing.model.clear();
+    assert_eq!(
+        hub_error(client.join(&code, &missing).await),
+        (
+            400,
+            "Missing required fields: id, nickname, model, endpoint".into()
+        )
+    );
+
+    let rooms = client.list_rooms().await.unwrap();
+    assert_eq!((rooms.len(), rooms[0].participant_count), (1, 1));
+    let ps = client.participants(&code.to_lowercase()).await.unwrap();
+    assert_eq!(ps[0].nickname, "nick-p 1");
+    assert_eq!(hub_error(client.participants("ZZZZZZ").await).0, 404);
+
+    client.health_check(&code, "p 1").await.unwrap();
+    assert_eq!(
+        hub_error(client.health_check(&code, "nobody").await),
+        (404, "Participant not found".into())
+    );
+    client.leave(&code, "p 1").await.unwrap();
+    assert_eq!(
+        hub_error(client.leave(&code, "p 1").await),
+        (404, "Participant not found".into())
+    );
+    assert_eq!(
+        client.openai_base_url(&code),
+        format!("http://{}/rooms/{code}/v1", hub.local_addr())
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreachable_hub() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = HubClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    assert!(matches!(
+        client.list_rooms().await,
+        Err(ClientError::Unreachable(_))
+    ));
+}
+
+/// Run the real binary (off the async runtime, which serves the hub meanwhile).
+async fn gambiarra(args: &[&str]) -> (bool, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gambiarra"))
+            .args(&args)
+            .env_remove("GAMBIARRA_HUB")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn create_and_list_commands() {
+    let hub = start_default().await;
+    let url = format!("http://{}", hub.local_addr());
+    let (ok, out) = gambiarra(&["list", "--hub", &url]).await;
+    assert!(ok);
+    assert_eq!(out.trim(), "No rooms available.");
+    let (ok, out) = gambiarra(&["create", "--name", "Hack night", "--hub", &url, "--json"]).await;
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let code = v["room"]["code"].as_str().unwrap().to_string();
+    let (ok, out) = gambiarra(&["list", "--hub", &url]).await;
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("CODE"));
+    assert!(
+        lines[1].starts_with(&code) && lines[1].contains("Hack night"),
+        "{out}"
+    );
+    let (ok, out) = gambiarra(&["create", "--name", "Plain", "--hub", &url]).await;
+    assert!(ok && out.contains("code:") && out.contains("/v1"), "{out}");
+    // An unreachable hub is a clear failure.
+    let (ok, _) = gambiarra(&["list", "--hub", "http://127.0.0.1:1"]).await;
+    assert!(!ok);
+    hub.shutdown().await;
+}

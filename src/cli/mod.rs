@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod create;
+pub mod join;
 pub mod list;
 pub mod mock_llm;
 pub mod serve;
@@ -34,6 +35,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     Create(create::CreateArgs),
     List(list::ListArgs),
+    Join(join::JoinArgs),
 }
 
 /// Run the parsed command line.
@@ -48,6 +50,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Create(args)) => create::run(args),
         Some(Command::List(args)) => list::run(args),
+        Some(Command::Join(args)) => join::run(args),
         None => {
             eprintln!("gambiarra: no command given; try `gambiarra --help`");
             ExitCode::from(2)

@@ -14,6 +14,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agent;
+pub mod specs;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,6 +222,11 @@ impl HubClient {
         )
         .await
         .map(|_| ())
+    }
+
+    /// `GET path` (below the URL's path), decoded as JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call::<T, ()>("GET", path, None).await
     }
 
     /// One request, one connection, the whole answer decoded as JSON.

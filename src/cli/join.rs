@@ -1,0 +1,149 @@
+//! `gambiarra join`: share a local model in a room, until Ctrl+C / SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::client::agent::{self, AgentEvent};
+use crate::client::{HubClient, JoinRequest, specs};
+use crate::types::HEALTH_CHECK_INTERVAL_MS;
+
+/// Share your local model in a room: probe it, register it, keep it registered.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "join",
+    example = "Share Ollama's llama3 in room K7QF2M:\n  $ gambiarra join --code K7QF2M --model llama3\nLM Studio, with a nickname, on another hub:\n  $ gambiarra join --code K7QF2M --model qwen2.5-7b-instruct --endpoint http://localhost:1234 --nickname ana --hub http://192.168.1.10:3000",
+    note = "Ctrl+C (or SIGTERM) leaves the room before exiting."
+)]
+pub struct JoinArgs {
+    /// room code
+    #[argh(option, short = 'c')]
+    pub code: String,
+    /// the model to share, as your server names it (e.g. llama3:8b)
+    #[argh(option, short = 'm')]
+    pub model: String,
+    /// your OpenAI-compatible server (default http://localhost:11434, Ollama)
+    #[argh(
+        option,
+        short = 'e',
+        default = "String::from(\"http://localhost:11434\")"
+    )]
+    pub endpoint: String,
+    /// display name (default MODEL@<first 6 characters of the id>)
+    #[argh(option)]
+    pub nickname: Option<String>,
+    /// participant id, to keep the same identity across runs (default: a new UUID)
+    #[argh(option)]
+    pub id: Option<String>,
+    /// room password
+    #[argh(option)]
+    pub password: Option<String>,
+    /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
+    #[argh(option)]
+    pub hub: Option<String>,
+    /// do not detect and share CPU/RAM/GPU specs
+    #[argh(switch)]
+    pub no_specs: bool,
+    /// skip checking that the endpoint serves the model
+    #[argh(switch)]
+    pub no_probe: bool,
+    /// health-check interval in ms (default 10000)
+    #[argh(option, default = "HEALTH_CHECK_INTERVAL_MS")]
+    pub health_interval_ms: u64,
+}
+
+pub fn run(args: JoinArgs) -> ExitCode {
+    let url = super::hub_url(args.hub.clone());
+    let hub = match HubClient::new(&url) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gambiarra join: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match super::runtime_with(Some(1)) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        if !args.no_probe {
+            if let Err(e) = agent::probe(&args.endpoint, &args.model).await {
+                eprintln!("gambiarra join: {e}");
+                return ExitCode::FAILURE;
+            }
+            println!("✓ {} serves {}", args.endpoint, args.model);
+        }
+        let specs = if args.no_specs {
+            None
+        } else {
+            let s = tokio::task::spawn_blocking(specs::detect)
+                .await
+                .unwrap_or_default();
+            for line in specs::describe(&s) {
+                println!("  {line}");
+            }
+            Some(s)
+        };
+        let id = args.id.clone().unwrap_or_else(crate::hub::ids::uuid_v4);
+        let nickname = args.nickname.clone().unwrap_or_else(|| {
+            format!("{}@{}", args.model, id.chars().take(6).collect::<String>())
+        });
+        let request = JoinRequest {
+            id,
+            nickname,
+            model: args.model.clone(),
+            endpoint: args.endpoint.clone(),
+            specs,
+            config: None,
+            password: args.password.clone(),
+        };
+        let code = args.code.to_ascii_uppercase();
+        let interval = Duration::from_millis(args.health_interval_ms.max(10));
+        let result = agent::run(
+            &hub,
+            &code,
+            &request,
+            interval,
+            super::serve::wait_for_signal(),
+            |event| match event {
+                AgentEvent::Joined(p) => {
+                    println!("✓ Joined room {code} as {} (id {})", p.nickname, p.id);
+                    println!(
+                        "  Anyone in the room can now use {} at {}",
+                        p.model,
+                        hub.openai_base_url(&code)
+                    );
+                    println!("  Press Ctrl+C to leave.");
+                }
+                AgentEvent::Rejoined(_) => println!(
+                    "↻ The hub had forgotten this participant (restarted?); re-joined room {code}."
+                ),
+                AgentEvent::HealthFailed { error, retry_in } => {
+                    eprintln!(
+                        "! Health check failed ({error}); retrying in {:.1}s",
+                        retry_in.as_secs_f64()
+                    )
+                }
+                AgentEvent::Recovered => println!("✓ Hub reachable again."),
+                AgentEvent::RejoinFailed { error, retry_in } => {
+                    eprintln!(
+                        "! Could not re-join room {code} ({error}); retrying in {:.1}s",
+                        retry_in.as_secs_f64()
+                    )
+                }
+                AgentEvent::Left => println!("✓ Left room {code}."),
+                AgentEvent::LeaveFailed(e) => eprintln!("! Could not leave cleanly: {e}"),
+            },
+        )
+        .await;
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gambiarra join: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,241 @@
+//! The participant agent behind `gambiarra join`: check the local model server, register with
+//! the hub, keep the registration alive, and leave cleanly.
+//!
+//! Unlike the TypeScript agent, which exited on the first failed health check, this one rides
+//! out network blips (retrying with backoff, up to the health interval) and re-joins by itself
+//! when the hub no longer knows it (the hub restarted, or the participant was removed).
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ClientError, HubClient, JoinRequest};
+use crate::types::ParticipantInfo;
+
+/// First retry delay after a failed health check; doubles up to the health interval.
+pub const RETRY_MIN: Duration = Duration::from_millis(500);
+/// Time allowed for the leave call on shutdown.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the local model server cannot be used.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// Nothing answered at the endpoint.
+    Unreachable { endpoint: String, detail: String },
+    /// The server answered, but does not serve the model.
+    UnknownModel {
+        model: String,
+        available: Vec<String>,
+    },
+    /// The server answered neither Ollama's nor OpenAI's model listing.
+    NoListing { endpoint: String, detail: String },
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeError::Unreachable { endpoint, detail } => write!(
+                f,
+                "nothing answers at {endpoint} ({detail}).\n  Is your model server running? For Ollama: `ollama serve`; for LM Studio: start its server (default http://localhost:1234).\n  Or point to it with --endpoint URL."
+            ),
+            ProbeError::UnknownModel { model, available } if available.is_empty() => {
+                write!(
+                    f,
+                    "model {model:?} is not available: the server lists no models"
+                )
+            }
+            ProbeError::UnknownModel { model, available } => write!(
+                f,
+                "model {model:?} is not available. The server has:\n{}",
+                available
+                    .iter()
+                    .map(|m| format!("  - {m}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            ProbeError::NoListing { endpoint, detail } => write!(
+                f,
+                "{endpoint} answered, but neither /api/tags (Ollama) nor /v1/models (OpenAI) listed models ({detail})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+#[derive(Deserialize)]
+struct OllamaTags {
+    models: Vec<OllamaModel>,
+}
+
+#[derive(Deserialize)]
+struct OllamaModel {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct OpenAiModels {
+    data: Vec<OpenAiModel>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiModel {
+    id: String,
+}
+
+/// Does `listed` name `wanted`? Ollama lists `llama3:latest` for `llama3`.
+pub fn model_matches(listed: &str, wanted: &str) -> bool {
+    listed == wanted
+        || listed.strip_suffix(":latest") == Some(wanted)
+        || wanted.strip_suffix(":latest") == Some(listed)
+}
+
+/// The models an OpenAI-compatible (or Ollama) server offers: Ollama's `/api/tags` first, then
+/// `/v1/models`.
+pub async fn list_models(endpoint: &str) -> Result<Vec<String>, ProbeError> {
+    let server = HubClient::new(endpoint).map_err(|e| ProbeError::Unreachable {
+        endpoint: endpoint.into(),
+        detail: e.to_string(),
+    })?;
+    match server.get_json::<OllamaTags>("/api/tags").await {
+        Ok(tags) => return Ok(tags.models.into_iter().map(|m| m.name).collect()),
+        Err(ClientError::Unreachable(detail)) => {
+            return Err(ProbeError::Unreachable {
+                endpoint: endpoint.into(),
+                detail,
+            });
+        }
+        Err(_) => {}
+    }
+    server
+        .get_json::<OpenAiModels>("/v1/models")
+        .await
+        .map(|m| m.data.into_iter().map(|m| m.id).collect())
+        .map_err(|e| ProbeError::NoListing {
+            endpoint: endpoint.into(),
+            detail: e.to_string(),
+        })
+}
+
+/// Check that `endpoint` serves `model`.
+pub async fn probe(endpoint: &str, model: &str) -> Result<(), ProbeError> {
+    let available = list_models(endpoint).await?;
+    if available.iter().any(|m| model_matches(m, model)) {
+        Ok(())
+    } else {
+        Err(ProbeError::UnknownModel {
+            model: model.into(),
+            available,
+        })
+    }
+}
+
+/// What the agent tells its user.
+#[derive(Debug)]
+pub enum AgentEvent {
+    Joined(ParticipantInfo),
+    /// The hub had forgotten the participant; it is registered again.
+    Rejoined(ParticipantInfo),
+    /// A health check failed; the next try is in `retry_in`.
+    HealthFailed {
+        error: String,
+        retry_in: Duration,
+    },
+    /// Health checks go through again after failures.
+    Recovered,
+    /// Re-joining failed (e.g. the room is gone); it is tried again later.
+    RejoinFailed {
+        error: String,
+        retry_in: Duration,
+    },
+    Left,
+    LeaveFailed(String),
+}
+
+/// Register `request` in room `code`, keep it alive every `interval`, and leave when
+/// `shutdown` resolves. Fails only if the first join fails.
+pub async fn run(
+    hub: &HubClient,
+    code: &str,
+    request: &JoinRequest,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut on_event: impl FnMut(AgentEvent),
+) -> Result<(), ClientError> {
+    let joined = hub.join(code, request).await?;
+    on_event(AgentEvent::Joined(joined.participant));
+    tokio::pin!(shutdown);
+    let mut wait = interval;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut shutdown => break,
+        }
+        match hub.health_check(code, &request.id).await {
+            Ok(()) => {
+                if failing {
+                    on_event(AgentEvent::Recovered);
+                }
+                failing = false;
+                wait = interval;
+            }
+            // The hub does not know us (or our room): register again.
+            Err(ClientError::Hub { status: 404, .. }) => match hub.join(code, request).await {
+                Ok(j) => {
+                    failing = false;
+                    wait = interval;
+                    on_event(AgentEvent::Rejoined(j.participant));
+                }
+                Err(e) => {
+                    failing = true;
+                    wait = backoff(wait, interval);
+                    on_event(AgentEvent::RejoinFailed {
+                        error: e.to_string(),
+                        retry_in: wait,
+                    });
+                }
+            },
+            Err(e) => {
+                wait = if failing {
+                    backoff(wait, interval)
+                } else {
+                    RETRY_MIN.min(interval)
+                };
+                failing = true;
+                on_event(AgentEvent::HealthFailed {
+                    error: e.to_string(),
+                    retry_in: wait,
+                });
+            }
+        }
+    }
+    match tokio::time::timeout(LEAVE_TIMEOUT, hub.leave(code, &request.id)).await {
+        Ok(Ok(())) => on_event(AgentEvent::Left),
+        Ok(Err(e)) => on_event(AgentEvent::LeaveFailed(e.to_string())),
+        Err(_) => on_event(AgentEvent::LeaveFailed("timed out".into())),
+    }
+    Ok(())
+}
+
+/// The next retry delay: double, between `RETRY_MIN` and `interval`.
+fn backoff(current: Duration, interval: Duration) -> Duration {
+    (current * 2).clamp(RETRY_MIN.min(interval), interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_and_backoff() {
+        assert!(model_matches("llama3:latest", "llama3"));
+        assert!(model_matches("llama3", "llama3:latest"));
+        assert!(model_matches("qwen2.5:7b", "qwen2.5:7b"));
+        assert!(!model_matches("llama3:8b", "llama3"));
+        let i = Duration::from_secs(10);
+        assert_eq!(backoff(RETRY_MIN, i), Duration::from_secs(1));
+        assert_eq!(backoff(Duration::from_secs(8), i), i);
+    }
+}

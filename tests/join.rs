@@ -1,0 +1,229 @@
+//! The participant agent (`gambiarra join`, the real binary) against a real hub and the mock
+//! LLM: probing, registration with specs, serving chats, re-joining when the hub forgets it,
+//! and leaving on SIGINT.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use gambiarra::mock::{MockConfig, MockLlm};
+use serde_json::{Value, json};
+
+fn agent(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gambiarra"));
+    cmd.arg("join")
+        .args(args)
+        .env_remove("GAMBIARRA_HUB")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn participants(addr: std::net::SocketAddr, code: &str) -> Vec<Value> {
+    req(addr, "GET", &format!("/rooms/{code}/participants"), None)
+        .await
+        .json()["participants"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Poll until `pred` holds for the room's participants.
+async fn until(
+    addr: std::net::SocketAddr,
+    code: &str,
+    pred: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    for _ in 0..500 {
+        let ps = participants(addr, code).await;
+        if pred(&ps) {
+            return ps;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "condition never held; participants: {:?}",
+        participants(addr, code).await
+    );
+}
+
+#[tokio::test]
+async fn join_serve_rejoin_and_leave() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            tokens: 3,
+            ..MockConfig::default()
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let code = create_room(addr, "agents").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hub_url = format!("http://{addr}");
+    let child = agent(&[
+        "--code",
+        &code.to_lowercase(),
+        "--model",
+        "llama3",
+        "--endpoint",
+        &mock.url(),
+        "--hub",
+        &hub_url,
+        "--nickname",
+        "agent",
+        "--id",
+        "agent-1",
+        "--health-interval-ms",
+        "100",
+    ])
+    .spawn()
+    .unwrap();
+
+    // Registered, with this machine's specs.
+    let ps = until(addr, &code, |ps| ps.len() == 1).await;
+    assert_eq!(ps[0]["id"], "agent-1");
+    assert_eq!(ps[0]["nickname"], "agent");
+    assert_eq!(ps[0]["endpoint"], mock.url());
+    assert!(
+        ps[0]["specs"]["ram"].is_number() || ps[0]["specs"]["cpu"].is_string(),
+        "{}",
+        ps[0]
+    );
+
+    // A chat through the hub reaches the agent's model.
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(json!({"model": "agent-1"})),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 "
+    );
+
+    // The hub forgets the participant (as after a restart): the agent re-joins by itself
+    // within a health interval or two.
+    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
+    sse.next().await;
+    req(
+        addr,
+        "DELETE",
+        &format!("/rooms/{code}/leave/agent-1"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        sse.until("participant:left").await.data["participantId"],
+        "agent-1"
+    );
+    assert_eq!(sse.until("participant:joined").await.data["id"], "agent-1");
+
+    // SIGINT: the agent leaves the room, then exits 0.
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert_eq!(
+        sse.until("participant:left").await.data["participantId"],
+        "agent-1"
+    );
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("re-joined room"), "{stdout}");
+    assert!(stdout.contains("Left room"), "{stdout}");
+    assert!(participants(addr, &code).await.is_empty());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn refuses_unknown_models_and_dead_endpoints() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), MockConfig::default(), false)
+        .await
+        .unwrap();
+    let code = create_room(addr, "agents").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hub_url = format!("http://{addr}");
+    let out = agent(&[
+        "--code",
+        &code,
+        "--model",
+        "mistral",
+        "--endpoint",
+        &mock.url(),
+        "--hub",
+        &hub_url,
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"mistral\" is not available") && err.contains("- llama3"),
+        "{err}"
+    );
+
+    let dead = format!(
+        "http://{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    );
+    let out = agent(&[
+        "--code",
+        &code,
+        "--model",
+        "llama3",
+        "--endpoint",
+        &dead,
+        "--hub",
+        &hub_url,
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Is your model server running?"));
+
+    // A room that does not exist is a clear failure too.
+    let out = agent(&[
+        "--code",
+        "ZZZZZZ",
+        "--model",
+        "llama3",
+        "--endpoint",
+        &mock.url(),
+        "--hub",
+        &hub_url,
+        "--no-specs",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Room not found"));
+    assert!(participants(addr, &code).await.is_empty());
+    hub.shutdown().await;
+}

@@ -135,3 +135,68 @@ async fn create_and_list_commands() {
     assert!(!ok);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn event_subscription_is_typed_and_resumes() {
+    use gambiarra::client::events::HubEvent;
+    let hub = start_default().await;
+    let hub_addr = hub.local_addr();
+    // A forwarder between the client and the hub, whose live connections the test can cut.
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+        Default::default();
+    let tasks = live.clone();
+    let forwarder = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = front.accept().await {
+            let task = tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(hub_addr).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+            tasks.lock().unwrap().push(task);
+        }
+    });
+    let client = HubClient::new(&format!("http://{front_addr}")).unwrap();
+    let code = client.create_room("events", None).await.unwrap().room.code;
+    let mut events = client.subscribe(&code, None).await.unwrap();
+    assert!(matches!(
+        events.next().await.unwrap().unwrap().event,
+        HubEvent::Connected { .. }
+    ));
+    client.join(&code, &join_req("a")).await.unwrap();
+    match events.next().await.unwrap().unwrap().event {
+        HubEvent::ParticipantJoined(p) => assert_eq!(p.id, "a"),
+        other => panic!("{other:?}"),
+    }
+    // Cut the stream, and make something happen while it is down.
+    for t in live.lock().unwrap().drain(..) {
+        t.abort();
+    }
+    let direct = HubClient::new(&format!("http://{hub_addr}")).unwrap();
+    direct.leave(&code, "a").await.unwrap();
+    assert!(matches!(
+        events.next().await.unwrap().unwrap().event,
+        HubEvent::Disconnected { .. }
+    ));
+    // It reconnects by itself with Last-Event-ID: the missed event is replayed.
+    assert!(matches!(
+        events.next().await.unwrap().unwrap().event,
+        HubEvent::Connected { .. }
+    ));
+    let r = events.next().await.unwrap().unwrap();
+    assert_eq!(
+        r.event,
+        HubEvent::ParticipantLeft {
+            participant_id: "a".into()
+        }
+    );
+    assert_eq!(events.last_event_id(), r.id);
+
+    // Subscribing to a room that does not exist is the hub's 404.
+    assert_eq!(
+        hub_error(client.subscribe("ZZZZZZ", None).await.map(|_| ())),
+        (404, "Room not found".into())
+    );
+    forwarder.abort();
+    hub.shutdown().await;
+}

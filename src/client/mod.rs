@@ -15,6 +15,7 @@
 //! ```
 
 pub mod agent;
+pub mod events;
 pub mod specs;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod mock;
+pub mod monitor;
 pub mod types;
 
 pub use hub::{Hub, HubConfig, ShutdownHandle};

@@ -227,3 +227,70 @@ async fn refuses_unknown_models_and_dead_endpoints() {
     assert!(participants(addr, &code).await.is_empty());
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn monitor_plain_prints_a_line_per_event() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            tokens: 4,
+            ..MockConfig::default()
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let code = create_room(addr, "watched").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gambiarra"))
+        .args([
+            "monitor",
+            "--plain",
+            "--room",
+            &code,
+            "--hub",
+            &format!("http://{addr}"),
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    };
+    assert!(
+        next()
+            .await
+            .ends_with(&format!("{code} connected to the hub"))
+    );
+    join(addr, &code, "w1", &mock.url()).await;
+    let l = next().await;
+    assert!(
+        l.contains(&code) && l.contains("nick-w1 joined with llama3"),
+        "{l}"
+    );
+    req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(json!({"model": "w1"})),
+    )
+    .await;
+    assert!(next().await.contains("request for w1 → nick-w1"));
+    let l = next().await;
+    assert!(l.contains("nick-w1 done: 4 tokens"), "{l}");
+    // HH:MM:SS CODE text
+    assert_eq!(l.as_bytes()[2], b':');
+    child.kill().await.unwrap();
+    hub.shutdown().await;
+}

@@ -6,6 +6,9 @@ pub mod create;
 pub mod join;
 pub mod list;
 pub mod mock_llm;
+pub mod monitor;
+#[cfg(feature = "tui")]
+pub mod monitor_tui;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -36,6 +39,7 @@ pub enum Command {
     Create(create::CreateArgs),
     List(list::ListArgs),
     Join(join::JoinArgs),
+    Monitor(monitor::MonitorArgs),
 }
 
 /// Run the parsed command line.
@@ -51,6 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Create(args)) => create::run(args),
         Some(Command::List(args)) => list::run(args),
         Some(Command::Join(args)) => join::run(args),
+        Some(Command::Monitor(args)) => monitor::run(args),
         None => {
             eprintln!("gambiarra: no command given; try `gambiarra --help`");
             ExitCode::from(2)

@@ -1,0 +1,254 @@
+//! What `gambiarra monitor` knows about the rooms it watches, independent of how it is shown:
+//! participants with their live status (busy while a request runs, the last tokens/s and
+//! time-to-first-token), and an activity log. Both the terminal UI and `--plain` feed hub events
+//! into a [`RoomView`] and render from it.
+
+use std::collections::VecDeque;
+
+use crate::client::events::HubEvent;
+use crate::types::{LlmMetrics, ParticipantInfo, ParticipantStatus};
+
+/// Lines kept in a room's activity log.
+pub const LOG_LINES: usize = 500;
+
+/// A participant as the monitor shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Card {
+    pub info: ParticipantInfo,
+    /// Requests seen start and not yet finish.
+    pub in_flight: u32,
+    pub last: Option<LlmMetrics>,
+}
+
+impl Card {
+    /// The status to show: `busy` while a request runs.
+    pub fn status(&self) -> ParticipantStatus {
+        match self.info.status {
+            ParticipantStatus::Offline => ParticipantStatus::Offline,
+            _ if self.in_flight > 0 => ParticipantStatus::Busy,
+            s => s,
+        }
+    }
+}
+
+/// One watched room.
+#[derive(Clone, Debug, Default)]
+pub struct RoomView {
+    pub code: String,
+    pub name: String,
+    pub cards: Vec<Card>,
+    pub log: VecDeque<String>,
+    /// Connected to the hub's event stream right now.
+    pub connected: bool,
+}
+
+impl RoomView {
+    pub fn new(code: &str, name: &str) -> Self {
+        RoomView {
+            code: code.to_string(),
+            name: name.to_string(),
+            ..RoomView::default()
+        }
+    }
+
+    /// Replace the participants with a fresh listing (start, and after `resync`).
+    pub fn set_participants(&mut self, list: Vec<ParticipantInfo>) {
+        self.cards = list
+            .into_iter()
+            .map(|info| Card {
+                in_flight: u32::from(info.status == ParticipantStatus::Busy),
+                info,
+                last: None,
+            })
+            .collect();
+    }
+
+    fn nickname(&self, id: &str) -> String {
+        self.cards
+            .iter()
+            .find(|c| c.info.id == id)
+            .map_or_else(|| id.to_string(), |c| c.info.nickname.clone())
+    }
+
+    fn card(&mut self, id: &str) -> Option<&mut Card> {
+        self.cards.iter_mut().find(|c| c.info.id == id)
+    }
+
+    /// Apply an event; returns the log line it makes (also appended to the log), if any.
+    pub fn apply(&mut self, event: &HubEvent, clock: &str) -> Option<String> {
+        let text = describe(event, |id| self.nickname(id))?;
+        match event {
+            HubEvent::Connected { .. } => self.connected = true,
+            HubEvent::Disconnected { .. } => self.connected = false,
+            HubEvent::ParticipantJoined(p) => {
+                let card = Card {
+                    info: (**p).clone(),
+                    in_flight: 0,
+                    last: None,
+                };
+                match self.card(&p.id) {
+                    Some(c) => *c = card,
+                    None => self.cards.push(card),
+                }
+            }
+            HubEvent::ParticipantLeft { participant_id } => {
+                self.cards.retain(|c| &c.info.id != participant_id)
+            }
+            HubEvent::ParticipantOffline { participant_id } => {
+                if let Some(c) = self.card(participant_id) {
+                    c.info.status = ParticipantStatus::Offline;
+                }
+            }
+            HubEvent::ParticipantOnline { participant_id } => {
+                if let Some(c) = self.card(participant_id) {
+                    c.info.status = ParticipantStatus::Online;
+                }
+            }
+            HubEvent::LlmRequest { participant_id, .. } => {
+                if let Some(c) = self.card(participant_id) {
+                    c.in_flight += 1;
+                }
+            }
+            HubEvent::LlmComplete {
+                participant_id,
+                metrics,
+                ..
+            } => {
+                if let Some(c) = self.card(participant_id) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    c.last = Some(metrics.clone());
+                }
+            }
+            HubEvent::LlmError { participant_id, .. } => {
+                if let Some(c) = self.card(participant_id) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                }
+            }
+            _ => {}
+        }
+        let line = format!("{clock} {text}");
+        if self.log.len() == LOG_LINES {
+            self.log.pop_front();
+        }
+        self.log.push_back(line.clone());
+        Some(line)
+    }
+}
+
+/// The human sentence for an event (`name` resolves a participant id to a nickname).
+pub fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Option<String> {
+    Some(match event {
+        HubEvent::Connected { .. } => "connected to the hub".into(),
+        HubEvent::Disconnected { error } => format!("disconnected ({error}); reconnecting"),
+        HubEvent::RoomCreated(r) => format!("room created: {} ({})", r.name, r.code),
+        HubEvent::ParticipantJoined(p) => {
+            format!("{} joined with {} at {}", p.nickname, p.model, p.endpoint)
+        }
+        HubEvent::ParticipantLeft { participant_id } => format!("{} left", name(participant_id)),
+        HubEvent::ParticipantOffline { participant_id } => {
+            format!("{} went offline", name(participant_id))
+        }
+        HubEvent::ParticipantOnline { participant_id } => {
+            format!("{} is back online", name(participant_id))
+        }
+        HubEvent::LlmRequest {
+            participant_id,
+            model,
+        } => format!("request for {model} → {}", name(participant_id)),
+        HubEvent::LlmComplete {
+            participant_id,
+            metrics,
+            ..
+        } => format!(
+            "{} done: {} tokens, {:.1} tok/s, first token {} ms, {} ms total",
+            name(participant_id),
+            metrics.tokens,
+            metrics.tokens_per_second,
+            metrics.latency_first_token_ms,
+            metrics.duration_ms
+        ),
+        HubEvent::LlmError {
+            participant_id,
+            error,
+        } => format!("{} failed: {error}", name(participant_id)),
+        HubEvent::Resync { reason } => format!("missed events ({reason}); refreshed"),
+        HubEvent::Unknown { event, .. } => format!("event {event}"),
+    })
+}
+
+/// `HH:MM:SS` (UTC) of a Unix-milliseconds time.
+pub fn clock(ms: u64) -> String {
+    let s = ms / 1000 % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{GenerationConfig, MachineSpecs};
+
+    fn p(id: &str) -> ParticipantInfo {
+        ParticipantInfo {
+            id: id.into(),
+            nickname: format!("nick-{id}"),
+            model: "llama3".into(),
+            endpoint: "http://x".into(),
+            config: GenerationConfig::default(),
+            specs: MachineSpecs::default(),
+            status: ParticipantStatus::Online,
+            joined_at: 0,
+            last_seen: 0,
+        }
+    }
+
+    #[test]
+    fn follows_the_room() {
+        let mut room = RoomView::new("ABC234", "Lab");
+        room.apply(&HubEvent::ParticipantJoined(Box::new(p("a"))), "t");
+        room.apply(
+            &HubEvent::LlmRequest {
+                participant_id: "a".into(),
+                model: "*".into(),
+            },
+            "t",
+        );
+        assert_eq!(room.cards[0].status(), ParticipantStatus::Busy);
+        let metrics = LlmMetrics {
+            tokens: 10,
+            latency_first_token_ms: 5,
+            duration_ms: 100,
+            tokens_per_second: 105.3,
+        };
+        let line = room
+            .apply(
+                &HubEvent::LlmComplete {
+                    participant_id: "a".into(),
+                    model: "*".into(),
+                    metrics,
+                },
+                "12:00:00",
+            )
+            .unwrap();
+        assert_eq!(
+            line,
+            "12:00:00 nick-a done: 10 tokens, 105.3 tok/s, first token 5 ms, 100 ms total"
+        );
+        assert_eq!(room.cards[0].status(), ParticipantStatus::Online);
+        room.apply(
+            &HubEvent::ParticipantOffline {
+                participant_id: "a".into(),
+            },
+            "t",
+        );
+        assert_eq!(room.cards[0].status(), ParticipantStatus::Offline);
+        room.apply(
+            &HubEvent::ParticipantLeft {
+                participant_id: "a".into(),
+            },
+            "t",
+        );
+        assert!(room.cards.is_empty());
+        assert_eq!(room.log.len(), 5);
+        assert_eq!(clock(3_723_000), "01:02:03");
+    }
+}

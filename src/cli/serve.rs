@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// worker threads (default: one per CPU core; 1 suits small devices)
     #[argh(option)]
     pub threads: Option<usize>,
+    /// save rooms to this file on every change and load them at start (default: in memory)
+    #[argh(option)]
+    pub state: Option<String>,
     /// PEM file of extra CA certificates to trust for https:// participant endpoints
     /// (e.g. a participant's self-signed certificate); repeatable
     #[argh(option)]
@@ -76,6 +79,7 @@ impl ServeArgs {
             config.upstream_roots.extend(certs);
         }
         config.ttfb_timeout = Duration::from_millis(self.ttfb_timeout_ms.max(1));
+        config.state_file = self.state.clone().map(Into::into);
         config.server.max_connections = self.max_connections.max(1);
         config.health_interval = Duration::from_millis(self.health_interval_ms.max(1));
         config.participant_timeout = Duration::from_millis(self.participant_timeout_ms.max(1));
@@ -125,15 +129,24 @@ pub fn run(args: ServeArgs) -> ExitCode {
         let hub = match Hub::bind(addr, config).await {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("gambiarra serve: cannot listen on {addr}: {e}");
+                eprintln!("gambiarra serve: cannot start on {addr}: {e}");
                 return ExitCode::FAILURE;
             }
         };
         let bound = hub.local_addr();
         if !args.quiet {
-            println!("Gambiarra hub listening on http://{bound}");
-            println!("  rooms:        http://{bound}/rooms");
-            println!("  OpenAI base:  http://{bound}/rooms/<CODE>/v1");
+            // 0.0.0.0 / :: cannot be browsed to; show this machine's name for it.
+            let shown = if bound.ip().is_unspecified() {
+                format!("localhost:{}", bound.port())
+            } else {
+                bound.to_string()
+            };
+            println!("Gambiarra hub listening on {bound}");
+            println!("  rooms:        http://{shown}/rooms");
+            println!("  OpenAI base:  http://{shown}/rooms/<CODE>/v1");
+            if bound.ip().is_unspecified() {
+                println!("  (all interfaces: other machines use this machine's address)");
+            }
         }
         tracing::info!(%bound, "hub started");
         let handle = hub.shutdown_handle();

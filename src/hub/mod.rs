@@ -19,6 +19,7 @@ pub mod connector;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod persist;
 pub mod proxy;
 pub mod rewrite;
 pub mod router;
@@ -83,6 +84,8 @@ pub struct HubConfig {
     pub pool_idle_timeout: Duration,
     /// Extra CA certificates trusted for `https://` participant endpoints (beyond the web PKI).
     pub upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Save rooms here and load them at start (`--state`); in memory only when `None`.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// Default time a participant may take to start answering.
@@ -107,6 +110,7 @@ impl Default for HubConfig {
             pool_max_idle: connector::POOL_MAX_IDLE,
             pool_idle_timeout: connector::POOL_IDLE_TIMEOUT,
             upstream_roots: Vec::new(),
+            state_file: None,
         }
     }
 }
@@ -229,14 +233,18 @@ impl Hub {
             Bytes::from_static(b"Access-Control-Allow-Origin"),
             Bytes::from_static(b"*"),
         ));
+        let store = config.state_file.clone().map(persist::Store::new);
         let inner = Arc::new(HubInner {
-            state: State::new(Limits {
-                max_rooms: config.max_rooms,
-                max_participants_per_room: config.max_participants_per_room,
-                max_subscribers_per_room: config.max_subscribers_per_room,
-                event_ring: config.event_ring,
-                subscriber_queue: config.subscriber_queue,
-            }),
+            state: State::new(
+                Limits {
+                    max_rooms: config.max_rooms,
+                    max_participants_per_room: config.max_participants_per_room,
+                    max_subscribers_per_room: config.max_subscribers_per_room,
+                    event_ring: config.event_ring,
+                    subscriber_queue: config.subscriber_queue,
+                },
+                store,
+            ),
             connector: connector::Connector::new(
                 config.connect_timeout,
                 config.pool_max_idle,
@@ -245,6 +253,10 @@ impl Hub {
             ),
             config,
         });
+        let restored = inner.state.restore()?;
+        if restored > 0 {
+            tracing::info!(rooms = restored, "rooms restored from the state file");
+        }
         let (tx, rx) = watch::channel(false);
         let shutdown = ShutdownHandle(Arc::new(tx));
         let task = tokio::spawn(run(listener, inner.clone(), rx));

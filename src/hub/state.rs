@@ -183,14 +183,17 @@ pub struct State {
     pub limits: Limits,
     /// Set at shutdown: no new event streams.
     closed: AtomicBool,
+    /// Where rooms are saved (`--state`), if anywhere.
+    store: Option<super::persist::Store>,
 }
 
 impl State {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, store: Option<super::persist::Store>) -> Self {
         State {
             rooms: RwLock::new(HashMap::new()),
             limits,
             closed: AtomicBool::new(false),
+            store,
         }
     }
 
@@ -221,23 +224,27 @@ impl State {
                     break c;
                 }
             };
-            let room = Arc::new(Room {
-                info: RoomInfo {
-                    id: ids::room_id(),
-                    code: code.clone(),
-                    name,
-                    host_id: ids::uuid_v4(),
-                    created_at: now,
-                },
-                inner: Mutex::new(RoomInner {
-                    participants: Vec::new(),
-                    events: EventLog::new(now.saturating_mul(1000), self.limits.event_ring),
-                    rotation: 0,
-                }),
+            let room = self.new_room(RoomInfo {
+                id: ids::room_id(),
+                code: code.clone(),
+                name,
+                host_id: ids::uuid_v4(),
+                created_at: now,
             });
             rooms.insert(code, room.clone());
             room
         };
+        // Durable before it is announced or acknowledged (with --state).
+        if let Some(store) = &self.store
+            && let Err(e) = store.save(|| self.room_infos())
+        {
+            self.rooms
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&room.info.code);
+            tracing::error!("cannot save {}: {e}", store.path().display());
+            return Err(ApiError::new(500, format!("Could not save the room: {e}")));
+        }
         let json = serde_json::to_vec(&room.info).unwrap_or_default();
         for other in self.all_rooms() {
             if !Arc::ptr_eq(&other, &room) {
@@ -245,6 +252,39 @@ impl State {
             }
         }
         Ok(room)
+    }
+
+    fn new_room(&self, info: RoomInfo) -> Arc<Room> {
+        // Event ids start from now: ids a client saw before a restart are recognised as foreign.
+        let base = now_ms().saturating_mul(1000);
+        Arc::new(Room {
+            info,
+            inner: Mutex::new(RoomInner {
+                participants: Vec::new(),
+                events: EventLog::new(base, self.limits.event_ring),
+                rotation: 0,
+            }),
+        })
+    }
+
+    /// The rooms as saved: everything but participants.
+    pub fn room_infos(&self) -> Vec<RoomInfo> {
+        self.all_rooms().iter().map(|r| r.info.clone()).collect()
+    }
+
+    /// Load the saved rooms (at start, with `--state`). Returns how many.
+    pub fn restore(&self) -> std::io::Result<usize> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let saved = store.load()?;
+        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        for info in saved {
+            let code = info.code.clone();
+            let room = self.new_room(info);
+            rooms.insert(code, room);
+        }
+        Ok(rooms.len())
     }
 
     /// Every room, oldest first.

@@ -1,0 +1,262 @@
+//! `serve --state FILE`: rooms survive restarts, a crash mid-burst loses nothing that was
+//! acknowledged, and participants' agents come back by themselves.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use gambiarra::HubConfig;
+use gambiarra::mock::{MockConfig, MockLlm};
+use serde_json::{Value, json};
+
+fn state_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gambiarra-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.json");
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(port: u16, state: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_gambiarra"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--quiet",
+        ])
+        .arg("--state")
+        .arg(state)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_up(addr: SocketAddr) {
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("hub did not come up on {addr}");
+}
+
+async fn count(addr: SocketAddr, code: &str) -> usize {
+    req(addr, "GET", &format!("/rooms/{code}/participants"), None)
+        .await
+        .json()["participants"]
+        .as_array()
+        .map_or(0, |a| a.len())
+}
+
+async fn codes(addr: SocketAddr) -> Vec<String> {
+    req(addr, "GET", "/rooms", None).await.json()["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn rooms_survive_a_restart() {
+    let path = state_path("restart");
+    let config = || HubConfig {
+        state_file: Some(path.clone()),
+        ..HubConfig::default()
+    };
+    let hub = start(config()).await;
+    let a = create_room(hub.local_addr(), "first").await;
+    let b = create_room(hub.local_addr(), "second").await;
+    join(
+        hub.local_addr(),
+        a["code"].as_str().unwrap(),
+        "p",
+        "http://x",
+    )
+    .await;
+    hub.shutdown().await;
+
+    let hub = start(config()).await;
+    let rooms = req(hub.local_addr(), "GET", "/rooms", None).await.json()["rooms"].clone();
+    let rooms = rooms.as_array().unwrap();
+    assert_eq!(rooms.len(), 2);
+    for (saved, loaded) in [&a, &b].iter().zip(rooms) {
+        for key in ["id", "code", "name", "hostId", "createdAt"] {
+            assert_eq!(saved[key], loaded[key], "{key}");
+        }
+    }
+    // Participants are not saved: their agents re-join.
+    assert_eq!(rooms[0]["participantCount"], 0);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_state_file_stops_the_hub_from_starting() {
+    let path = state_path("bad");
+    std::fs::write(&path, b"{not a state file").unwrap();
+    let err = gambiarra::Hub::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        HubConfig {
+            state_file: Some(path),
+            ..HubConfig::default()
+        },
+    )
+    .await
+    .err()
+    .expect("refuses to start");
+    assert!(
+        err.to_string().contains("not a Gambiarra state file"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_mid_burst_keeps_every_acknowledged_room() {
+    let path = state_path("kill9");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut hub = serve(port, &path);
+    wait_up(addr).await;
+    // A burst of creations on several connections; the hub is killed while it runs.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut burst = Vec::new();
+    for w in 0..4 {
+        let tx = tx.clone();
+        burst.push(tokio::spawn(async move {
+            for i in 0.. {
+                let mut c = match tokio::net::TcpStream::connect(addr).await {
+                    Ok(s) => Conn {
+                        stream: s,
+                        buf: Vec::new(),
+                    },
+                    Err(_) => return,
+                };
+                c.send(&build(
+                    "POST",
+                    "/rooms",
+                    Some(&json!({"name": format!("w{w}-{i}")})),
+                    "",
+                ))
+                .await;
+                match c.read_response().await {
+                    Some(r) if r.status == 201 => {
+                        let _ = tx.send(r.json()["room"]["code"].as_str().unwrap().to_string());
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut acked = Vec::new();
+    while acked.len() < 40 {
+        acked.push(rx.recv().await.expect("the burst stopped early"));
+    }
+    hub.start_kill().unwrap(); // SIGKILL
+    hub.wait().await.unwrap();
+    for b in burst {
+        let _ = b.await;
+    }
+    while let Ok(code) = rx.try_recv() {
+        acked.push(code);
+    }
+    // The file is a valid state, and holds every room that was acknowledged.
+    let saved: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(saved["version"], 1);
+    let mut hub = serve(port, &path);
+    wait_up(addr).await;
+    let now = codes(addr).await;
+    for code in &acked {
+        assert!(now.contains(code), "acknowledged room {code} was lost");
+    }
+    hub.start_kill().unwrap();
+    hub.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn agent_is_back_after_a_hub_restart() {
+    let path = state_path("agent");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), MockConfig::default(), false)
+        .await
+        .unwrap();
+    let mut hub = serve(port, &path);
+    wait_up(addr).await;
+    let code = create_room(addr, "persistent").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_gambiarra"))
+        .args([
+            "join",
+            "--code",
+            &code,
+            "--model",
+            "llama3",
+            "--endpoint",
+            &mock.url(),
+        ])
+        .args([
+            "--hub",
+            &format!("http://{addr}"),
+            "--id",
+            "survivor",
+            "--no-specs",
+            "--health-interval-ms",
+            "200",
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if count(addr, &code).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Restart the hub: the room comes back from the state file, the agent re-joins it.
+    std::process::Command::new("kill")
+        .args(["-TERM", &hub.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    hub.wait().await.unwrap();
+    let mut hub = serve(port, &path);
+    wait_up(addr).await;
+    let mut back = false;
+    for _ in 0..500 {
+        if count(addr, &code).await == 1 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(back, "the agent did not re-join after the restart");
+    std::process::Command::new("kill")
+        .args(["-INT", &agent.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let out = agent.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-joined room"));
+    hub.start_kill().unwrap();
+    hub.wait().await.unwrap();
+}

@@ -124,3 +124,25 @@ async fn https_participant_streaming_and_not() {
     assert!(r.error().contains("TLS handshake failed"), "{}", r.error());
     strict.shutdown().await;
 }
+
+#[tokio::test]
+async fn sdk_talks_to_an_https_hub() {
+    let hub = start_default().await;
+    let (port, cert) = tls_front(hub.local_addr()).await;
+    let url = format!("https://localhost:{port}");
+    // Without the certificate trusted, the handshake is refused.
+    let untrusting = gambiarra::client::HubClient::new(&url).unwrap();
+    assert!(matches!(
+        untrusting.list_rooms().await,
+        Err(gambiarra::client::ClientError::Unreachable(e)) if e.contains("TLS")
+    ));
+    let client = gambiarra::client::HubClient::with_roots(&url, &[cert]).unwrap();
+    let code = client.create_room("secure", None).await.unwrap().room.code;
+    assert_eq!(client.list_rooms().await.unwrap()[0].code, code);
+    let mut events = client.subscribe(&code, None).await.unwrap();
+    assert!(matches!(
+        events.next().await.unwrap().unwrap().event,
+        gambiarra::client::events::HubEvent::Connected { .. }
+    ));
+    hub.shutdown().await;
+}

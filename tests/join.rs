@@ -11,6 +11,24 @@ use common::*;
 use gambiarra::mock::{MockConfig, MockLlm};
 use serde_json::{Value, json};
 
+/// A hub, the mock LLM answering `tokens` tokens, and a room named `name`.
+async fn setup(tokens: u32, name: &str) -> (gambiarra::Hub, std::net::SocketAddr, MockLlm, String) {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let config = MockConfig {
+        tokens,
+        ..MockConfig::default()
+    };
+    let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), config, false)
+        .await
+        .unwrap();
+    let code = create_room(addr, name).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (hub, addr, mock, code)
+}
+
 fn agent(args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gambiarra"));
     cmd.arg("join")
@@ -52,22 +70,7 @@ async fn until(
 
 #[tokio::test]
 async fn join_serve_rejoin_and_leave() {
-    let hub = start_default().await;
-    let addr = hub.local_addr();
-    let mock = MockLlm::start(
-        "127.0.0.1:0".parse().unwrap(),
-        MockConfig {
-            tokens: 3,
-            ..MockConfig::default()
-        },
-        false,
-    )
-    .await
-    .unwrap();
-    let code = create_room(addr, "agents").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (hub, addr, mock, code) = setup(3, "agents").await;
     let hub_url = format!("http://{addr}");
     let child = agent(&[
         "--code",
@@ -231,22 +234,7 @@ async fn refuses_unknown_models_and_dead_endpoints() {
 #[tokio::test]
 async fn monitor_plain_prints_a_line_per_event() {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let hub = start_default().await;
-    let addr = hub.local_addr();
-    let mock = MockLlm::start(
-        "127.0.0.1:0".parse().unwrap(),
-        MockConfig {
-            tokens: 4,
-            ..MockConfig::default()
-        },
-        false,
-    )
-    .await
-    .unwrap();
-    let code = create_room(addr, "watched").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (hub, addr, mock, code) = setup(4, "watched").await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gambiarra"))
         .args([
             "monitor",

@@ -4,8 +4,6 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 
-use crate::client::HubClient;
-
 /// Create a room; prints its code and id.
 #[derive(FromArgs, Debug)]
 #[argh(
@@ -29,16 +27,8 @@ pub struct CreateArgs {
 }
 
 pub fn run(args: CreateArgs) -> ExitCode {
-    let url = super::hub_url(args.hub.clone());
-    let client = match HubClient::new(&url) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("gambiarra create: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match super::runtime_with(Some(1)) {
-        Ok(rt) => rt,
+    let (client, rt) = match super::hub_session("create", args.hub.clone()) {
+        Ok(session) => session,
         Err(code) => return code,
     };
     match rt.block_on(client.create_room(&args.name, args.password.as_deref())) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::client::agent::{self, AgentEvent};
-use crate::client::{HubClient, JoinRequest, specs};
+use crate::client::{JoinRequest, specs};
 use crate::types::HEALTH_CHECK_INTERVAL_MS;
 
 /// Share your local model in a room: probe it, register it, keep it registered.
@@ -55,16 +55,8 @@ pub struct JoinArgs {
 }
 
 pub fn run(args: JoinArgs) -> ExitCode {
-    let url = super::hub_url(args.hub.clone());
-    let hub = match HubClient::new(&url) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("gambiarra join: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match super::runtime_with(Some(1)) {
-        Ok(rt) => rt,
+    let (hub, rt) = match super::hub_session("join", args.hub.clone()) {
+        Ok(session) => session,
         Err(code) => return code,
     };
     rt.block_on(async move {

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 
-use crate::client::HubClient;
 use crate::types::now_ms;
 
 /// List the rooms on a hub: code, name, participants, age.
@@ -35,16 +34,8 @@ pub fn age(ms: u64) -> String {
 }
 
 pub fn run(args: ListArgs) -> ExitCode {
-    let url = super::hub_url(args.hub.clone());
-    let client = match HubClient::new(&url) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("gambiarra list: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match super::runtime_with(Some(1)) {
-        Ok(rt) => rt,
+    let (client, rt) = match super::hub_session("list", args.hub.clone()) {
+        Ok(session) => session,
         Err(code) => return code,
     };
     let rooms = match rt.block_on(client.list_rooms()) {

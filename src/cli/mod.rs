@@ -86,6 +86,21 @@ pub fn hub_url(flag: Option<String>) -> String {
         .to_string()
 }
 
+/// What every command that talks to a hub starts with: a client for `--hub` (else
+/// `GAMBIARRA_HUB`, else localhost) and a small runtime. `Err` is the exit code, after the
+/// reason was printed as `gambiarra <command>: …`.
+pub fn hub_session(
+    command: &str,
+    hub: Option<String>,
+) -> Result<(crate::client::HubClient, tokio::runtime::Runtime), ExitCode> {
+    let url = hub_url(hub);
+    let client = crate::client::HubClient::new(&url).map_err(|e| {
+        eprintln!("gambiarra {command}: {e}");
+        ExitCode::from(2)
+    })?;
+    Ok((client, runtime_with(Some(1))?))
+}
+
 /// A multi-threaded tokio runtime, or an explanation of why there is none.
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     runtime_with(None)

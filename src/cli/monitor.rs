@@ -97,16 +97,8 @@ pub async fn resolve_rooms(hub: &HubClient, wanted: &[String]) -> Result<Vec<Roo
 }
 
 pub fn run(args: MonitorArgs) -> ExitCode {
-    let url = super::hub_url(args.hub.clone());
-    let hub = match HubClient::new(&url) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("gambiarra monitor: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match super::runtime_with(Some(1)) {
-        Ok(rt) => rt,
+    let (hub, rt) = match super::hub_session("monitor", args.hub.clone()) {
+        Ok(session) => session,
         Err(code) => return code,
     };
     let plain = args.plain || !std::io::stdout().is_terminal() || !cfg!(feature = "tui");

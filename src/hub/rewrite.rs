@@ -142,6 +142,18 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// One or more digits.
+    fn digits(&mut self) -> Result<(), ScanError> {
+        let start = self.i;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        if self.i == start {
+            return Err(self.err("bad number"));
+        }
+        Ok(())
+    }
+
     fn number(&mut self) -> Result<(), ScanError> {
         let start = self.i;
         if self.peek() == Some(b'-') {
@@ -149,35 +161,19 @@ impl<'a> Scanner<'a> {
         }
         match self.peek() {
             Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                    self.i += 1;
-                }
-            }
+            Some(b'1'..=b'9') => self.digits()?,
             _ => return Err(self.err("bad number")),
         }
         if self.peek() == Some(b'.') {
             self.i += 1;
-            let d = self.i;
-            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                self.i += 1;
-            }
-            if self.i == d {
-                return Err(self.err("bad number"));
-            }
+            self.digits()?;
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
             self.i += 1;
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.i += 1;
             }
-            let d = self.i;
-            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                self.i += 1;
-            }
-            if self.i == d {
-                return Err(self.err("bad number"));
-            }
+            self.digits()?;
         }
         debug_assert!(self.i > start);
         Ok(())

@@ -49,6 +49,13 @@ pub struct JoinArgs {
     /// skip checking that the endpoint serves the model
     #[argh(switch)]
     pub no_probe: bool,
+    /// let the hub connect to --endpoint directly instead of through tunnels this agent opens
+    /// (needs an endpoint the hub can reach)
+    #[argh(switch)]
+    pub direct: bool,
+    /// tunnel connections kept open to the hub (default 4)
+    #[argh(option, default = "crate::client::tunnel::TUNNEL_POOL")]
+    pub tunnels: usize,
     /// health-check interval in ms (default 10000)
     #[argh(option, default = "HEALTH_CHECK_INTERVAL_MS")]
     pub health_interval_ms: u64,
@@ -90,6 +97,7 @@ pub fn run(args: JoinArgs) -> ExitCode {
             specs,
             config: None,
             password: args.password.clone(),
+            tunnel: !args.direct,
         };
         let code = args.code.to_ascii_uppercase();
         let interval = Duration::from_millis(args.health_interval_ms.max(10));
@@ -98,6 +106,7 @@ pub fn run(args: JoinArgs) -> ExitCode {
             &code,
             &request,
             interval,
+            args.tunnels,
             super::serve::wait_for_signal(),
             |event| match event {
                 AgentEvent::Joined(p) => {

@@ -6,11 +6,14 @@
 //! when the hub no longer knows it (the hub restarted, or the participant was removed).
 
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::tunnel::TunnelSpec;
 use super::{ClientError, HubClient, JoinRequest};
+use crate::hub::connector::Target;
 use crate::types::ParticipantInfo;
 
 /// First retry delay after a failed health check; doubles up to the health interval.
@@ -155,15 +158,34 @@ pub enum AgentEvent {
 
 /// Register `request` in room `code`, keep it alive every `interval`, and leave when
 /// `shutdown` resolves. Fails only if the first join fails.
+/// With `request.tunnel`, `tunnels` connections to the hub are kept open for the hub to send
+/// requests through (`request.endpoint` is where they are spliced to).
 pub async fn run(
     hub: &HubClient,
     code: &str,
     request: &JoinRequest,
     interval: Duration,
+    tunnels: usize,
     shutdown: impl Future<Output = ()>,
     mut on_event: impl FnMut(AgentEvent),
 ) -> Result<(), ClientError> {
     let joined = hub.join(code, request).await?;
+    let (stop_tunnels, stopped) = tokio::sync::watch::channel(false);
+    let secret = Arc::new(RwLock::new(
+        joined.tunnel_secret.clone().unwrap_or_default(),
+    ));
+    let mut tunnel_task = None;
+    if request.tunnel {
+        let local = Target::from_endpoint(&request.endpoint).map_err(ClientError::BadUrl)?;
+        let spec = TunnelSpec {
+            hub: hub.clone(),
+            code: code.to_string(),
+            id: request.id.clone(),
+            secret: secret.clone(),
+            local: Arc::new(local),
+        };
+        tunnel_task = Some(tokio::spawn(super::tunnel::run(spec, tunnels, stopped)));
+    }
     on_event(AgentEvent::Joined(joined.participant));
     tokio::pin!(shutdown);
     let mut wait = interval;
@@ -186,6 +208,9 @@ pub async fn run(
                 Ok(j) => {
                     failing = false;
                     wait = interval;
+                    if let (Some(s), Ok(mut current)) = (j.tunnel_secret, secret.write()) {
+                        *current = s;
+                    }
                     on_event(AgentEvent::Rejoined(j.participant));
                 }
                 Err(e) => {
@@ -210,6 +235,10 @@ pub async fn run(
                 });
             }
         }
+    }
+    let _ = stop_tunnels.send(true);
+    if let Some(t) = tunnel_task {
+        let _ = t.await;
     }
     match tokio::time::timeout(LEAVE_TIMEOUT, hub.leave(code, &request.id)).await {
         Ok(Ok(())) => on_event(AgentEvent::Left),

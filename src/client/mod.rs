@@ -17,6 +17,7 @@
 pub mod agent;
 pub mod events;
 pub mod specs;
+pub mod tunnel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +96,9 @@ pub struct JoinRequest {
     pub config: Option<GenerationConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// Serve through reverse tunnels (the hub never connects to `endpoint`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tunnel: bool,
 }
 
 /// `POST /rooms/:code/join` answer.
@@ -103,6 +107,9 @@ pub struct JoinRequest {
 pub struct Joined {
     pub participant: ParticipantInfo,
     pub room_id: String,
+    /// For a tunnelled participant: what its tunnels authenticate with (only here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_secret: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -55,7 +55,7 @@ pub(crate) struct Connection<S> {
     served: u64,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     pub(crate) fn new(io: S, config: Arc<ServerConfig>) -> Self {
         Connection {
             io,
@@ -112,7 +112,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let is_head = head.method == Method::Head;
             let http10 = head.minor_version == 0;
             let wants_keep_alive = head.keep_alive;
-            let resp = handler.handle(Request { head, body }, &peer).await;
+            let mut resp = handler.handle(Request { head, body }, &peer).await;
+            if let Body::Upgrade(_) = resp.body {
+                let Body::Upgrade(on_upgrade) = std::mem::replace(&mut resp.body, Body::Empty)
+                else {
+                    unreachable!("matched just above")
+                };
+                self.upgrade(resp, on_upgrade).await;
+                return;
+            }
             let keep_alive = wants_keep_alive && !resp.close && !*shutdown.borrow();
             match self.write_response(resp, keep_alive, is_head, http10).await {
                 Ok(true) if keep_alive => {}
@@ -121,6 +129,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         let _ = self.flush().await;
         let _ = self.io.shutdown().await;
+    }
+
+    /// Send the `101` head, then hand the socket (and whatever the client already sent after
+    /// its request) over.
+    async fn upgrade(mut self, resp: Response, on_upgrade: super::response::OnUpgrade) {
+        super::response::encode_head(
+            &mut self.wbuf,
+            resp.status,
+            &resp.headers,
+            &[],
+            WireFraming::Length(0),
+            false,
+        );
+        if self.flush().await.is_err() {
+            return;
+        }
+        on_upgrade(super::response::Upgraded {
+            io: Box::new(self.io),
+            read_ahead: self.rbuf.split().freeze(),
+        });
     }
 
     /// Answer a request that could not be read, with the connection to be closed after.
@@ -350,6 +378,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Some(_) => Ok(false),
                 }
             }
+            // Handled in `run` before a response gets here.
+            Body::Upgrade(_) => Ok(false),
             Body::Raw { length, mut stream } => {
                 let framing = match length {
                     Some(n) => WireFraming::Length(n),

@@ -21,5 +21,5 @@ pub mod url;
 pub use body::BodyFraming;
 pub use conn::write_all_vectored;
 pub use head::{Method, RequestHead};
-pub use response::{Body, BodyStream, Response};
+pub use response::{AsyncStream, Body, BodyStream, Response, Upgraded};
 pub use server::{Handler, Peer, Request, ServerConfig};

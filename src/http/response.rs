@@ -27,6 +27,23 @@ pub trait BodyStream: Send + 'static {
     }
 }
 
+/// Any byte stream a connection can be handed over as.
+pub trait AsyncStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> AsyncStream for T {}
+
+/// A connection handed over by an `Upgrade` response, after its `101` went out.
+pub struct Upgraded {
+    pub io: Box<dyn AsyncStream>,
+    /// Bytes the client sent after its request, already read from the socket.
+    pub read_ahead: Bytes,
+}
+
+/// Takes over an upgraded connection.
+pub type OnUpgrade = Box<dyn FnOnce(Upgraded) + Send>;
+
 /// The body of a response.
 pub enum Body {
     Empty,
@@ -41,6 +58,9 @@ pub enum Body {
         length: Option<u64>,
         stream: Box<dyn BodyStream>,
     },
+    /// Switch protocols: the status (101) and headers go out, then the connection is handed to
+    /// the callback and no longer served as HTTP.
+    Upgrade(OnUpgrade),
 }
 
 impl std::fmt::Debug for Body {
@@ -50,6 +70,7 @@ impl std::fmt::Debug for Body {
             Body::Full(b) => write!(f, "Full({} bytes)", b.len()),
             Body::Stream(_) => f.write_str("Stream"),
             Body::Raw { length, .. } => write!(f, "Raw({length:?})"),
+            Body::Upgrade(_) => f.write_str("Upgrade"),
         }
     }
 }
@@ -124,6 +145,7 @@ pub fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         413 => "Content Too Large",
         422 => "Unprocessable Content",
+        426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

@@ -114,6 +114,8 @@ struct JoinBody {
     config: Option<GenerationConfig>,
     #[allow(dead_code)]
     password: Option<String>,
+    /// Serve through reverse tunnels instead of being connected to.
+    tunnel: Option<bool>,
 }
 
 fn validate_specs(specs: &MachineSpecs) -> Result<()> {
@@ -170,6 +172,10 @@ pub fn join(hub: &HubInner, code: &str, req: &Request) -> Result<Response> {
     validate_specs(&specs)?;
     let config = body.config.unwrap_or_default();
     validate_config(&config)?;
+    // The tunnel secret is made here and returned only in this answer.
+    let tunnel_secret = body.tunnel.unwrap_or(false).then(super::ids::secret);
+    // A re-join replaces the participant: tunnels parked under the old registration go.
+    hub.tunnels.drop_participant(&room.info.code, &id);
     let participant = hub.state.join(
         &room,
         ParticipantInfo {
@@ -183,17 +189,20 @@ pub fn join(hub: &HubInner, code: &str, req: &Request) -> Result<Response> {
             joined_at: 0,
             last_seen: 0,
         },
+        tunnel_secret.clone(),
     )?;
     tracing::info!(room = %room.info.code, id = %participant.id, model = %participant.model, "participant joined");
-    Ok(json(
-        201,
-        &json!({ "participant": participant, "roomId": room.info.id }),
-    ))
+    let mut answer = json!({ "participant": participant, "roomId": room.info.id });
+    if let Some(secret) = tunnel_secret {
+        answer["tunnelSecret"] = json!(secret);
+    }
+    Ok(json(201, &answer))
 }
 
 pub fn leave(hub: &HubInner, code: &str, id: &str) -> Result<Response> {
     let room = hub.state.room(code)?;
     hub.state.leave(&room, id)?;
+    hub.tunnels.drop_participant(&room.info.code, id);
     tracing::info!(room = %room.info.code, id, "participant left");
     Ok(json(200, &json!({ "success": true })))
 }
@@ -277,4 +286,55 @@ pub fn events(hub: &std::sync::Arc<HubInner>, code: &str, req: &Request) -> Resu
         .header("Cache-Control", Bytes::from_static(b"no-cache"))
         .header("X-Accel-Buffering", Bytes::from_static(b"no"))
         .body(Body::Stream(Box::new(stream))))
+}
+
+/// Compare secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /rooms/:code/tunnel/:id` with `Upgrade: gambiarra-tunnel`: authenticate the
+/// participant's tunnel secret, answer 101, park the socket.
+pub fn tunnel(
+    hub: &std::sync::Arc<HubInner>,
+    code: &str,
+    id: &str,
+    req: &Request,
+) -> Result<Response> {
+    use super::tunnel::UPGRADE_TOKEN;
+    let room = hub.state.room(code)?;
+    let secret = hub.state.tunnel_secret(&room, id)?;
+    let offered = req
+        .head
+        .header("authorization")
+        .and_then(|v| v.strip_prefix(b"Bearer "))
+        .map(<[u8]>::trim_ascii);
+    match (secret, offered) {
+        (Some(s), Some(o)) if same_secret(s.as_bytes(), o) => {}
+        _ => return Err(ApiError::new(401, "Invalid tunnel secret")),
+    }
+    let upgrading = req
+        .head
+        .header("connection")
+        .is_some_and(|v| crate::http::head::has_token(v, "upgrade"))
+        && req
+            .head
+            .header("upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE_TOKEN.as_bytes()));
+    if !upgrading {
+        return Err(ApiError::new(
+            426,
+            format!("Expected Connection: Upgrade and Upgrade: {UPGRADE_TOKEN}"),
+        ));
+    }
+    let hub = hub.clone();
+    let (code, id) = (room.info.code.clone(), id.to_string());
+    Ok(Response::new(101)
+        .header("Connection", Bytes::from_static(b"Upgrade"))
+        .header("Upgrade", Bytes::from_static(UPGRADE_TOKEN.as_bytes()))
+        .body(Body::Upgrade(Box::new(move |up| {
+            if hub.tunnels.park(&code, &id, up) {
+                hub.state.touch(&room, &id);
+            }
+        }))))
 }

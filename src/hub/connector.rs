@@ -85,27 +85,47 @@ impl Target {
 }
 
 /// A byte stream to a participant.
-#[derive(Debug)]
 pub enum Upstream {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A socket the participant opened to the hub (reverse tunnel); serves one request.
+    Tunnel(Box<dyn crate::http::AsyncStream>),
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Upstream::Tcp(_) => "Upstream::Tcp",
+            Upstream::Tls(_) => "Upstream::Tls",
+            Upstream::Tunnel(_) => "Upstream::Tunnel",
+        })
+    }
 }
 
 impl Upstream {
-    fn tcp(&self) -> &TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Upstream::Tcp(s) => s,
-            Upstream::Tls(s) => s.get_ref().0,
+            Upstream::Tcp(s) => Some(s),
+            Upstream::Tls(s) => Some(s.get_ref().0),
+            Upstream::Tunnel(_) => None,
         }
+    }
+
+    /// Whether the connection may serve another request (tunnel sockets serve one).
+    pub fn poolable(&self) -> bool {
+        !matches!(self, Upstream::Tunnel(_))
     }
 
     /// An idle connection is reusable only if nothing is waiting on it: no EOF, and no bytes
     /// (for TLS, likely a close_notify). Peeking leaves the bytes in place, so a TLS stream is
     /// never corrupted by the check.
     fn is_reusable(&self) -> bool {
+        let Some(tcp) = self.tcp() else {
+            return false;
+        };
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         matches!(
-            socket2::SockRef::from(self.tcp()).peek(&mut probe),
+            socket2::SockRef::from(tcp).peek(&mut probe),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock
         )
     }
@@ -120,6 +140,7 @@ impl AsyncRead for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -133,6 +154,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -144,6 +166,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -151,6 +174,7 @@ impl AsyncWrite for Upstream {
         match self {
             Upstream::Tcp(s) => s.is_write_vectored(),
             Upstream::Tls(s) => s.is_write_vectored(),
+            Upstream::Tunnel(s) => s.is_write_vectored(),
         }
     }
 
@@ -158,6 +182,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -165,6 +190,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -176,6 +202,8 @@ pub enum ConnectError {
     Timeout,
     /// The TLS handshake failed (bad certificate, protocol mismatch).
     Tls(io::Error),
+    /// A tunnelled participant has no open tunnel (its agent is gone or overloaded).
+    NoTunnel,
     Unsupported(&'static str),
 }
 
@@ -192,7 +220,7 @@ impl ConnectError {
                         | io::ErrorKind::OutOfMemory
                 ) && e.raw_os_error() != Some(24)
             } // EMFILE
-            ConnectError::Timeout | ConnectError::Tls(_) => true,
+            ConnectError::Timeout | ConnectError::Tls(_) | ConnectError::NoTunnel => true,
             ConnectError::Unsupported(_) => false,
         }
     }
@@ -204,6 +232,7 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Refused(e) => write!(f, "Connection failed: {e}"),
             ConnectError::Timeout => f.write_str("Connection timed out"),
             ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            ConnectError::NoTunnel => f.write_str("Participant has no open tunnel"),
             ConnectError::Unsupported(m) => f.write_str(m),
         }
     }

@@ -57,6 +57,14 @@ pub fn uuid_v4() -> String {
     s
 }
 
+/// A fresh 256-bit secret, hex-encoded.
+pub fn secret() -> String {
+    random_bytes::<32>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Normalise a room code from a URL: upper-case, and only if it could be a code at all.
 pub fn normalize_code(code: &str) -> Option<String> {
     (code.len() == CODE_LEN && code.bytes().all(|b| b.is_ascii_alphanumeric()))

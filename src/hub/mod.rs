@@ -26,6 +26,7 @@ pub mod router;
 pub mod state;
 pub mod sweeper;
 pub mod tokens;
+pub mod tunnel;
 
 use std::io;
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub struct HubConfig {
     pub upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Save rooms here and load them at start (`--state`); in memory only when `None`.
     pub state_file: Option<std::path::PathBuf>,
+    /// How long a request waits for a tunnelled participant's next tunnel socket.
+    pub tunnel_wait: Duration,
 }
 
 /// Default time a participant may take to start answering.
@@ -111,6 +114,7 @@ impl Default for HubConfig {
             pool_idle_timeout: connector::POOL_IDLE_TIMEOUT,
             upstream_roots: Vec::new(),
             state_file: None,
+            tunnel_wait: tunnel::TUNNEL_WAIT,
         }
     }
 }
@@ -120,6 +124,7 @@ pub struct HubInner {
     pub state: State,
     pub config: HubConfig,
     pub connector: connector::Connector,
+    pub tunnels: tunnel::Tunnels,
 }
 
 /// The HTTP face of the hub.
@@ -178,6 +183,7 @@ impl Service {
             Route::HealthCheck { code } => api::health_check(hub, code, req),
             Route::Participants { code } => api::participants(hub, code),
             Route::Events { code } => api::events(hub, code, req),
+            Route::Tunnel { code, id } => api::tunnel(hub, code, &id, req),
             Route::Models { code } => api::models(hub, code),
             // Handled (asynchronously) in `handle`.
             Route::Proxy { .. } => Err(ApiError::not_found(msg::NOT_FOUND)),
@@ -251,6 +257,7 @@ impl Hub {
                 config.pool_idle_timeout,
                 &config.upstream_roots,
             ),
+            tunnels: tunnel::Tunnels::default(),
             config,
         });
         let restored = inner.state.restore()?;
@@ -281,6 +288,11 @@ impl Hub {
     /// The hub's rooms and participants (read-only use by embedders and tests).
     pub fn state(&self) -> &State {
         &self.inner.state
+    }
+
+    /// The parked reverse-tunnel sockets.
+    pub fn tunnels(&self) -> &tunnel::Tunnels {
+        &self.inner.tunnels
     }
 
     /// Shut down gracefully and wait until done.

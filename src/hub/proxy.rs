@@ -140,7 +140,11 @@ async fn proxy(
                     hub.state.connect_failed(&room, &lease.participant_id);
                 }
                 tracing::warn!(participant = %lease.participant_id, "{message}");
-                let err = ApiError::new(502, format!("Participant unreachable: {message}"));
+                let err = match e {
+                    // Nobody to send it through (yet): unavailable, not a bad gateway.
+                    ConnectError::NoTunnel => ApiError::unavailable(message),
+                    _ => ApiError::new(502, format!("Participant unreachable: {message}")),
+                };
                 if lease.explicit {
                     return Err(err);
                 }
@@ -180,6 +184,25 @@ async fn forward(
     })?;
     let body = rewrite::splice(&req.body, scan, &lease.defaults);
     let head = request_head(&target, kind, req, body.iter().map(Bytes::len).sum());
+    if lease.tunnel {
+        // One request per tunnel socket; a socket the agent dropped meanwhile answers nothing,
+        // and the next one is tried.
+        let code = &lease.room().info.code;
+        loop {
+            let Some(up) = hub
+                .tunnels
+                .take(code, &lease.participant_id, hub.config.tunnel_wait)
+                .await
+            else {
+                return Err(Failure::Connect(ConnectError::NoTunnel));
+            };
+            match exchange(hub, Upstream::Tunnel(up.io), &head, &body).await {
+                Ok((conn, resp, rest)) => return Ok((target, conn, resp, rest)),
+                Err(Exchange::NothingBack) => continue,
+                Err(Exchange::Fail(e)) => return Err(Failure::Upstream(e)),
+            }
+        }
+    }
     let connector = &hub.connector;
     // A pooled connection may have been closed by the participant just now; if it fails before
     // any byte of an answer, the request goes again on a fresh connection (the participant
@@ -470,6 +493,7 @@ impl Relay {
         if complete
             && f.keep_alive
             && self.buf.is_empty()
+            && self.io.as_ref().is_some_and(Upstream::poolable)
             && let Some(conn) = self.io.take()
         {
             f.hub.connector.put_idle(&f.target_key, conn);

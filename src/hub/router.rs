@@ -12,6 +12,7 @@
 //! | POST   | /rooms/:code/health                    | HealthCheck      |
 //! | GET    | /rooms/:code/participants              | Participants     |
 //! | GET    | /rooms/:code/events                    | Events           |
+//! | GET    | /rooms/:code/tunnel/:id (Upgrade)      | Tunnel           |
 //! | GET    | /rooms/:code/v1/models                 | Models           |
 //! | POST   | /rooms/:code/v1/chat/completions       | Proxy(Chat)      |
 //! | POST   | /rooms/:code/v1/completions            | Proxy(Completions)|
@@ -61,6 +62,10 @@ pub enum Route<'a> {
     },
     Events {
         code: &'a str,
+    },
+    Tunnel {
+        code: &'a str,
+        id: Cow<'a, str>,
     },
     Models {
         code: &'a str,
@@ -121,6 +126,10 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
         ["rooms", code, "health"] => gate(method, Post, "POST", Route::HealthCheck { code }),
         ["rooms", code, "participants"] => gate(method, Get, "GET", Route::Participants { code }),
         ["rooms", code, "events"] => gate(method, Get, "GET", Route::Events { code }),
+        ["rooms", code, "tunnel", id] => match percent_decode(id) {
+            Some(id) => gate(method, Get, "GET", Route::Tunnel { code, id }),
+            None => Route::NotFound,
+        },
         ["rooms", code, "v1", "models"] => gate(method, Get, "GET", Route::Models { code }),
         ["rooms", code, "v1", "chat", "completions"] => gate(
             method,

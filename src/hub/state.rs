@@ -41,6 +41,9 @@ pub struct Participant {
     pub target: Option<Arc<Target>>,
     /// Model name and config defaults, encoded once at join for the body rewrite.
     pub defaults: Arc<Defaults>,
+    /// Set when the participant serves through reverse tunnels: the secret its tunnels
+    /// authenticate with. Never listed or broadcast.
+    pub tunnel_secret: Option<String>,
 }
 
 impl Participant {
@@ -131,6 +134,8 @@ pub struct Lease {
     pub endpoint: String,
     pub target: Option<Arc<Target>>,
     pub defaults: Arc<Defaults>,
+    /// Reach it through a parked tunnel socket, not by connecting.
+    pub tunnel: bool,
     /// The request named this participant by id (no failover to others).
     pub explicit: bool,
     /// The participant had failed connections before this request (a success resets them).
@@ -313,6 +318,7 @@ impl State {
         &self,
         room: &Room,
         mut info: ParticipantInfo,
+        tunnel_secret: Option<String>,
     ) -> Result<ParticipantInfo, ApiError> {
         let now = now_ms();
         info.status = ParticipantStatus::Online;
@@ -326,6 +332,7 @@ impl State {
             conn_failures: 0,
             target,
             defaults,
+            tunnel_secret,
         };
         let snapshot = p.snapshot();
         let mut inner = room.lock();
@@ -416,6 +423,7 @@ impl State {
                 endpoint: p.info.endpoint.clone(),
                 target: p.target.clone(),
                 defaults: p.defaults.clone(),
+                tunnel: p.tunnel_secret.is_some(),
                 explicit,
                 had_failures: p.conn_failures > 0,
                 released: false,
@@ -485,6 +493,24 @@ impl State {
             return true;
         }
         false
+    }
+
+    /// The tunnel secret of a participant that serves through tunnels.
+    pub fn tunnel_secret(&self, room: &Room, id: &str) -> Result<Option<String>, ApiError> {
+        let inner = room.lock();
+        let i = inner
+            .find(id)
+            .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
+        Ok(inner.participants[i].tunnel_secret.clone())
+    }
+
+    /// A sign of life other than a health check (a tunnel socket parked).
+    pub fn touch(&self, room: &Room, id: &str) {
+        let mut inner = room.lock();
+        if let Some(i) = inner.find(id) {
+            let p = &mut inner.participants[i];
+            p.info.last_seen = now_ms().max(p.info.last_seen);
+        }
     }
 
     /// Record a successful connection: the strike count starts again.

@@ -1,0 +1,248 @@
+//! Reverse tunnels: a participant whose model server the hub cannot reach serves through
+//! connections it opens to the hub; only its own secret can attach them.
+
+mod common;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use common::*;
+use gambiarra::HubConfig;
+use gambiarra::client::tunnel::{TunnelSpec, run as run_tunnels};
+use gambiarra::client::{HubClient, JoinRequest};
+use gambiarra::hub::connector::Target;
+use gambiarra::mock::{MockConfig, MockLlm};
+use serde_json::json;
+
+struct Setup {
+    hub: gambiarra::Hub,
+    client: HubClient,
+    code: String,
+    secret: String,
+    mock: MockLlm,
+}
+
+/// A hub, and a tunnelled participant "t" whose registered endpoint is dead: the hub can only
+/// reach the mock through the tunnels.
+async fn setup() -> Setup {
+    let hub = start(HubConfig {
+        tunnel_wait: Duration::from_millis(300),
+        ..HubConfig::default()
+    })
+    .await;
+    let client = HubClient::new(&format!("http://{}", hub.local_addr())).unwrap();
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            tokens: 5,
+            token_delay: Duration::from_millis(5),
+            ..MockConfig::default()
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    let code = client.create_room("tunnels", None).await.unwrap().room.code;
+    let dead = format!(
+        "http://{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    );
+    let joined = client
+        .join(
+            &code,
+            &JoinRequest {
+                id: "t".into(),
+                nickname: "tunneller".into(),
+                model: "llama3".into(),
+                endpoint: dead,
+                tunnel: true,
+                ..JoinRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let secret = joined
+        .tunnel_secret
+        .expect("a tunnelled join gets its secret");
+    Setup {
+        hub,
+        client,
+        code,
+        secret,
+        mock,
+    }
+}
+
+fn spec(s: &Setup) -> TunnelSpec {
+    TunnelSpec {
+        hub: s.client.clone(),
+        code: s.code.clone(),
+        id: "t".into(),
+        secret: Arc::new(RwLock::new(s.secret.clone())),
+        local: Arc::new(Target::from_endpoint(&s.mock.url()).unwrap()),
+    }
+}
+
+async fn wait_parked(s: &Setup, n: usize) {
+    for _ in 0..500 {
+        if s.hub.state().room(&s.code).is_ok() && parked(s) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("tunnels never parked");
+}
+
+fn parked(s: &Setup) -> usize {
+    // Counted through the public API: participants list does not show tunnels, so ask the hub
+    // object the test embeds.
+    s.hub.tunnels().parked(&s.code, "t")
+}
+
+#[tokio::test]
+async fn chats_go_through_the_tunnel() {
+    let s = setup().await;
+    let addr = s.hub.local_addr();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(run_tunnels(spec(&s), 3, stopped));
+    wait_parked(&s, 3).await;
+    // The secret is in the join answer only: never in listings.
+    let listing = req(
+        addr,
+        "GET",
+        &format!("/rooms/{}/participants", s.code),
+        None,
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&listing.body).contains(&s.secret));
+
+    let path = format!("/rooms/{}/v1/chat/completions", s.code);
+    for _ in 0..5 {
+        let r = req(addr, "POST", &path, Some(json!({"model": "t"}))).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            "tok0 tok1 tok2 tok3 tok4 "
+        );
+        let r = req(
+            addr,
+            "POST",
+            &path,
+            Some(json!({"model": "*", "stream": true})),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let text = String::from_utf8(r.body).unwrap();
+        assert!(text.contains("tok4") && text.trim_end().ends_with("[DONE]"));
+    }
+    // The participant saw its own model name; the pool is warm again.
+    assert!(String::from_utf8_lossy(&s.mock.requests()[0].body).contains("\"model\":\"llama3\""));
+    wait_parked(&s, 3).await;
+
+    // The agent goes away: its tunnels close, and requests fail fast with 503.
+    stop.send(true).unwrap();
+    agent.await.unwrap();
+    let t0 = std::time::Instant::now();
+    let r = req(addr, "POST", &path, Some(json!({"model": "t"}))).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "Participant has no open tunnel"
+    );
+    assert!(t0.elapsed() < WAIT);
+    // Three such failures mark it offline.
+    req(addr, "POST", &path, Some(json!({"model": "t"}))).await;
+    req(addr, "POST", &path, Some(json!({"model": "t"}))).await;
+    let r = req(
+        addr,
+        "GET",
+        &format!("/rooms/{}/participants", s.code),
+        None,
+    )
+    .await;
+    assert_eq!(r.json()["participants"][0]["status"], "offline");
+    s.hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn killed_agent_sockets_are_noticed() {
+    let s = setup().await;
+    let addr = s.hub.local_addr();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(run_tunnels(spec(&s), 2, stopped));
+    wait_parked(&s, 2).await;
+    // Kill the agent outright (its sockets close without a word).
+    agent.abort();
+    let _ = agent.await;
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{}/v1/chat/completions", s.code),
+        Some(json!({"model": "t"})),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    s.hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_the_participant_secret_attaches_a_tunnel() {
+    let s = setup().await;
+    let addr = s.hub.local_addr();
+    let attempt = |auth: Option<String>, id: &'static str| {
+        let code = s.code.clone();
+        async move {
+            let mut c = Conn::open(addr).await;
+            let auth = auth
+                .map(|a| format!("Authorization: Bearer {a}\r\n"))
+                .unwrap_or_default();
+            c.send(
+                format!("GET /rooms/{code}/tunnel/{id} HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: gambiarra-tunnel\r\n{auth}\r\n")
+                    .as_bytes(),
+            )
+            .await;
+            c.read_head().await.unwrap().0
+        }
+    };
+    assert_eq!(attempt(None, "t").await, 401);
+    assert_eq!(attempt(Some("0".repeat(64)), "t").await, 401);
+    assert_eq!(attempt(Some(s.secret[..10].to_string()), "t").await, 401);
+    assert_eq!(attempt(Some(s.secret.clone()), "nobody").await, 404);
+    assert_eq!(attempt(Some(s.secret.clone()), "t").await, 101);
+    // A direct participant has no tunnel to attach.
+    join(addr, &s.code, "direct", "http://127.0.0.1:1").await;
+    assert_eq!(attempt(Some(s.secret.clone()), "direct").await, 401);
+    // The right secret without the Upgrade headers is refused too.
+    let mut c = Conn::open(addr).await;
+    c.send(
+        format!(
+            "GET /rooms/{}/tunnel/t HTTP/1.1\r\nAuthorization: Bearer {}\r\n\r\n",
+            s.code, s.secret
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(c.read_response().await.unwrap().status, 426);
+    // A re-join issues a new secret; the old one stops working.
+    let again = s
+        .client
+        .join(
+            &s.code,
+            &JoinRequest {
+                id: "t".into(),
+                nickname: "n".into(),
+                model: "llama3".into(),
+                endpoint: "http://127.0.0.1:1".into(),
+                tunnel: true,
+                ..JoinRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_ne!(again.tunnel_secret.as_deref(), Some(s.secret.as_str()));
+    assert_eq!(attempt(Some(s.secret.clone()), "t").await, 401);
+    s.hub.shutdown().await;
+}

@@ -141,6 +141,11 @@ async fn chats_go_through_the_tunnel() {
     // The participant saw its own model name; the pool is warm again.
     assert!(String::from_utf8_lossy(&s.mock.requests()[0].body).contains("\"model\":\"llama3\""));
     wait_parked(&s, 3).await;
+    // Tunnels are reused like keep-alive connections: ten requests one after another reached
+    // the local server over one connection, and the pool did not grow for them.
+    let peers: std::collections::HashSet<_> = s.mock.requests().iter().map(|r| r.peer).collect();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert!(parked(&s) <= 4, "parked: {}", parked(&s));
 
     // The agent goes away: its tunnels close, and requests fail fast with 503.
     stop.send(true).unwrap();

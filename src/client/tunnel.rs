@@ -31,53 +31,100 @@ pub struct TunnelSpec {
     pub local: Arc<Target>,
 }
 
-/// Run `pool` tunnel slots until `stop` turns true. The slots belong to this future:
-/// dropping or aborting it closes every parked tunnel too.
-pub async fn run(spec: TunnelSpec, pool: usize, stop: watch::Receiver<bool>) {
-    let mut slots = tokio::task::JoinSet::new();
-    for _ in 0..pool.max(1) {
-        slots.spawn(slot(spec.clone(), stop.clone()));
-    }
-    while slots.join_next().await.is_some() {}
+/// Most tunnels one agent keeps, used or idle.
+pub const MAX_TUNNELS: usize = 64;
+
+enum SlotEnd {
+    /// The tunnel was used (it carried requests until one side closed it).
+    Used,
+    /// It could not be opened, or closed before any use.
+    Unused { failed: bool },
 }
 
-/// One slot: open a tunnel, wait for a request, hand it off and open the next.
-async fn slot(spec: TunnelSpec, mut stop: watch::Receiver<bool>) {
-    let mut retry = RETRY_MIN;
-    while !*stop.borrow() {
-        let opened = tokio::select! {
-            r = open(&spec) => r,
+/// Keep `pool` idle tunnels open until `stop` turns true. A tunnel's first request makes it a
+/// pipe to one keep-alive connection of the local server, and another idle tunnel is opened at
+/// once (up to [`MAX_TUNNELS`]), so the hub always has a free tunnel when demand grows. The
+/// tunnels belong to this future: dropping or aborting it closes them all.
+pub async fn run(spec: TunnelSpec, pool: usize, mut stop: watch::Receiver<bool>) {
+    let pool = pool.clamp(1, MAX_TUNNELS);
+    let (events, mut ended) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let mut slots = tokio::task::JoinSet::new();
+    let (mut idle, mut total, mut failures) = (0usize, 0usize, 0u32);
+    let spawn = |slots: &mut tokio::task::JoinSet<()>, delay: Duration| {
+        slots.spawn(slot(spec.clone(), events.clone(), delay));
+    };
+    for _ in 0..pool {
+        spawn(&mut slots, Duration::ZERO);
+    }
+    idle += pool;
+    total += pool;
+    loop {
+        let event = tokio::select! {
+            e = ended.recv() => match e { Some(e) => e, None => return },
             _ = stop.changed() => return,
+            Some(_) = slots.join_next() => continue,
         };
-        let (mut io, mut first) = match opened {
-            Ok(t) => t,
-            Err(_) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(retry) => {}
-                    _ = stop.changed() => return,
-                }
-                retry = (retry * 2).min(RETRY_MAX);
-                continue;
+        match event {
+            Event::FirstUse => {
+                failures = 0;
+                idle -= 1;
             }
-        };
-        retry = RETRY_MIN;
-        // Parked at the hub: wait for the request's first bytes.
-        if first.is_empty() {
-            let n = tokio::select! {
-                r = io.read_buf(&mut first) => r.unwrap_or(0),
-                _ = stop.changed() => return,
-            };
-            if n == 0 {
-                continue; // the hub closed it (restart, re-join): open another
+            Event::End(SlotEnd::Used) => total -= 1,
+            Event::End(SlotEnd::Unused { failed }) => {
+                total -= 1;
+                idle -= 1;
+                failures = if failed {
+                    failures.saturating_add(1)
+                } else {
+                    0
+                };
             }
         }
-        // Serve this one in the background; this slot opens the replacement right away.
-        let local = spec.local.clone();
-        let hub = spec.hub.clone();
-        tokio::spawn(async move {
-            let _ = splice(&hub, &local, io, first).await;
-        });
+        // Keep `pool` idle tunnels; back off while the hub cannot be reached.
+        let delay = if failures == 0 {
+            Duration::ZERO
+        } else {
+            (RETRY_MIN * 2u32.saturating_pow(failures.min(6) - 1)).min(RETRY_MAX)
+        };
+        while idle < pool && total < MAX_TUNNELS {
+            spawn(&mut slots, delay);
+            idle += 1;
+            total += 1;
+        }
     }
+}
+
+enum Event {
+    FirstUse,
+    End(SlotEnd),
+}
+
+/// One tunnel's life: open it, wait for its first request, then carry requests until either
+/// side closes.
+async fn slot(
+    spec: TunnelSpec,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    delay: Duration,
+) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let (mut io, mut first) = match open(&spec).await {
+        Ok(t) => t,
+        Err(_) => {
+            let _ = events.send(Event::End(SlotEnd::Unused { failed: true }));
+            return;
+        }
+    };
+    // Parked at the hub: wait for the first request's bytes.
+    if first.is_empty() && io.read_buf(&mut first).await.unwrap_or(0) == 0 {
+        // The hub closed it (restart, re-join, too many parked).
+        let _ = events.send(Event::End(SlotEnd::Unused { failed: false }));
+        return;
+    }
+    let _ = events.send(Event::FirstUse);
+    let _ = splice(&spec.hub, &spec.local, io, first).await;
+    let _ = events.send(Event::End(SlotEnd::Used));
 }
 
 /// Connect to the hub and switch the connection to a tunnel. Returns it with any bytes that
@@ -119,7 +166,8 @@ async fn open(spec: &TunnelSpec) -> std::io::Result<(Upstream, BytesMut)> {
     }
 }
 
-/// Pass the hub's request to the local server and its answer back, until both are done.
+/// Join the tunnel to a keep-alive connection of the local server and pass bytes both ways
+/// until either side closes: requests from the hub, answers back, one after another.
 async fn splice(
     hub: &HubClient,
     local: &Target,
@@ -143,6 +191,13 @@ async fn splice(
         }
     };
     server.write_all(&first).await?;
-    tokio::io::copy_bidirectional(&mut tunnel, &mut server).await?;
+    let (mut tr, mut tw) = tokio::io::split(tunnel);
+    let (mut sr, mut sw) = tokio::io::split(server);
+    // Whichever side closes first ends the pipe: the local server after its keep-alive
+    // timeout, or the hub when it drops the tunnel.
+    tokio::select! {
+        _ = tokio::io::copy(&mut tr, &mut sw) => {}
+        _ = tokio::io::copy(&mut sr, &mut tw) => {}
+    }
     Ok(())
 }

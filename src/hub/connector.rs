@@ -88,7 +88,8 @@ impl Target {
 pub enum Upstream {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// A socket the participant opened to the hub (reverse tunnel); serves one request.
+    /// A socket the participant opened to the hub (reverse tunnel). Between requests it is
+    /// parked with the participant's tunnels, not in the connector's pool.
     Tunnel(Box<dyn crate::http::AsyncStream>),
 }
 
@@ -109,11 +110,6 @@ impl Upstream {
             Upstream::Tls(s) => Some(s.get_ref().0),
             Upstream::Tunnel(_) => None,
         }
-    }
-
-    /// Whether the connection may serve another request (tunnel sockets serve one).
-    pub fn poolable(&self) -> bool {
-        !matches!(self, Upstream::Tunnel(_))
     }
 
     /// An idle connection is reusable only if nothing is waiting on it: no EOF, and no bytes

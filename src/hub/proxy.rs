@@ -490,13 +490,23 @@ impl Relay {
         let room = f.lease.room().clone();
         let id = f.lease.participant_id.clone();
         let complete = self.done && self.failure.is_none();
+        // A connection whose answer ended cleanly serves the next request: a direct one from
+        // the connector's pool, a tunnel from the participant's parked tunnels.
         if complete
             && f.keep_alive
             && self.buf.is_empty()
-            && self.io.as_ref().is_some_and(Upstream::poolable)
             && let Some(conn) = self.io.take()
         {
-            f.hub.connector.put_idle(&f.target_key, conn);
+            match conn {
+                Upstream::Tunnel(io) => {
+                    let up = crate::http::Upgraded {
+                        io,
+                        read_ahead: bytes::Bytes::new(),
+                    };
+                    f.hub.tunnels.park(&room.info.code, &id, up);
+                }
+                conn => f.hub.connector.put_idle(&f.target_key, conn),
+            }
         }
         if !complete {
             drop(f.lease);

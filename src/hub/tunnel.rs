@@ -5,8 +5,10 @@
 //! `Upgrade: gambiarra-tunnel` and `Authorization: Bearer <tunnel secret>` (the secret is in the
 //! join answer and nowhere else). The hub answers `101` and parks the socket here. A request
 //! routed to the participant takes one parked socket, writes the request on it and relays the
-//! answer exactly as for a direct connection (`Upstream::Tunnel`); the socket serves that one
-//! request and is closed, and the agent has already opened its replacement.
+//! answer exactly as for a direct connection (`Upstream::Tunnel`). A tunnel whose answer ended
+//! cleanly is parked again, like a keep-alive connection; at the agent it is a pipe to one
+//! keep-alive connection of the local server. The agent opens a fresh tunnel whenever one is
+//! used for the first time, so a free one is waiting when demand grows.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -21,8 +23,8 @@ use crate::http::Upgraded;
 
 /// The `Upgrade` token of the tunnel handshake.
 pub const UPGRADE_TOKEN: &str = "gambiarra-tunnel";
-/// Most sockets parked per participant; more are closed.
-pub const MAX_PARKED: usize = 16;
+/// Most sockets parked per participant (an agent keeps at most 64); more are closed.
+pub const MAX_PARKED: usize = 64;
 /// How long a request waits for a parked socket when a participant has none free.
 pub const TUNNEL_WAIT: Duration = Duration::from_secs(2);
 
@@ -94,7 +96,9 @@ impl Tunnels {
             let notify = {
                 let mut pools = self.pools();
                 let pool = pools.entry((code.to_string(), id.to_string())).or_default();
-                while let Some(mut up) = pool.parked.pop_front() {
+                // Most recently parked first: a tunnel that just served stays in use, and idle
+                // ones stay idle (each first use makes the agent open another).
+                while let Some(mut up) = pool.parked.pop_back() {
                     if alive(&mut up) {
                         return Some(up);
                     }

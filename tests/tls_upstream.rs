@@ -146,3 +146,82 @@ async fn sdk_talks_to_an_https_hub() {
     ));
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn tunnels_work_through_an_https_hub() {
+    use gambiarra::client::tunnel::{TunnelSpec, run as run_tunnels};
+    use gambiarra::client::{HubClient, JoinRequest};
+    use gambiarra::hub::connector::Target;
+    use std::sync::{Arc, RwLock};
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            tokens: 3,
+            ..MockConfig::default()
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let (port, cert) = tls_front(addr).await;
+    let client = HubClient::with_roots(&format!("https://localhost:{port}"), &[cert]).unwrap();
+    let code = client
+        .create_room("tls tunnels", None)
+        .await
+        .unwrap()
+        .room
+        .code;
+    let joined = client
+        .join(
+            &code,
+            &JoinRequest {
+                id: "t".into(),
+                nickname: "t".into(),
+                model: "llama3".into(),
+                endpoint: "http://127.0.0.1:1".into(),
+                tunnel: true,
+                ..JoinRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let spec = TunnelSpec {
+        hub: client.clone(),
+        code: code.clone(),
+        id: "t".into(),
+        secret: Arc::new(RwLock::new(joined.tunnel_secret.unwrap())),
+        local: Arc::new(Target::from_endpoint(&mock.url()).unwrap()),
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(run_tunnels(spec, 2, stopped));
+    for _ in 0..500 {
+        if hub.tunnels().parked(&code, "t") >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let path = format!("/rooms/{code}/v1/chat/completions");
+    let r = req(addr, "POST", &path, Some(json!({"model": "t"}))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 "
+    );
+    let r = req(
+        addr,
+        "POST",
+        &path,
+        Some(json!({"model": "t", "stream": true})),
+    )
+    .await;
+    assert!(
+        String::from_utf8(r.body)
+            .unwrap()
+            .trim_end()
+            .ends_with("[DONE]")
+    );
+    agent.abort();
+    hub.shutdown().await;
+}

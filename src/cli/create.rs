@@ -21,13 +21,16 @@ pub struct CreateArgs {
     /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
     #[argh(option)]
     pub hub: Option<String>,
+    /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
+    #[argh(option)]
+    pub ca: Vec<String>,
     /// print the hub's answer as JSON
     #[argh(switch)]
     pub json: bool,
 }
 
 pub fn run(args: CreateArgs) -> ExitCode {
-    let (client, rt) = match super::hub_session("create", args.hub.clone()) {
+    let (client, rt) = match super::hub_session("create", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,
     };

@@ -43,6 +43,9 @@ pub struct JoinArgs {
     /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
     #[argh(option)]
     pub hub: Option<String>,
+    /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
+    #[argh(option)]
+    pub ca: Vec<String>,
     /// do not detect and share CPU/RAM/GPU specs
     #[argh(switch)]
     pub no_specs: bool,
@@ -62,7 +65,7 @@ pub struct JoinArgs {
 }
 
 pub fn run(args: JoinArgs) -> ExitCode {
-    let (hub, rt) = match super::hub_session("join", args.hub.clone()) {
+    let (hub, rt) = match super::hub_session("join", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,
     };

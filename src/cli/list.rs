@@ -17,6 +17,9 @@ pub struct ListArgs {
     /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
     #[argh(option)]
     pub hub: Option<String>,
+    /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
+    #[argh(option)]
+    pub ca: Vec<String>,
     /// print the rooms as JSON
     #[argh(switch)]
     pub json: bool,
@@ -34,7 +37,7 @@ pub fn age(ms: u64) -> String {
 }
 
 pub fn run(args: ListArgs) -> ExitCode {
-    let (client, rt) = match super::hub_session("list", args.hub.clone()) {
+    let (client, rt) = match super::hub_session("list", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,
     };

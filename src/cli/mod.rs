@@ -92,13 +92,38 @@ pub fn hub_url(flag: Option<String>) -> String {
 pub fn hub_session(
     command: &str,
     hub: Option<String>,
+    ca: &[String],
 ) -> Result<(crate::client::HubClient, tokio::runtime::Runtime), ExitCode> {
     let url = hub_url(hub);
-    let client = crate::client::HubClient::new(&url).map_err(|e| {
+    let fail = |e: String| {
         eprintln!("gambiarra {command}: {e}");
         ExitCode::from(2)
-    })?;
+    };
+    let roots = load_certs(ca, "--ca").map_err(fail)?;
+    let client =
+        crate::client::HubClient::with_roots(&url, &roots).map_err(|e| fail(e.to_string()))?;
     Ok((client, runtime_with(Some(1))?))
+}
+
+/// PEM certificates from files (for `--ca`, `--upstream-ca`, `--tls-cert`).
+pub fn load_certs(
+    files: &[String],
+    flag: &str,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut all = Vec::new();
+    for file in files {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+            .map_err(|e| format!("{flag} {file}: {e}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{flag} {file}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("{flag} {file}: no certificate in the file"));
+        }
+        all.extend(certs);
+    }
+    Ok(all)
 }
 
 /// A multi-threaded tokio runtime, or an explanation of why there is none.

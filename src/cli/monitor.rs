@@ -24,6 +24,9 @@ pub struct MonitorArgs {
     /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
     #[argh(option)]
     pub hub: Option<String>,
+    /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
+    #[argh(option)]
+    pub ca: Vec<String>,
     /// room to watch (repeatable)
     #[argh(option, short = 'r')]
     pub room: Vec<String>,
@@ -97,7 +100,7 @@ pub async fn resolve_rooms(hub: &HubClient, wanted: &[String]) -> Result<Vec<Roo
 }
 
 pub fn run(args: MonitorArgs) -> ExitCode {
-    let (hub, rt) = match super::hub_session("monitor", args.hub.clone()) {
+    let (hub, rt) = match super::hub_session("monitor", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,
     };

@@ -54,6 +54,12 @@ pub struct ServeArgs {
     /// worker threads (default: one per CPU core; 1 suits small devices)
     #[argh(option)]
     pub threads: Option<usize>,
+    /// serve HTTPS: PEM certificate chain (with --tls-key)
+    #[argh(option)]
+    pub tls_cert: Option<String>,
+    /// serve HTTPS: PEM private key (with --tls-cert)
+    #[argh(option)]
+    pub tls_key: Option<String>,
     /// save rooms to this file on every change and load them at start (default: in memory)
     #[argh(option)]
     pub state: Option<String>,
@@ -65,21 +71,27 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     fn config(&self) -> Result<HubConfig, String> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut config = HubConfig::default();
-        for file in &self.upstream_ca {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
-                .map_err(|e| format!("--upstream-ca {file}: {e}"))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("--upstream-ca {file}: {e}"))?;
-            if certs.is_empty() {
-                return Err(format!("--upstream-ca {file}: no certificate in the file"));
+        let mut config = HubConfig {
+            upstream_roots: super::load_certs(&self.upstream_ca, "--upstream-ca")?,
+            ttfb_timeout: Duration::from_millis(self.ttfb_timeout_ms.max(1)),
+            state_file: self.state.clone().map(Into::into),
+            ..HubConfig::default()
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                use rustls::pki_types::PrivateKeyDer;
+                use rustls::pki_types::pem::PemObject;
+                let chain = super::load_certs(std::slice::from_ref(cert), "--tls-cert")?;
+                let key_der = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("--tls-key {key}: {e}"))?;
+                config.server.tls = Some(
+                    crate::http::server::tls_acceptor(chain, key_der)
+                        .map_err(|e| format!("TLS certificate and key: {e}"))?,
+                );
             }
-            config.upstream_roots.extend(certs);
+            (None, None) => {}
+            _ => return Err("--tls-cert and --tls-key go together".into()),
         }
-        config.ttfb_timeout = Duration::from_millis(self.ttfb_timeout_ms.max(1));
-        config.state_file = self.state.clone().map(Into::into);
         config.server.max_connections = self.max_connections.max(1);
         config.health_interval = Duration::from_millis(self.health_interval_ms.max(1));
         config.participant_timeout = Duration::from_millis(self.participant_timeout_ms.max(1));
@@ -134,6 +146,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
         };
         let bound = hub.local_addr();
+        let scheme = if args.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if !args.quiet {
             // 0.0.0.0 / :: cannot be browsed to; show this machine's name for it.
             let shown = if bound.ip().is_unspecified() {
@@ -142,8 +159,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 bound.to_string()
             };
             println!("Gambiarra hub listening on {bound}");
-            println!("  rooms:        http://{shown}/rooms");
-            println!("  OpenAI base:  http://{shown}/rooms/<CODE>/v1");
+            println!("  rooms:        {scheme}://{shown}/rooms");
+            println!("  OpenAI base:  {scheme}://{shown}/rooms/<CODE>/v1");
             if bound.ip().is_unspecified() {
                 println!("  (all interfaces: other machines use this machine's address)");
             }

@@ -42,7 +42,7 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 const MAX_REJECTING: usize = 64;
 
 /// Bounds and defaults of an HTTP server.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerConfig {
     pub max_connections: usize,
     pub head_timeout: Duration,
@@ -52,6 +52,33 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Headers added to every response (e.g. CORS).
     pub default_headers: Vec<super::response::Header>,
+    /// Terminate TLS on every connection (the handshake must finish within `head_timeout`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("max_connections", &self.max_connections)
+            .field("head_timeout", &self.head_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A TLS acceptor for a certificate chain and its key (HTTP/1.1 via ALPN).
+pub fn tls_acceptor(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<tokio_rustls::TlsAcceptor, rustls::Error> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 impl Default for ServerConfig {
@@ -64,6 +91,7 @@ impl Default for ServerConfig {
             write_timeout: WRITE_TIMEOUT,
             shutdown_grace: SHUTDOWN_GRACE,
             default_headers: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -144,8 +172,19 @@ pub async fn serve<H: Handler>(
                 let config = config.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    let conn = Connection::new(stream, config);
-                    conn.run(handler, Peer { addr }, shutdown).await;
+                    match config.tls.clone() {
+                        None => {
+                            let conn = Connection::new(stream, config);
+                            conn.run(handler, Peer { addr }, shutdown).await;
+                        }
+                        Some(acceptor) => {
+                            let handshake = timeout(config.head_timeout, acceptor.accept(stream));
+                            if let Ok(Ok(tls)) = handshake.await {
+                                let conn = Connection::new(tls, config);
+                                conn.run(handler, Peer { addr }, shutdown).await;
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }

@@ -11,41 +11,17 @@ CONC=${2:-64}
 BIN=target/release/gambiarra
 cargo build --release --quiet
 WORK=$(mktemp -d)
-MOCK=18181; HUB=18182; NGINX=18183
-cleanup() { kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; }
+MOCK=18181; HUB=18182; HUB1=18184; NGINX=18183
+source benches/common.sh
 trap cleanup EXIT
-
-$BIN mock-llm --port $MOCK --tokens ${TOKENS:-20} --token-delay-ms 0 >/dev/null &
-# No health checks are sent during the run: keep the participant online throughout.
-$BIN serve --host 127.0.0.1 --port $HUB --quiet --participant-timeout-ms 86400000 &
+start_mock $MOCK "${TOKENS:-20}"
+start_hub $HUB
 # Like for like with nginx's single worker: the hub on one thread.
-HUB1=18184
-$BIN serve --host 127.0.0.1 --port $HUB1 --quiet --participant-timeout-ms 86400000 --threads 1 &
-cat > "$WORK/nginx.conf" <<NGX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream mock { server 127.0.0.1:$MOCK; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX;
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
-}
-NGX
-nginx -c "$WORK/nginx.conf" -p "$WORK"
+start_hub $HUB1 --threads 1
+start_nginx $NGINX $MOCK
 sleep 0.5
-CODE=$(curl -s -XPOST localhost:$HUB/rooms -d '{"name":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')
-curl -s -XPOST localhost:$HUB/rooms/$CODE/join -d "{\"id\":\"mock\",\"nickname\":\"mock\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$MOCK\"}" >/dev/null
-CODE1=$(curl -s -XPOST localhost:$HUB1/rooms -d '{"name":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')
-curl -s -XPOST localhost:$HUB1/rooms/$CODE1/join -d "{\"id\":\"mock\",\"nickname\":\"mock\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$MOCK\"}" >/dev/null
+CODE=$(make_room $HUB $MOCK)
+CODE1=$(make_room $HUB1 $MOCK)
 
 run() { # name, bench args...
   local name=$1; shift

@@ -12,34 +12,14 @@ BIN=target/release/gambiarra
 cargo build --release --quiet
 WORK=$(mktemp -d)
 MOCK=18481; HUB=18482; HUB1=18483; NGINX=18484
-cleanup() { kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; }
+source benches/common.sh
 trap cleanup EXIT
-$BIN mock-llm --port $MOCK --tokens 20 --token-delay-ms 0 >/dev/null &
-$BIN serve --host 127.0.0.1 --port $HUB --quiet --participant-timeout-ms 86400000 &
-$BIN serve --host 127.0.0.1 --port $HUB1 --quiet --participant-timeout-ms 86400000 --threads 1 &
-cat > "$WORK/nginx.conf" <<NGX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream mock { server 127.0.0.1:$MOCK; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX;
-    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-NGX
-nginx -c "$WORK/nginx.conf" -p "$WORK"
+start_mock $MOCK 20
+start_hub $HUB
+start_hub $HUB1 --threads 1
+start_nginx $NGINX $MOCK
 sleep 0.5
-room() {
-  local port=$1 code
-  code=$(curl -s -XPOST localhost:$port/rooms -d '{"name":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')
-  curl -s -XPOST localhost:$port/rooms/$code/join -d "{\"id\":\"mock\",\"nickname\":\"mock\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$MOCK\"}" >/dev/null
-  echo "$code"
-}
-C1=$(room $HUB); C2=$(room $HUB1)
+C1=$(make_room $HUB $MOCK); C2=$(make_room $HUB1 $MOCK)
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
 pid_of() { pgrep -f "gambiarra serve --host 127.0.0.1 --port $1 " | head -1; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -11,12 +11,13 @@ DUR=${2:-20s}
 BIN=target/release/gambiarra
 cargo build --release --quiet
 MOCK=18191; HUB=18192
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
-$BIN mock-llm --port $MOCK --tokens 200 --token-delay-ms 20 >/dev/null &
-$BIN serve --host 127.0.0.1 --port $HUB --quiet --participant-timeout-ms 86400000 &
+WORK=$(mktemp -d)
+source benches/common.sh
+trap cleanup EXIT
+start_mock $MOCK 200 20
+start_hub $HUB
 sleep 0.5
-CODE=$(curl -s -XPOST localhost:$HUB/rooms -d '{"name":"streams"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')
-curl -s -XPOST localhost:$HUB/rooms/$CODE/join -d "{\"id\":\"mock\",\"nickname\":\"mock\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$MOCK\"}" >/dev/null
+CODE=$(make_room $HUB $MOCK)
 HUB_PID=$(pgrep -f "gambiarra serve --host 127.0.0.1 --port $HUB")
 report() {
   python3 -c 'import sys,json; r=json.load(sys.stdin); print("streams %6d  errors %d  tokens/stream %.1f  ttft p50 %6.2f ms  p99 %6.2f ms  tok/s %7.0f" % (r["requests"], r["errors"], r["tokens"]/max(r["requests"],1), r["ttftMsP50"], r["ttftMsP99"], r["tokensPerSecond"]))'

@@ -11,9 +11,11 @@ TUNNELS=${3:-32}
 BIN=target/release/gambiarra
 cargo build --release --quiet
 MOCK=18591; HUB=18592
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
-$BIN mock-llm --port $MOCK --tokens 20 --token-delay-ms 0 >/dev/null &
-$BIN serve --host 127.0.0.1 --port $HUB --quiet --participant-timeout-ms 86400000 &
+WORK=$(mktemp -d)
+source benches/common.sh
+trap cleanup EXIT
+start_mock $MOCK 20
+start_hub $HUB
 sleep 0.5
 H=http://127.0.0.1:$HUB
 CODE=$($BIN create --name tunnels --hub $H --json | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')

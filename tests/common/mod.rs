@@ -20,6 +20,15 @@ pub async fn start(config: HubConfig) -> Hub {
         .expect("hub starts")
 }
 
+/// A loopback port that was free a moment ago (for spawning the real binary on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub async fn start_default() -> Hub {
     start(HubConfig::default()).await
 }

@@ -1,0 +1,48 @@
+# Shared by the benchmark scripts (sourced): start the pieces and make a room.
+# Needs BIN (the gambiarra binary) and WORK (a scratch directory) set by the caller.
+
+# start_mock PORT [TOKENS] [DELAY_MS]
+start_mock() {
+  "$BIN" mock-llm --port "$1" --tokens "${2:-20}" --token-delay-ms "${3:-0}" >/dev/null &
+}
+
+# start_hub PORT [extra serve flags...] — no health checks are sent during a run, so the
+# participant timeout is a day.
+start_hub() {
+  local port=$1; shift
+  "$BIN" serve --host 127.0.0.1 --port "$port" --quiet --participant-timeout-ms 86400000 "$@" &
+}
+
+# start_nginx PORT UPSTREAM_PORT — 1 worker, upstream keep-alive, no buffering.
+start_nginx() {
+  cat > "$WORK/nginx.conf" <<NGX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream mock { server 127.0.0.1:$2; keepalive 128; }
+  server {
+    listen 127.0.0.1:$1;
+    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGX
+  nginx -c "$WORK/nginx.conf" -p "$WORK"
+}
+
+# make_room HUB_PORT MOCK_PORT — a room with the mock joined directly as participant "mock";
+# prints the code.
+make_room() {
+  local code
+  code=$(curl -s -XPOST "localhost:$1/rooms" -d '{"name":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')
+  curl -s -XPOST "localhost:$1/rooms/$code/join" -d "{\"id\":\"mock\",\"nickname\":\"mock\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$2\"}" >/dev/null
+  echo "$code"
+}
+
+# cleanup: stop background jobs and nginx (for `trap cleanup EXIT`).
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+}

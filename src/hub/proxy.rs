@@ -176,17 +176,11 @@ async fn forward(
     req: &Request,
     scan: &rewrite::BodyScan,
 ) -> Result<(Arc<Target>, Upstream, ResponseHead, BytesMut), Failure> {
-    let target = lease.target.clone().ok_or_else(|| {
-        Failure::Connect(ConnectError::Refused(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid endpoint {:?}", lease.endpoint),
-        )))
-    })?;
+    let target = lease.target.clone();
     let body = rewrite::splice(&req.body, scan, &lease.defaults);
     let head = request_head(&target, kind, req, body.iter().map(Bytes::len).sum());
     if lease.tunnel {
-        // One request per tunnel socket; a socket the agent dropped meanwhile answers nothing,
-        // and the next one is tried.
+        // A parked tunnel the agent dropped meanwhile answers nothing; the next one is tried.
         let code = &lease.room().info.code;
         loop {
             let Some(up) = hub

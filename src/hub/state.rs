@@ -38,7 +38,7 @@ pub struct Participant {
     /// Consecutive failed connection attempts.
     pub conn_failures: u32,
     /// The endpoint, parsed and normalised once at join.
-    pub target: Option<Arc<Target>>,
+    pub target: Arc<Target>,
     /// Model name and config defaults, encoded once at join for the body rewrite.
     pub defaults: Arc<Defaults>,
     /// Set when the participant serves through reverse tunnels: the secret its tunnels
@@ -130,9 +130,7 @@ pub const STRIKES_OFFLINE: u32 = 3;
 pub struct Lease {
     room: Arc<Room>,
     pub participant_id: String,
-    pub model: String,
-    pub endpoint: String,
-    pub target: Option<Arc<Target>>,
+    pub target: Arc<Target>,
     pub defaults: Arc<Defaults>,
     /// Reach it through a parked tunnel socket, not by connecting.
     pub tunnel: bool,
@@ -324,7 +322,9 @@ impl State {
         info.status = ParticipantStatus::Online;
         info.joined_at = now;
         info.last_seen = now;
-        let target = Target::from_endpoint(&info.endpoint).ok().map(Arc::new);
+        // The API validated the endpoint with the same parser; this cannot fail for it.
+        let target =
+            Arc::new(Target::from_endpoint(&info.endpoint).map_err(ApiError::bad_request)?);
         let defaults = Arc::new(Defaults::new(&info.model, &info.config));
         let p = Participant {
             info,
@@ -419,8 +419,6 @@ impl State {
             Lease {
                 room: room.clone(),
                 participant_id: p.info.id.clone(),
-                model: p.info.model.clone(),
-                endpoint: p.info.endpoint.clone(),
                 target: p.target.clone(),
                 defaults: p.defaults.clone(),
                 tunnel: p.tunnel_secret.is_some(),

@@ -54,6 +54,15 @@ pub struct ServerConfig {
     pub default_headers: Vec<super::response::Header>,
     /// Terminate TLS on every connection (the handshake must finish within `head_timeout`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Live counters, shared by every clone of this config.
+    pub stats: Arc<ServerStats>,
+}
+
+/// What the server counts as it runs.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections being served now.
+    pub open: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -92,6 +101,7 @@ impl Default for ServerConfig {
             shutdown_grace: SHUTDOWN_GRACE,
             default_headers: Vec::new(),
             tls: None,
+            stats: Arc::default(),
         }
     }
 }
@@ -172,6 +182,9 @@ pub async fn serve<H: Handler>(
                 let config = config.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let stats = config.stats.clone();
+                    stats.open.fetch_add(1, Relaxed);
                     match config.tls.clone() {
                         None => {
                             let conn = Connection::new(stream, config);
@@ -185,6 +198,7 @@ pub async fn serve<H: Handler>(
                             }
                         }
                     }
+                    stats.open.fetch_sub(1, Relaxed);
                     drop(permit);
                 });
             }

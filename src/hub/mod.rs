@@ -19,6 +19,7 @@ pub mod connector;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod metrics;
 pub mod persist;
 pub mod proxy;
 pub mod rewrite;
@@ -125,6 +126,7 @@ pub struct HubInner {
     pub config: HubConfig,
     pub connector: connector::Connector,
     pub tunnels: tunnel::Tunnels,
+    pub metrics: metrics::Metrics,
 }
 
 /// The HTTP face of the hub.
@@ -142,10 +144,18 @@ impl Handler for Service {
     async fn handle(&self, req: Request, _peer: &Peer) -> Response {
         // Timing costs a clock read; only when the per-request log line will be written.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-        let resp = match router::route(req.head.method, req.head.path()) {
+        let _in_flight = self.0.metrics.start();
+        let route = router::route(req.head.method, req.head.path());
+        let label = if req.head.method == http::Method::Options {
+            12 // preflight
+        } else {
+            route.label()
+        };
+        let resp = match route {
             Route::Proxy { code, kind } => proxy::handle(&self.0, code, kind, &req).await,
             _ => self.dispatch(&req),
         };
+        self.0.metrics.request(label, resp.status);
         tracing::debug!(
             method = req.head.method_str(),
             path = req.head.path(),
@@ -176,6 +186,21 @@ impl Service {
         let v1 = route.is_v1();
         let result = match route {
             Route::Health => Ok(api::health()),
+            Route::Metrics => Ok(Response::new(200)
+                .header(
+                    "Content-Type",
+                    Bytes::from_static(b"text/plain; version=0.0.4; charset=utf-8"),
+                )
+                .body(http::Body::Full(Bytes::from(
+                    hub.metrics.render(
+                        &hub.state,
+                        hub.config
+                            .server
+                            .stats
+                            .open
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    ),
+                )))),
             Route::CreateRoom => api::create_room(hub, req),
             Route::ListRooms => Ok(api::list_rooms(hub)),
             Route::Join { code } => api::join(hub, code, req),
@@ -258,6 +283,7 @@ impl Hub {
                 &config.upstream_roots,
             ),
             tunnels: tunnel::Tunnels::default(),
+            metrics: metrics::Metrics::default(),
             config,
         });
         let restored = inner.state.restore()?;

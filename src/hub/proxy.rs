@@ -134,6 +134,7 @@ async fn proxy(
                 ));
             }
             Err(Failure::Connect(e)) => {
+                hub.metrics.proxied(&lease.participant_id, "unreachable");
                 let message = e.to_string();
                 llm_error(&room, &lease.participant_id, &message);
                 if e.blames_participant() {
@@ -151,6 +152,7 @@ async fn proxy(
                 last_error = Some(err);
             }
             Err(Failure::Upstream(e)) => {
+                hub.metrics.proxied(&lease.participant_id, "upstream_error");
                 llm_error(&room, &lease.participant_id, &e.message);
                 return Err(e);
             }
@@ -502,7 +504,14 @@ impl Relay {
                 conn => f.hub.connector.put_idle(&f.target_key, conn),
             }
         }
+        let metrics = &f.hub.metrics;
         if !complete {
+            let outcome = if self.failure.is_some() {
+                "truncated"
+            } else {
+                "client_gone"
+            };
+            metrics.proxied(&id, outcome);
             drop(f.lease);
             let error = self
                 .failure
@@ -510,6 +519,7 @@ impl Relay {
                 .unwrap_or_else(|| "Client disconnected before the answer was complete".into());
             llm_error(&room, &id, &error);
         } else if !(200..300).contains(&f.status) {
+            metrics.proxied(&id, "error_status");
             drop(f.lease);
             llm_error(
                 &room,
@@ -534,6 +544,10 @@ impl Relay {
             } else {
                 0.0
             };
+            f.hub.metrics.proxied(&id, "ok");
+            f.hub.metrics.tokens(tokens);
+            f.hub.metrics.ttft.observe(ttft);
+            f.hub.metrics.duration.observe(duration);
             let metrics = LlmMetrics {
                 tokens,
                 latency_first_token_ms: ttft.as_millis() as u64,

@@ -45,6 +45,7 @@ impl ProxyKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route<'a> {
     Health,
+    Metrics,
     CreateRoom,
     ListRooms,
     Join {
@@ -82,6 +83,26 @@ pub enum Route<'a> {
 }
 
 impl Route<'_> {
+    /// Index into `metrics::ROUTES`.
+    pub fn label(&self) -> usize {
+        match self {
+            Route::Health => 0,
+            Route::CreateRoom => 1,
+            Route::ListRooms => 2,
+            Route::Join { .. } => 3,
+            Route::Leave { .. } => 4,
+            Route::HealthCheck { .. } => 5,
+            Route::Participants { .. } => 6,
+            Route::Events { .. } => 7,
+            Route::Tunnel { .. } => 8,
+            Route::Models { .. } => 9,
+            Route::Proxy { .. } => 10,
+            Route::Metrics => 11,
+            Route::MethodNotAllowed { .. } => 13,
+            Route::NotFound => 14,
+        }
+    }
+
     /// `/v1` routes take large bodies and answer errors in OpenAI's shape.
     pub fn is_v1(&self) -> bool {
         matches!(self, Route::Models { .. } | Route::Proxy { .. })
@@ -113,6 +134,7 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
     use Method::*;
     match segs {
         ["health"] => gate(method, Get, "GET", Route::Health),
+        ["metrics"] => gate(method, Get, "GET", Route::Metrics),
         ["rooms"] => match method {
             Post => Route::CreateRoom,
             Get => Route::ListRooms,

@@ -1,0 +1,272 @@
+//! `GET /metrics` in Prometheus text format.
+//!
+//! On the request path everything is a relaxed atomic add into fixed arrays (route × status,
+//! histogram buckets); proxied requests also bump one counter in a small map keyed by
+//! participant and outcome. Gauges that the state already knows (participants by status, event
+//! subscribers) are read at scrape time, so nothing is kept twice.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::state::State;
+use crate::types::ParticipantStatus;
+
+/// Route labels, in the order of [`route_index`].
+pub const ROUTES: [&str; 15] = [
+    "health",
+    "create_room",
+    "list_rooms",
+    "join",
+    "leave",
+    "health_check",
+    "participants",
+    "events",
+    "tunnel",
+    "models",
+    "proxy",
+    "metrics",
+    "preflight",
+    "method_not_allowed",
+    "not_found",
+];
+
+/// The status codes counted one by one; any other lands in the last slot as "other".
+const STATUSES: [u16; 19] = [
+    101, 200, 201, 204, 400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 500, 501, 502, 503, 504,
+];
+const STATUS_SLOTS: usize = STATUSES.len() + 1;
+
+/// Outcomes of proxied requests.
+pub const OUTCOMES: [&str; 6] = [
+    "ok",
+    "error_status",
+    "unreachable",
+    "upstream_error",
+    "truncated",
+    "client_gone",
+];
+
+/// Histogram bucket bounds, in seconds.
+pub const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A Prometheus histogram over fixed buckets.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+/// Everything counted.
+pub struct Metrics {
+    requests: Vec<[AtomicU64; STATUS_SLOTS]>,
+    in_flight: AtomicI64,
+    /// Per participant, a count per outcome (indexed like `OUTCOMES`).
+    proxied: Mutex<HashMap<String, [u64; OUTCOMES.len()]>>,
+    tokens: AtomicU64,
+    pub ttft: Histogram,
+    pub duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: (0..ROUTES.len()).map(|_| Default::default()).collect(),
+            in_flight: AtomicI64::new(0),
+            proxied: Mutex::new(HashMap::new()),
+            tokens: AtomicU64::new(0),
+            ttft: Histogram::default(),
+            duration: Histogram::default(),
+        }
+    }
+}
+
+/// Counts a request in flight until dropped.
+pub struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// Count a finished request by route label index and status.
+    pub fn request(&self, route: usize, status: u16) {
+        let slot = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUS_SLOTS - 1);
+        if let Some(row) = self.requests.get(route) {
+            row[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Count a proxied request's outcome (one of `OUTCOMES`). Allocates only the first time a
+    /// participant is seen.
+    pub fn proxied(&self, participant: &str, outcome: &'static str) {
+        let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0);
+        let mut map = self.proxied.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(participant) {
+            Some(counts) => counts[i] += 1,
+            None => {
+                let mut counts = [0; OUTCOMES.len()];
+                counts[i] = 1;
+                map.insert(participant.to_string(), counts);
+            }
+        }
+    }
+
+    pub fn tokens(&self, n: u64) {
+        self.tokens.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The text exposition.
+    pub fn render(&self, state: &State, open_connections: usize) -> String {
+        let mut out = String::with_capacity(8192);
+        out.push_str("# HELP gambiarra_http_requests_total HTTP requests answered, by route and status.\n# TYPE gambiarra_http_requests_total counter\n");
+        for (r, row) in self.requests.iter().enumerate() {
+            for (i, n) in row.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = if i == STATUS_SLOTS - 1 {
+                    "other".to_string()
+                } else {
+                    STATUSES[i].to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "gambiarra_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    ROUTES[r]
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gambiarra_http_requests_in_flight Requests being handled now.\n# TYPE gambiarra_http_requests_in_flight gauge\ngambiarra_http_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gambiarra_open_connections Client connections open now.\n# TYPE gambiarra_open_connections gauge\ngambiarra_open_connections {open_connections}"
+        );
+        out.push_str("# HELP gambiarra_proxied_requests_total Proxied requests, by participant and outcome.\n# TYPE gambiarra_proxied_requests_total counter\n");
+        {
+            let map = self.proxied.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rows: Vec<_> = map.iter().collect();
+            rows.sort();
+            for (p, counts) in rows {
+                for (outcome, n) in OUTCOMES.iter().zip(counts) {
+                    if *n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "gambiarra_proxied_requests_total{{participant=\"{}\",outcome=\"{outcome}\"}} {n}",
+                            escape(p)
+                        );
+                    }
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gambiarra_relayed_tokens_total Tokens relayed from participants.\n# TYPE gambiarra_relayed_tokens_total counter\ngambiarra_relayed_tokens_total {}",
+            self.tokens.load(Ordering::Relaxed)
+        );
+        self.ttft.render(
+            &mut out,
+            "gambiarra_time_to_first_token_seconds",
+            "Time from routing a request to its first token.",
+        );
+        self.duration.render(
+            &mut out,
+            "gambiarra_proxied_request_duration_seconds",
+            "Time from routing a request to the end of its answer.",
+        );
+        let (mut online, mut busy, mut offline, mut subscribers) = (0, 0, 0, 0);
+        for room in state.all_rooms() {
+            let inner = room.lock();
+            subscribers += inner.events.subscriber_count();
+            for p in &inner.participants {
+                match p.status() {
+                    ParticipantStatus::Online => online += 1,
+                    ParticipantStatus::Busy => busy += 1,
+                    ParticipantStatus::Offline => offline += 1,
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gambiarra_participants Participants, by status.\n# TYPE gambiarra_participants gauge\ngambiarra_participants{{status=\"online\"}} {online}\ngambiarra_participants{{status=\"busy\"}} {busy}\ngambiarra_participants{{status=\"offline\"}} {offline}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gambiarra_event_subscribers Open event streams.\n# TYPE gambiarra_event_subscribers gauge\ngambiarra_event_subscribers {subscribers}"
+        );
+        out
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_millis(70));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.005\"} 1\n"));
+        assert!(out.contains("x_bucket{le=\"0.1\"} 2\n"));
+        assert!(out.contains("x_bucket{le=\"30\"} 2\n"));
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"));
+        assert!(out.contains("x_count 3"));
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::http::body::{BodyFraming, ChunkedDecoder};
-use crate::http::client::parse_response;
+use crate::http::client::{read_body, read_head};
 use crate::hub::tokens::TokenScanner;
 
 /// What to run.
@@ -175,49 +174,10 @@ async fn one(
     t0: Instant,
 ) -> std::io::Result<(bool, bool, Duration, u64)> {
     sock.write_all(request).await?;
-    let head = loop {
-        if let Some(parts) = parse_response(buf).map_err(|e| std::io::Error::other(e.message()))? {
-            let len = parts.len;
-            break parts.freeze(buf.split_to(len).freeze());
-        }
-        if sock.read_buf(buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    };
+    let head = read_head(sock, buf).await?;
     let head_at = t0.elapsed();
     let mut scanner = TokenScanner::new(stream);
-    match head.framing {
-        BodyFraming::Empty => {}
-        BodyFraming::Length(n) => {
-            let n = n as usize;
-            while buf.len() < n {
-                if sock.read_buf(buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            scanner.feed(&buf.split_to(n));
-        }
-        BodyFraming::Chunked => {
-            let mut dec = ChunkedDecoder::new();
-            loop {
-                let p = dec
-                    .feed(buf, |d| scanner.feed(d))
-                    .map_err(std::io::Error::other)?;
-                let _ = buf.split_to(p.consumed);
-                if p.done {
-                    break;
-                }
-                if sock.read_buf(buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-        }
-        BodyFraming::UntilClose => {
-            while sock.read_buf(buf).await? > 0 {}
-            scanner.feed(buf);
-            buf.clear();
-        }
-    }
+    read_body(sock, buf, head.framing, usize::MAX, |d| scanner.feed(d)).await?;
     let ttft = scanner
         .first_content
         .map_or(head_at, |t| t.duration_since(t0));

@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{ClientError, HubClient};
 use crate::http::body::{BodyFraming, ChunkedDecoder};
-use crate::http::client::parse_response;
+use crate::http::client::read_head;
 use crate::hub::connector::Upstream;
 use crate::types::{LlmMetrics, ParticipantInfo, RoomInfo};
 
@@ -234,24 +234,10 @@ impl EventStream {
             .await
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         let mut buf = BytesMut::with_capacity(8192);
-        let head = loop {
-            if let Some(parts) =
-                parse_response(&buf).map_err(|e| ClientError::Protocol(e.message().into()))?
-            {
-                let len = parts.len;
-                break parts.freeze(buf.split_to(len).freeze());
-            }
-            if tokio::time::timeout(super::CALL_TIMEOUT, conn.read_buf(&mut buf))
-                .await
-                .map_err(|_| ClientError::Unreachable("timed out".into()))?
-                .map_err(|e| ClientError::Unreachable(e.to_string()))?
-                == 0
-            {
-                return Err(ClientError::Protocol(
-                    "connection closed before an answer".into(),
-                ));
-            }
-        };
+        let head = tokio::time::timeout(super::CALL_TIMEOUT, read_head(&mut conn, &mut buf))
+            .await
+            .map_err(|_| ClientError::Unreachable("timed out".into()))?
+            .map_err(|e| super::answer_error(e, "connection closed before an answer"))?;
         if head.status != 200 {
             // Read the (small) error body for the hub's message.
             let mut body = buf.to_vec();

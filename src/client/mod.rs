@@ -25,10 +25,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 
-use crate::http::body::{BodyFraming, ChunkedDecoder};
-use crate::http::client::parse_response;
+use crate::http::client::{ReadError, read_body, read_head};
 use crate::hub::connector::{Connector, Target};
 use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, RoomInfo, RoomSummary};
 
@@ -286,65 +284,26 @@ impl HubClient {
             .await
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         let mut buf = BytesMut::with_capacity(4096);
-        let io_err = |e: std::io::Error| ClientError::Unreachable(e.to_string());
-        let head = loop {
-            if let Some(parts) =
-                parse_response(&buf).map_err(|e| ClientError::Protocol(e.message().into()))?
-            {
-                let len = parts.len;
-                break parts.freeze(buf.split_to(len).freeze());
-            }
-            if conn.read_buf(&mut buf).await.map_err(io_err)? == 0 {
-                return Err(ClientError::Protocol(
-                    "connection closed before an answer".into(),
-                ));
-            }
-        };
+        let head = read_head(&mut conn, &mut buf)
+            .await
+            .map_err(|e| answer_error(e, "connection closed before an answer"))?;
         let mut answer = Vec::new();
-        match head.framing {
-            BodyFraming::Empty => {}
-            BodyFraming::Length(n) => {
-                let n = usize::try_from(n).unwrap_or(usize::MAX);
-                if n > MAX_ANSWER {
-                    return Err(ClientError::Protocol("answer too large".into()));
-                }
-                while buf.len() < n {
-                    if conn.read_buf(&mut buf).await.map_err(io_err)? == 0 {
-                        return Err(ClientError::Protocol("answer cut short".into()));
-                    }
-                }
-                answer.extend_from_slice(&buf[..n]);
-            }
-            BodyFraming::Chunked => {
-                let mut dec = ChunkedDecoder::new();
-                loop {
-                    let p = dec
-                        .feed(&buf, |d| answer.extend_from_slice(d))
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                    let _ = buf.split_to(p.consumed);
-                    if p.done {
-                        break;
-                    }
-                    if answer.len() > MAX_ANSWER {
-                        return Err(ClientError::Protocol("answer too large".into()));
-                    }
-                    if conn.read_buf(&mut buf).await.map_err(io_err)? == 0 {
-                        return Err(ClientError::Protocol("answer cut short".into()));
-                    }
-                }
-            }
-            BodyFraming::UntilClose => loop {
-                answer.extend_from_slice(&buf);
-                buf.clear();
-                if answer.len() > MAX_ANSWER {
-                    return Err(ClientError::Protocol("answer too large".into()));
-                }
-                if conn.read_buf(&mut buf).await.map_err(io_err)? == 0 {
-                    break;
-                }
-            },
-        }
+        read_body(&mut conn, &mut buf, head.framing, MAX_ANSWER, |d| {
+            answer.extend_from_slice(d)
+        })
+        .await
+        .map_err(|e| answer_error(e, "answer cut short"))?;
         Ok((head.status, answer))
+    }
+}
+
+/// A failed read of the hub's answer as the SDK reports it; `closed` says what an early close
+/// means at that point.
+fn answer_error(e: ReadError, closed: &str) -> ClientError {
+    match e {
+        ReadError::Io(e) => ClientError::Unreachable(e.to_string()),
+        ReadError::Closed => ClientError::Protocol(closed.into()),
+        other => ClientError::Protocol(other.to_string()),
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::HubClient;
-use crate::http::client::parse_response;
+use crate::http::client::read_head;
 use crate::hub::connector::{Target, Upstream};
 use crate::hub::tunnel::UPGRADE_TOKEN;
 
@@ -148,22 +148,14 @@ async fn open(spec: &TunnelSpec) -> std::io::Result<(Upstream, BytesMut)> {
     );
     conn.write_all(head.as_bytes()).await?;
     let mut buf = BytesMut::with_capacity(4096);
-    loop {
-        if let Some(parts) = parse_response(&buf).map_err(|e| std::io::Error::other(e.message()))? {
-            let len = parts.len;
-            let resp = parts.freeze(buf.split_to(len).freeze());
-            if resp.status != 101 {
-                return Err(std::io::Error::other(format!(
-                    "hub answered {}",
-                    resp.status
-                )));
-            }
-            return Ok((conn, buf));
-        }
-        if conn.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
+    let resp = read_head(&mut conn, &mut buf).await?;
+    if resp.status != 101 {
+        return Err(std::io::Error::other(format!(
+            "hub answered {}",
+            resp.status
+        )));
     }
+    Ok((conn, buf))
 }
 
 /// Join the tunnel to a keep-alive connection of the local server and pass bytes both ways

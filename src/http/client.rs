@@ -4,9 +4,10 @@
 
 use std::ops::Range;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::body::BodyFraming;
+use super::body::{BodyFraming, ChunkedDecoder};
 use super::head::{HeadError, MAX_HEADERS, has_token};
 
 /// The largest upstream response head accepted.
@@ -133,6 +134,133 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHeadParts>, HeadError
     }))
 }
 
+/// Why a response could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The socket failed.
+    Io(std::io::Error),
+    /// The peer closed before the head or the body was complete.
+    Closed,
+    /// The bytes are not HTTP (head or chunk framing).
+    Invalid(String),
+    /// The body is larger than the caller allows.
+    TooLarge,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Closed => f.write_str("connection closed before the answer was complete"),
+            ReadError::Invalid(m) => f.write_str(m),
+            ReadError::TooLarge => f.write_str("answer too large"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<ReadError> for std::io::Error {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(e) => e,
+            ReadError::Closed => std::io::ErrorKind::UnexpectedEof.into(),
+            other => std::io::Error::other(other.to_string()),
+        }
+    }
+}
+
+async fn fill<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> Result<(), ReadError> {
+    match io.read_buf(buf).await {
+        Ok(0) => Err(ReadError::Closed),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ReadError::Io(e)),
+    }
+}
+
+/// Read from `io` into `buf` until a response head parses. The head's bytes are split off
+/// `buf`; whatever followed them stays there.
+pub async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+) -> Result<ResponseHead, ReadError> {
+    loop {
+        if let Some(parts) =
+            parse_response(buf).map_err(|e| ReadError::Invalid(e.message().into()))?
+        {
+            let len = parts.len;
+            return Ok(parts.freeze(buf.split_to(len).freeze()));
+        }
+        fill(io, buf).await?;
+    }
+}
+
+/// Read a whole body framed by `framing` (starting with what is already in `buf`), handing
+/// its payload to `on_data` piece by piece; more than `limit` bytes is `TooLarge`.
+pub async fn read_body<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    framing: BodyFraming,
+    limit: usize,
+    mut on_data: impl FnMut(&[u8]),
+) -> Result<(), ReadError> {
+    match framing {
+        BodyFraming::Empty => Ok(()),
+        BodyFraming::Length(n) => {
+            let mut left = usize::try_from(n).unwrap_or(usize::MAX);
+            if left > limit {
+                return Err(ReadError::TooLarge);
+            }
+            loop {
+                let take = left.min(buf.len());
+                on_data(&buf.split_to(take));
+                left -= take;
+                if left == 0 {
+                    return Ok(());
+                }
+                fill(io, buf).await?;
+            }
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            let mut total = 0usize;
+            loop {
+                let p = decoder
+                    .feed(buf, |d| {
+                        total += d.len();
+                        on_data(d);
+                    })
+                    .map_err(|e| ReadError::Invalid(e.to_string()))?;
+                let _ = buf.split_to(p.consumed);
+                // Checked before the end is accepted: a body that arrives in one read is bound too.
+                if total > limit {
+                    return Err(ReadError::TooLarge);
+                }
+                if p.done {
+                    return Ok(());
+                }
+                fill(io, buf).await?;
+            }
+        }
+        BodyFraming::UntilClose => {
+            let mut total = 0usize;
+            loop {
+                total += buf.len();
+                on_data(buf);
+                buf.clear();
+                if total > limit {
+                    return Err(ReadError::TooLarge);
+                }
+                match fill(io, buf).await {
+                    Ok(()) => {}
+                    Err(ReadError::Closed) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones a
 /// relay recomputes itself (`Content-Length`, `Date`) or sets itself (CORS).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
@@ -183,6 +311,77 @@ mod tests {
         let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n");
         assert!(!h.keep_alive);
         assert_eq!(h.header("content-length"), Some(&b"3"[..]));
+    }
+
+    async fn body(wire: &[u8], framing: BodyFraming, limit: usize) -> Result<Vec<u8>, ReadError> {
+        // The first 3 bytes are "already read"; the rest comes from the socket.
+        let mut buf = BytesMut::from(&wire[..3.min(wire.len())]);
+        let mut io = &wire[3.min(wire.len())..];
+        let mut out = Vec::new();
+        read_body(&mut io, &mut buf, framing, limit, |d| {
+            out.extend_from_slice(d)
+        })
+        .await?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn head_then_bodies_by_framing() {
+        let mut io = &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"[..];
+        let mut buf = BytesMut::new();
+        let head = read_head(&mut io, &mut buf).await.unwrap();
+        assert_eq!(head.framing, BodyFraming::Length(5));
+        assert!(matches!(
+            read_head(&mut &b"HTTP/1.1 200"[..], &mut BytesMut::new()).await,
+            Err(ReadError::Closed)
+        ));
+        assert!(matches!(
+            read_head(&mut &b"garbage\r\n\r\n"[..], &mut BytesMut::new()).await,
+            Err(ReadError::Invalid(_))
+        ));
+
+        assert_eq!(
+            body(b"hello world", BodyFraming::Length(11), 11)
+                .await
+                .unwrap(),
+            b"hello world"
+        );
+        assert!(matches!(
+            body(b"hello", BodyFraming::Length(11), 64).await,
+            Err(ReadError::Closed)
+        ));
+        assert!(matches!(
+            body(b"hello", BodyFraming::Length(5), 4).await,
+            Err(ReadError::TooLarge)
+        ));
+        let chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        assert_eq!(
+            body(chunked, BodyFraming::Chunked, 11).await.unwrap(),
+            b"hello world"
+        );
+        assert!(matches!(
+            body(chunked, BodyFraming::Chunked, 4).await,
+            Err(ReadError::TooLarge)
+        ));
+        assert!(matches!(
+            body(&chunked[..12], BodyFraming::Chunked, 64).await,
+            Err(ReadError::Closed)
+        ));
+        assert!(matches!(
+            body(b"zz\r\n", BodyFraming::Chunked, 64).await,
+            Err(ReadError::Invalid(_))
+        ));
+        assert_eq!(
+            body(b"to the end", BodyFraming::UntilClose, 64)
+                .await
+                .unwrap(),
+            b"to the end"
+        );
+        assert!(matches!(
+            body(b"to the end", BodyFraming::UntilClose, 4).await,
+            Err(ReadError::TooLarge)
+        ));
+        assert!(body(b"", BodyFraming::Empty, 0).await.unwrap().is_empty());
     }
 
     #[test]

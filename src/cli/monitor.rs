@@ -78,6 +78,23 @@ pub async fn follow(hub: HubClient, code: String, tx: mpsc::Sender<RoomEvent>) {
     }
 }
 
+/// Apply a room event to the watched rooms (refetching the room's participants after a
+/// `resync`); returns the room and the log line the event made.
+pub async fn apply_event<'a>(
+    hub: &HubClient,
+    rooms: &'a mut [RoomView],
+    ev: &RoomEvent,
+) -> Option<(&'a RoomView, String)> {
+    let room = rooms.iter_mut().find(|r| r.code == ev.code)?;
+    if matches!(ev.event, HubEvent::Resync { .. })
+        && let Ok(list) = hub.participants(&room.code).await
+    {
+        room.set_participants(list);
+    }
+    let line = room.apply(&ev.event, &clock(now_ms()))?;
+    Some((room, line))
+}
+
 /// The rooms to watch, with their names: the ones asked for, else every room.
 pub async fn resolve_rooms(hub: &HubClient, wanted: &[String]) -> Result<Vec<RoomView>, String> {
     let rooms = hub.list_rooms().await.map_err(|e| e.to_string())?;
@@ -146,15 +163,7 @@ async fn plain_mode(hub: HubClient, wanted: Vec<String>) -> ExitCode {
             ev = rx.recv() => match ev { Some(ev) => ev, None => return ExitCode::SUCCESS },
             _ = &mut signal => return ExitCode::SUCCESS,
         };
-        let Some(room) = rooms.iter_mut().find(|r| r.code == ev.code) else {
-            continue;
-        };
-        if matches!(ev.event, HubEvent::Resync { .. })
-            && let Ok(list) = hub.participants(&room.code).await
-        {
-            room.set_participants(list);
-        }
-        if let Some(line) = room.apply(&ev.event, &clock(now_ms())) {
+        if let Some((room, line)) = apply_event(&hub, &mut rooms, &ev).await {
             // `HH:MM:SS CODE text`
             let (time, text) = line.split_once(' ').unwrap_or(("", &line));
             println!("{time} {} {text}", room.code);

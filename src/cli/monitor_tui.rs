@@ -14,12 +14,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Tabs};
 use tokio::sync::mpsc;
 
-use super::monitor::{RoomEvent, follow, resolve_rooms};
+use super::monitor::{RoomEvent, apply_event, follow, resolve_rooms};
 use crate::client::HubClient;
-use crate::client::events::HubEvent;
 use crate::client::specs;
-use crate::monitor::{Card, RoomView, clock};
-use crate::types::{ParticipantStatus, RoomSummary, now_ms};
+use crate::monitor::{Card, RoomView};
+use crate::types::{ParticipantStatus, RoomSummary};
 
 /// Keys, as shown in the footer.
 pub const KEYS: &str = "q quit · tab next room · a add room · e expand · r refresh";
@@ -319,14 +318,7 @@ pub async fn run(hub: HubClient, wanted: Vec<String>) -> ExitCode {
         }
         tokio::select! {
             Some(ev) = rx.recv() => {
-                if let Some(room) = app.rooms.iter_mut().find(|r| r.code == ev.code) {
-                    if matches!(ev.event, HubEvent::Resync { .. })
-                        && let Ok(list) = hub.participants(&room.code).await
-                    {
-                        room.set_participants(list);
-                    }
-                    room.apply(&ev.event, &clock(now_ms()));
-                }
+                apply_event(&hub, &mut app.rooms, &ev).await;
             }
             Some(key) = keys.recv() => match on_key(&mut app, key) {
                 Action::None => {}
@@ -367,6 +359,7 @@ pub async fn run(hub: HubClient, wanted: Vec<String>) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::events::HubEvent;
     use crate::types::{GenerationConfig, LlmMetrics, MachineSpecs, ParticipantInfo};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;

@@ -153,7 +153,7 @@ impl Handler for Service {
         };
         let resp = match route {
             Route::Proxy { code, kind } => proxy::handle(&self.0, code, kind, &req).await,
-            _ => self.dispatch(&req),
+            route => self.dispatch(&req, route),
         };
         self.0.metrics.request(label, resp.status);
         tracing::debug!(
@@ -168,7 +168,8 @@ impl Handler for Service {
 }
 
 impl Service {
-    fn dispatch(&self, req: &Request) -> Response {
+    /// Answer a non-proxy request, already routed by `handle`.
+    fn dispatch(&self, req: &Request, route: Route<'_>) -> Response {
         let hub = &self.0;
         if req.head.method == http::Method::Options {
             return Response::new(204)
@@ -182,7 +183,6 @@ impl Service {
                 )
                 .header("Access-Control-Max-Age", Bytes::from_static(b"86400"));
         }
-        let route = router::route(req.head.method, req.head.path());
         let v1 = route.is_v1();
         let result = match route {
             Route::Health => Ok(api::health()),

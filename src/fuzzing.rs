@@ -86,3 +86,114 @@ pub fn router(data: &[u8]) {
         assert!(u.port != 0);
     }
 }
+
+/// The request-body scanner and splice: a body the scanner accepts is JSON (serde agrees), and
+/// the spliced body is JSON whose `model` is the participant's, with defaults only for keys the
+/// client left out. A body serde accepts as an object with a string `model` is accepted too.
+pub fn rewrite(data: &[u8]) {
+    use crate::hub::rewrite::{Defaults, ScanError, scan, splice};
+    use crate::types::GenerationConfig;
+    use serde::de::IgnoredAny;
+
+    let syntax_ok = serde_json::from_slice::<IgnoredAny>(data).is_ok();
+    let result = scan(data);
+    match &result {
+        Ok(_) | Err(ScanError::NotObject | ScanError::MissingModel | ScanError::ModelNotString) => {
+            assert!(syntax_ok, "scanner accepted what serde rejects: {result:?}")
+        }
+        Err(ScanError::Invalid(_)) => {}
+    }
+    let value = serde_json::from_slice::<serde_json::Value>(data).ok();
+    if let Some(model) = value.as_ref().and_then(|v| v.get("model")?.as_str()) {
+        assert!(
+            result.is_ok(),
+            "serde accepted, scanner refused: {result:?}"
+        );
+        assert_eq!(result.as_ref().map(|s| s.model.as_str()).ok(), Some(model));
+    }
+    let Ok(found) = result else {
+        return;
+    };
+    let config = GenerationConfig {
+        temperature: serde_json::Number::from_f64(0.5),
+        max_tokens: Some(64.into()),
+        stop: Some(vec!["\n".into()]),
+        ..Default::default()
+    };
+    let body = Bytes::copy_from_slice(data);
+    let out: Vec<u8> = splice(&body, &found, &Defaults::new("p\"model", &config)).concat();
+    let Some(before) = value else {
+        // Valid syntax serde cannot hold as a Value (numbers out of range): still valid syntax.
+        assert!(serde_json::from_slice::<IgnoredAny>(&out).is_ok());
+        return;
+    };
+    let after: serde_json::Value = serde_json::from_slice(&out).expect("spliced body is JSON");
+    assert_eq!(after["model"], "p\"model");
+    for key in ["temperature", "max_tokens", "stop"] {
+        match before.get(key) {
+            Some(v) => assert_eq!(&after[key], v, "client's {key} kept"),
+            None => assert!(after.get(key).is_some(), "default {key} added"),
+        }
+    }
+}
+
+/// The token scanner: feeding the body whole or in pieces (sizes taken from the first byte)
+/// counts the same events and usage, in both modes.
+pub fn tokens(data: &[u8]) {
+    use crate::hub::tokens::TokenScanner;
+    let Some((&stride, body)) = data.split_first() else {
+        return;
+    };
+    let stride = usize::from(stride % 17) + 1;
+    for sse in [true, false] {
+        let mut whole = TokenScanner::new(sse);
+        whole.feed(body);
+        let mut split = TokenScanner::new(sse);
+        for piece in body.chunks(stride) {
+            split.feed(piece);
+        }
+        if sse {
+            assert_eq!(whole.content_chunks, split.content_chunks);
+            assert_eq!(whole.usage_tokens, split.usage_tokens);
+            assert_eq!(whole.first_content.is_some(), split.first_content.is_some());
+        }
+        let _ = (whole.tokens(), split.tokens());
+    }
+}
+
+/// The upstream response reader: head then body out of the bytes as a socket would give them.
+/// Either an error, or a head whose header views lie in the input and a body no larger than the
+/// input and the limit.
+pub fn response(data: &[u8]) {
+    use crate::http::client::{read_body, read_head};
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    const LIMIT: usize = 4096;
+    let fut = async {
+        let mut io = data;
+        let mut buf = bytes::BytesMut::new();
+        let head = match read_head(&mut io, &mut buf).await {
+            Ok(h) => h,
+            Err(_) => return,
+        };
+        let mut header_bytes = 0;
+        for (n, v) in head.headers() {
+            assert!(!n.is_empty());
+            header_bytes += n.len() + v.len();
+        }
+        assert!(header_bytes <= data.len());
+        let mut got = 0usize;
+        if read_body(&mut io, &mut buf, head.framing, LIMIT, |d| got += d.len())
+            .await
+            .is_ok()
+        {
+            assert!(got <= data.len());
+            assert!(got <= LIMIT);
+        }
+    };
+    // Reading from a slice never waits: one poll runs it to the end.
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(())));
+}

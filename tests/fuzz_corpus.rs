@@ -34,3 +34,18 @@ fn chunked_corpus() {
 fn router_corpus() {
     replay("router", gambiarra::fuzzing::router);
 }
+
+#[test]
+fn rewrite_corpus() {
+    replay("rewrite", gambiarra::fuzzing::rewrite);
+}
+
+#[test]
+fn tokens_corpus() {
+    replay("tokens", gambiarra::fuzzing::tokens);
+}
+
+#[test]
+fn response_corpus() {
+    replay("response", gambiarra::fuzzing::response);
+}

@@ -278,6 +278,10 @@ pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
             Err(ScanError::Invalid("empty body".into()))
         } else if s.peek().is_some_and(|c| b"[\"-0123456789tfn".contains(&c)) {
             s.value()?;
+            s.ws();
+            if s.peek().is_some() {
+                return Err(s.err("trailing characters"));
+            }
             Err(ScanError::NotObject)
         } else {
             Err(s.err("unexpected character"))

@@ -119,6 +119,9 @@ pub struct RoomInfo {
     pub host_id: String,
     /// Unix milliseconds.
     pub created_at: u64,
+    /// Joining and using the room needs its password (the password itself is never sent).
+    #[serde(default)]
+    pub password_protected: bool,
 }
 
 /// A room in `GET /rooms`.
@@ -131,6 +134,8 @@ pub struct RoomSummary {
     pub host_id: String,
     pub created_at: u64,
     pub participant_count: usize,
+    #[serde(default)]
+    pub password_protected: bool,
 }
 
 /// Performance of one generation, as sent in `llm:complete`.

@@ -282,3 +282,89 @@ async fn monitor_plain_prints_a_line_per_event() {
     child.kill().await.unwrap();
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_protected_room_through_tunnels_until_its_host_deletes_it() {
+    use gambiarra::client::HubClient;
+    const PW: &str = "open sesame";
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            tokens: 2,
+            ..MockConfig::default()
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let client = HubClient::new(&format!("http://{addr}")).unwrap();
+    let created = client.create_room("locked", Some(PW)).await.unwrap();
+    let code = created.room.code.clone();
+    let args = |pw: &'static str| {
+        let (code, url, hub_url) = (code.clone(), mock.url(), format!("http://{addr}"));
+        let mut cmd = agent(&[
+            "--code",
+            &code,
+            "--model",
+            "llama3",
+            "--endpoint",
+            &url,
+            "--hub",
+            &hub_url,
+            "--id",
+            "locked-1",
+            "--no-specs",
+            "--health-interval-ms",
+            "100",
+        ]);
+        cmd.env("GAMBIARRA_PASSWORD", pw);
+        cmd
+    };
+
+    // The wrong password: the agent says so and exits.
+    let out = args("guess").output().await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Invalid password"), "{err}");
+
+    // The right one (from $GAMBIARRA_PASSWORD): it joins, health-checks and serves through
+    // its tunnels, which authenticate with the password too.
+    let child = args(PW).spawn().unwrap();
+    let member = client.clone().with_password(Some(PW));
+    let mut joined = false;
+    for _ in 0..500 {
+        if member.participants(&code).await.unwrap().len() == 1 {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(joined);
+    let chat = json!({"model": "*", "messages": []});
+    let r = req_with(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(chat),
+        &format!("Authorization: Bearer {PW}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.error());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "tok0 tok1 ");
+
+    // The host deletes the room; the agent hears at its next health check and stops.
+    client
+        .delete_room(&code, created.host_token.as_deref())
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("the agent stops by itself")
+        .unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("was deleted by its host"), "{said}");
+    hub.shutdown().await;
+}

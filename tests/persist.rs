@@ -252,3 +252,71 @@ async fn agent_is_back_after_a_hub_restart() {
     hub.start_kill().unwrap();
     hub.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn protected_rooms_keep_their_password_and_host_token_across_a_restart() {
+    let path = state_path("protected");
+    let config = || HubConfig {
+        state_file: Some(path.clone()),
+        ..HubConfig::default()
+    };
+    let hub = start(config()).await;
+    let r = req(
+        hub.local_addr(),
+        "POST",
+        "/rooms",
+        Some(json!({"name": "locked", "password": "s3cret pass"})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let created = r.json();
+    let code = created["room"]["code"].as_str().unwrap().to_string();
+    let token = created["hostToken"].as_str().unwrap().to_string();
+    hub.shutdown().await;
+
+    // Hashes only, on disk.
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert!(saved.contains("$argon2id$"), "{saved}");
+    assert!(!saved.contains("s3cret pass") && !saved.contains(&token));
+
+    let hub = start(config()).await;
+    let addr = hub.local_addr();
+    let list = req(addr, "GET", "/rooms", None).await.json();
+    assert_eq!(list["rooms"][0]["passwordProtected"], true);
+    let p = format!("/rooms/{code}/participants");
+    assert_eq!(req(addr, "GET", &p, None).await.status, 401);
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    assert_eq!(
+        req_with(addr, "GET", &p, None, &bearer("nope"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        req_with(addr, "GET", &p, None, &bearer("s3cret pass"))
+            .await
+            .status,
+        200
+    );
+    let del = format!("/rooms/{code}");
+    assert_eq!(
+        req_with(addr, "DELETE", &del, None, &bearer("nope"))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        req_with(addr, "DELETE", &del, None, &bearer(&token))
+            .await
+            .status,
+        200
+    );
+    hub.shutdown().await;
+    // The deletion was saved too.
+    let hub = start(config()).await;
+    assert_eq!(
+        req(hub.local_addr(), "GET", "/rooms", None).await.json()["rooms"],
+        json!([])
+    );
+    hub.shutdown().await;
+}

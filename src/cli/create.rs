@@ -15,9 +15,14 @@ pub struct CreateArgs {
     /// room name
     #[argh(option, short = 'n')]
     pub name: String,
-    /// room password (the hub must support protected rooms)
+    /// protect the room with this password: joining and using it then needs it
+    /// (default: $GAMBIARRA_PASSWORD if set)
     #[argh(option)]
     pub password: Option<String>,
+    /// the hub's admin token, if it requires one to create rooms
+    /// (default: $GAMBIARRA_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin_token: Option<String>,
     /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
     #[argh(option)]
     pub hub: Option<String>,
@@ -34,7 +39,11 @@ pub fn run(args: CreateArgs) -> ExitCode {
         Ok(session) => session,
         Err(code) => return code,
     };
-    match rt.block_on(client.create_room(&args.name, args.password.as_deref())) {
+    let client = client.with_admin_token(
+        super::secret_or_env(args.admin_token.clone(), "GAMBIARRA_ADMIN_TOKEN").as_deref(),
+    );
+    let password = super::secret_or_env(args.password.clone(), "GAMBIARRA_PASSWORD");
+    match rt.block_on(client.create_room(&args.name, password.as_deref())) {
         Ok(created) if args.json => {
             println!(
                 "{}",
@@ -46,6 +55,16 @@ pub fn run(args: CreateArgs) -> ExitCode {
             println!("Room created: {}", created.room.name);
             println!("  code:        {}", created.room.code);
             println!("  id:          {}", created.room.id);
+            if created.room.password_protected {
+                println!("  protected:   yes (clients send the password as their API key)");
+            }
+            if let Some(token) = &created.host_token {
+                println!("  host token:  {token}");
+                println!(
+                    "               (keep it: `gambiarra delete --code {} --host-token …` removes the room)",
+                    created.room.code
+                );
+            }
             println!(
                 "  OpenAI base: {}",
                 client.openai_base_url(&created.room.code)

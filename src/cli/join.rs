@@ -37,7 +37,7 @@ pub struct JoinArgs {
     /// participant id, to keep the same identity across runs (default: a new UUID)
     #[argh(option)]
     pub id: Option<String>,
-    /// room password
+    /// password of a protected room (default: $GAMBIARRA_PASSWORD)
     #[argh(option)]
     pub password: Option<String>,
     /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
@@ -69,6 +69,8 @@ pub fn run(args: JoinArgs) -> ExitCode {
         Ok(session) => session,
         Err(code) => return code,
     };
+    let password = super::secret_or_env(args.password.clone(), "GAMBIARRA_PASSWORD");
+    let hub = hub.with_password(password.as_deref());
     rt.block_on(async move {
         if !args.no_probe {
             if let Err(e) = agent::probe(&args.endpoint, &args.model).await {
@@ -99,7 +101,8 @@ pub fn run(args: JoinArgs) -> ExitCode {
             endpoint: args.endpoint.clone(),
             specs,
             config: None,
-            password: args.password.clone(),
+            // Sent as `Authorization: Bearer` by the client, on every call.
+            password: None,
             tunnel: !args.direct,
         };
         let code = args.code.to_ascii_uppercase();
@@ -138,6 +141,9 @@ pub fn run(args: JoinArgs) -> ExitCode {
                     )
                 }
                 AgentEvent::Left => println!("✓ Left room {code}."),
+                AgentEvent::RoomRemoved => {
+                    println!("✗ Room {code} was deleted by its host; stopping.")
+                }
                 AgentEvent::LeaveFailed(e) => eprintln!("! Could not leave cleanly: {e}"),
             },
         )

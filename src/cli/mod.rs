@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod create;
+pub mod delete;
 pub mod join;
 pub mod list;
 pub mod mock_llm;
@@ -37,6 +38,7 @@ pub enum Command {
     MockLlm(mock_llm::MockLlmArgs),
     Bench(bench::BenchArgs),
     Create(create::CreateArgs),
+    Delete(delete::DeleteArgs),
     List(list::ListArgs),
     Join(join::JoinArgs),
     Monitor(monitor::MonitorArgs),
@@ -53,6 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::MockLlm(args)) => mock_llm::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Create(args)) => create::run(args),
+        Some(Command::Delete(args)) => delete::run(args),
         Some(Command::List(args)) => list::run(args),
         Some(Command::Join(args)) => join::run(args),
         Some(Command::Monitor(args)) => monitor::run(args),
@@ -84,6 +87,13 @@ pub fn hub_url(flag: Option<String>) -> String {
         .unwrap_or_else(|| "http://localhost:3000".to_string())
         .trim_end_matches('/')
         .to_string()
+}
+
+/// A secret from its flag, else from the environment variable `env` (which keeps it out of
+/// `ps` and shell history).
+pub fn secret_or_env(flag: Option<String>, env: &str) -> Option<String> {
+    flag.or_else(|| std::env::var(env).ok())
+        .filter(|s| !s.is_empty())
 }
 
 /// What every command that talks to a hub starts with: a client for `--hub` (else

@@ -27,6 +27,9 @@ pub struct MonitorArgs {
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
     #[argh(option)]
     pub ca: Vec<String>,
+    /// password of a protected room (default: $GAMBIARRA_PASSWORD)
+    #[argh(option)]
+    pub password: Option<String>,
     /// room to watch (repeatable)
     #[argh(option, short = 'r')]
     pub room: Vec<String>,
@@ -121,6 +124,8 @@ pub fn run(args: MonitorArgs) -> ExitCode {
         Ok(session) => session,
         Err(code) => return code,
     };
+    let password = super::secret_or_env(args.password.clone(), "GAMBIARRA_PASSWORD");
+    let hub = hub.with_password(password.as_deref());
     let plain = args.plain || !std::io::stdout().is_terminal() || !cfg!(feature = "tui");
     if plain {
         rt.block_on(plain_mode(hub, args.room))

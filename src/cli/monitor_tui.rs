@@ -513,6 +513,7 @@ mod tests {
                 host_id: "h".into(),
                 created_at: 0,
                 participant_count: 3,
+                password_protected: false,
             }],
             selected: 0,
         };

@@ -48,6 +48,24 @@ pub struct ServeArgs {
     /// most event-stream subscribers on one room (default 1000)
     #[argh(option, default = "hub::DEFAULT_MAX_SUBSCRIBERS")]
     pub max_subscribers: usize,
+    /// most event-stream subscribers on the whole hub (default 10000)
+    #[argh(option, default = "hub::DEFAULT_MAX_SUBSCRIBERS_TOTAL")]
+    pub max_subscribers_total: usize,
+    /// most connections open at once from one address (IPv6: one /64); more get 429
+    /// (default 512; 0: no bound)
+    #[argh(option, default = "server::DEFAULT_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: usize,
+    /// control-route requests per second per address, everything but /v1 and tunnels;
+    /// more get 429 (default 50; 0: no bound)
+    #[argh(option, default = "hub::DEFAULT_CONTROL_RATE")]
+    pub rate_limit: f64,
+    /// control-route requests an address may burst above --rate-limit (default 200)
+    #[argh(option, default = "hub::DEFAULT_CONTROL_BURST")]
+    pub rate_burst: u32,
+    /// require this token (Authorization: Bearer) to create and delete rooms and to read
+    /// /metrics; also read from GAMBIARRA_ADMIN_TOKEN, which keeps it out of `ps`
+    #[argh(option)]
+    pub admin_token: Option<String>,
     /// time a participant may take to start answering, in ms (default 300000)
     #[argh(option, default = "hub::TTFB_TIMEOUT.as_millis() as u64")]
     pub ttfb_timeout_ms: u64,
@@ -98,6 +116,21 @@ impl ServeArgs {
         config.max_rooms = self.max_rooms;
         config.max_participants_per_room = self.max_participants;
         config.max_subscribers_per_room = self.max_subscribers;
+        config.max_subscribers = self.max_subscribers_total;
+        config.server.max_connections_per_ip = self.max_connections_per_ip;
+        if !(self.rate_limit >= 0.0 && self.rate_limit.is_finite()) {
+            return Err("--rate-limit must be a number of requests per second, 0 or more".into());
+        }
+        config.control_rate = self.rate_limit;
+        config.control_burst = self.rate_burst.max(1);
+        config.admin_token = self
+            .admin_token
+            .clone()
+            .or_else(|| std::env::var("GAMBIARRA_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty());
+        if config.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err("the admin token must be at least 16 characters".into());
+        }
         Ok(config)
     }
 

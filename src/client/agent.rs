@@ -154,10 +154,12 @@ pub enum AgentEvent {
     },
     Left,
     LeaveFailed(String),
+    /// The room's host deleted the room; the agent stops.
+    RoomRemoved,
 }
 
 /// Register `request` in room `code`, keep it alive every `interval`, and leave when
-/// `shutdown` resolves. Fails only if the first join fails.
+/// `shutdown` resolves, or stop when the room is deleted. Fails only if the first join fails.
 /// With `request.tunnel`, `tunnels` connections to the hub are kept open for the hub to send
 /// requests through (`request.endpoint` is where they are spliced to).
 pub async fn run(
@@ -190,6 +192,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut wait = interval;
     let mut failing = false;
+    let mut removed = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -203,6 +206,10 @@ pub async fn run(
                 failing = false;
                 wait = interval;
             }
+            Err(ClientError::Hub { status: 410, .. }) => {
+                removed = true;
+                break;
+            }
             // The hub does not know us (or our room): register again.
             Err(ClientError::Hub { status: 404, .. }) => match hub.join(code, request).await {
                 Ok(j) => {
@@ -212,6 +219,10 @@ pub async fn run(
                         *current = s;
                     }
                     on_event(AgentEvent::Rejoined(j.participant));
+                }
+                Err(ClientError::Hub { status: 410, .. }) => {
+                    removed = true;
+                    break;
                 }
                 Err(e) => {
                     failing = true;
@@ -239,6 +250,10 @@ pub async fn run(
     let _ = stop_tunnels.send(true);
     if let Some(t) = tunnel_task {
         let _ = t.await;
+    }
+    if removed {
+        on_event(AgentEvent::RoomRemoved);
+        return Ok(());
     }
     match tokio::time::timeout(LEAVE_TIMEOUT, hub.leave(code, &request.id)).await {
         Ok(Ok(())) => on_event(AgentEvent::Left),

@@ -224,11 +224,12 @@ impl EventStream {
             .map(|id| format!("Last-Event-ID: {id}\r\n"))
             .unwrap_or_default();
         let head = format!(
-            "GET {}/rooms/{}/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nUser-Agent: gambiarra/{}\r\n{last}\r\n",
+            "GET {}/rooms/{}/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nUser-Agent: gambiarra/{}\r\n{}{last}\r\n",
             target.base_path,
             super::enc(&self.code),
             target.authority,
             env!("CARGO_PKG_VERSION"),
+            self.hub.password_header(),
         );
         crate::http::write_all_vectored(&mut conn, &[head.as_bytes()])
             .await

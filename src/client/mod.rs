@@ -79,6 +79,9 @@ type Result<T> = std::result::Result<T, ClientError>;
 pub struct CreatedRoom {
     pub room: RoomInfo,
     pub host_id: String,
+    /// The secret that deletes the room ([`HubClient::delete_room`]); sent only in this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_token: Option<String>,
 }
 
 /// What a participant registers.
@@ -141,6 +144,10 @@ pub struct HubClient {
     base: String,
     target: Arc<Target>,
     connector: Arc<Connector>,
+    /// Sent as `Authorization: Bearer` on a protected room's routes.
+    password: Option<Arc<str>>,
+    /// Sent as `Authorization: Bearer` to create rooms (and delete them without a host token).
+    admin_token: Option<Arc<str>>,
 }
 
 impl HubClient {
@@ -160,7 +167,32 @@ impl HubClient {
             base,
             target: Arc::new(target),
             connector: Arc::new(Connector::new(CALL_TIMEOUT, 0, Duration::ZERO, roots)),
+            password: None,
+            admin_token: None,
         })
+    }
+
+    /// Use `password` for a protected room: it goes as `Authorization: Bearer` on every call
+    /// about a room (join, leave, health checks, participants, events, tunnels).
+    pub fn with_password(mut self, password: Option<&str>) -> HubClient {
+        self.password = password.filter(|p| !p.is_empty()).map(Arc::from);
+        self
+    }
+
+    /// Use the hub's admin token to create rooms (and delete any room).
+    pub fn with_admin_token(mut self, token: Option<&str>) -> HubClient {
+        self.admin_token = token.filter(|t| !t.is_empty()).map(Arc::from);
+        self
+    }
+
+    /// The room password this client sends, if any.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// `Authorization: Bearer …\r\n` for the room password, or nothing.
+    pub(crate) fn password_header(&self) -> String {
+        bearer_line(self.password.as_deref())
     }
 
     /// The hub's base URL.
@@ -181,19 +213,43 @@ impl HubClient {
             #[serde(skip_serializing_if = "Option::is_none")]
             password: Option<&'a str>,
         }
-        self.call("POST", "/rooms", Some(&Body { name, password }))
+        let admin = self.admin_token.clone();
+        self.call(
+            "POST",
+            "/rooms",
+            Some(&Body { name, password }),
+            admin.as_deref(),
+        )
+        .await
+    }
+
+    /// Delete a room, with its host token (from [`CreatedRoom::host_token`]) or, when `None`,
+    /// the client's admin token.
+    pub async fn delete_room(&self, code: &str, host_token: Option<&str>) -> Result<()> {
+        let token = host_token.or(self.admin_token.as_deref());
+        self.call::<serde_json::Value, ()>("DELETE", &format!("/rooms/{}", enc(code)), None, token)
             .await
+            .map(|_| ())
     }
 
     /// Every room on the hub, oldest first.
     pub async fn list_rooms(&self) -> Result<Vec<RoomSummary>> {
-        Ok(self.call::<Rooms, ()>("GET", "/rooms", None).await?.rooms)
+        Ok(self
+            .call::<Rooms, ()>("GET", "/rooms", None, None)
+            .await?
+            .rooms)
     }
 
     /// Register (or re-register) a participant.
     pub async fn join(&self, code: &str, request: &JoinRequest) -> Result<Joined> {
-        self.call("POST", &format!("/rooms/{}/join", enc(code)), Some(request))
-            .await
+        let pw = request.password.as_deref().or(self.password.as_deref());
+        self.call(
+            "POST",
+            &format!("/rooms/{}/join", enc(code)),
+            Some(request),
+            pw,
+        )
+        .await
     }
 
     /// Remove a participant.
@@ -202,6 +258,7 @@ impl HubClient {
             "DELETE",
             &format!("/rooms/{}/leave/{}", enc(code), enc(id)),
             None,
+            self.password.as_deref(),
         )
         .await
         .map(|_| ())
@@ -210,7 +267,12 @@ impl HubClient {
     /// A room's participants.
     pub async fn participants(&self, code: &str) -> Result<Vec<ParticipantInfo>> {
         Ok(self
-            .call::<Participants, ()>("GET", &format!("/rooms/{}/participants", enc(code)), None)
+            .call::<Participants, ()>(
+                "GET",
+                &format!("/rooms/{}/participants", enc(code)),
+                None,
+                self.password.as_deref(),
+            )
             .await?
             .participants)
     }
@@ -225,14 +287,16 @@ impl HubClient {
             "POST",
             &format!("/rooms/{}/health", enc(code)),
             Some(&Body { id }),
+            self.password.as_deref(),
         )
         .await
         .map(|_| ())
     }
 
-    /// `GET path` (below the URL's path), decoded as JSON.
+    /// `GET path` (below the URL's path), decoded as JSON; with the room password when set.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.call::<T, ()>("GET", path, None).await
+        self.call::<T, ()>("GET", path, None, self.password.as_deref())
+            .await
     }
 
     /// One request, one connection, the whole answer decoded as JSON.
@@ -241,13 +305,14 @@ impl HubClient {
         method: &str,
         path: &str,
         body: Option<&B>,
+        bearer: Option<&str>,
     ) -> Result<T> {
         let body = match body {
             Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Protocol(e.to_string()))?,
             None => Vec::new(),
         };
         let (status, answer) =
-            tokio::time::timeout(CALL_TIMEOUT, self.exchange(method, path, &body))
+            tokio::time::timeout(CALL_TIMEOUT, self.exchange(method, path, &body, bearer))
                 .await
                 .map_err(|_| ClientError::Unreachable("timed out".into()))??;
         if !(200..300).contains(&status) {
@@ -267,18 +332,25 @@ impl HubClient {
         serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    async fn exchange(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        bearer: Option<&str>,
+    ) -> Result<(u16, Vec<u8>)> {
         let mut conn = self
             .connector
             .connect_fresh(&self.target)
             .await
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         let head = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: gambiarra/{}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: gambiarra/{}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
             self.target.base_path,
             self.target.authority,
             env!("CARGO_PKG_VERSION"),
-            body.len()
+            body.len(),
+            bearer_line(bearer),
         );
         crate::http::write_all_vectored(&mut conn, &[head.as_bytes(), body])
             .await
@@ -304,6 +376,17 @@ fn answer_error(e: ReadError, closed: &str) -> ClientError {
         ReadError::Io(e) => ClientError::Unreachable(e.to_string()),
         ReadError::Closed => ClientError::Protocol(closed.into()),
         other => ClientError::Protocol(other.to_string()),
+    }
+}
+
+/// An `Authorization: Bearer` header line, or nothing. A credential with a line break would
+/// forge headers; it is left out (the hub then answers 401).
+fn bearer_line(token: Option<&str>) -> String {
+    match token {
+        Some(t) if !t.is_empty() && !t.contains(['\r', '\n']) => {
+            format!("Authorization: Bearer {t}\r\n")
+        }
+        _ => String::new(),
     }
 }
 

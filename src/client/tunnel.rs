@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::HubClient;
 use crate::http::client::read_head;
 use crate::hub::connector::{Target, Upstream};
-use crate::hub::tunnel::UPGRADE_TOKEN;
+use crate::hub::tunnel::{SECRET_HEADER, UPGRADE_TOKEN};
 
 /// Default tunnels kept open.
 pub const TUNNEL_POOL: usize = 4;
@@ -139,11 +139,12 @@ async fn open(spec: &TunnelSpec) -> std::io::Result<(Upstream, BytesMut)> {
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let secret = spec.secret.read().map(|s| s.clone()).unwrap_or_default();
     let head = format!(
-        "GET {}/rooms/{}/tunnel/{} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\nAuthorization: Bearer {secret}\r\nUser-Agent: gambiarra/{}\r\n\r\n",
+        "GET {}/rooms/{}/tunnel/{} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\n{SECRET_HEADER}: {secret}\r\n{}User-Agent: gambiarra/{}\r\n\r\n",
         target.base_path,
         super::enc(&spec.code),
         super::enc(&spec.id),
         target.authority,
+        spec.hub.password_header(),
         env!("CARGO_PKG_VERSION"),
     );
     conn.write_all(head.as_bytes()).await?;

@@ -4,9 +4,10 @@
 //! The server knows nothing about what it serves: a [`Handler`] turns each [`Request`] into a
 //! [`Response`](super::Response) and says how large a body it accepts for a given head.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ use super::response::Response;
 
 /// Default for the most connections served at once; more are answered 503 and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default for the most connections open at once from one client address (an IPv6 client is
+/// its /64); more are answered 429 and closed.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 512;
 /// A head must be complete within this long of its first byte (and a new connection must send
 /// its first request within it). Past it → 408 and close.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +49,8 @@ const MAX_REJECTING: usize = 64;
 #[derive(Clone)]
 pub struct ServerConfig {
     pub max_connections: usize,
+    /// Per client address (see [`client_key`]); 0: no per-address bound.
+    pub max_connections_per_ip: usize,
     pub head_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
@@ -69,6 +75,7 @@ impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("head_timeout", &self.head_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("tls", &self.tls.is_some())
@@ -94,6 +101,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             head_timeout: HEAD_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             body_timeout: BODY_TIMEOUT,
@@ -102,6 +110,57 @@ impl Default for ServerConfig {
             default_headers: Vec::new(),
             tls: None,
             stats: Arc::default(),
+        }
+    }
+}
+
+/// The address limits are kept by: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64, the
+/// block one host or network usually holds, so a client cannot take a fresh allowance per
+/// address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Connections open per client address.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted against its address; dropping it uncounts it.
+struct IpSlot(Arc<PerIp>, IpAddr);
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        if max == 0 {
+            return Some(IpSlot(self.clone(), ip));
+        }
+        let key = client_key(ip);
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), key))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.1);
+            }
         }
     }
 }
@@ -162,6 +221,7 @@ pub async fn serve<H: Handler>(
     let max = config.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let (stream, addr) = tokio::select! {
             _ = shutdown_signalled(&mut shutdown) => break,
@@ -176,6 +236,16 @@ pub async fn serve<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Some(ip_slot) = per_ip.take(addr.ip(), config.max_connections_per_ip) else {
+            if let Ok(permit) = rejecting.clone().try_acquire_owned() {
+                let config = config.clone();
+                tokio::spawn(async move {
+                    reject(stream, &config, 429, PER_IP_FULL).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let handler = handler.clone();
@@ -200,13 +270,14 @@ pub async fn serve<H: Handler>(
                     }
                     stats.open.fetch_sub(1, Relaxed);
                     drop(permit);
+                    drop(ip_slot);
                 });
             }
             Err(_) => {
                 if let Ok(permit) = rejecting.clone().try_acquire_owned() {
                     let config = config.clone();
                     tokio::spawn(async move {
-                        reject_busy(stream, &config).await;
+                        reject(stream, &config, 503, SERVER_FULL).await;
                         drop(permit);
                     });
                 }
@@ -218,13 +289,16 @@ pub async fn serve<H: Handler>(
     let _ = timeout(config.shutdown_grace, slots.acquire_many(max as u32)).await;
 }
 
-/// Tell a connection over the limit that the server is full, then close it.
-async fn reject_busy(mut stream: TcpStream, config: &ServerConfig) {
-    let body = br#"{"error":"Server is at its connection limit, try again later"}"#;
+const SERVER_FULL: &[u8] = br#"{"error":"Server is at its connection limit, try again later"}"#;
+const PER_IP_FULL: &[u8] =
+    br#"{"error":"Too many connections from your address, try again later"}"#;
+
+/// Tell a connection over a limit why it is refused, then close it.
+async fn reject(mut stream: TcpStream, config: &ServerConfig, status: u16, body: &[u8]) {
     let mut out = bytes::BytesMut::new();
     super::response::encode_head(
         &mut out,
-        503,
+        status,
         &[
             (
                 Bytes::from_static(b"Content-Type"),

@@ -6,9 +6,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use std::net::IpAddr;
+
 use super::HubInner;
+use super::auth::{self, RoomSecrets, same_secret};
 use super::error::{ApiError, msg};
 use super::events::SseStream;
+use super::router::Route;
 use crate::http::sse::encode_event;
 use crate::http::{Body, Request, Response, url};
 use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, ParticipantStatus, now_ms};
@@ -78,26 +82,53 @@ struct CreateRoomBody {
     password: Option<String>,
 }
 
-pub fn create_room(hub: &HubInner, req: &Request) -> Result<Response> {
+/// `POST /rooms`: create a room, protected when a password is given. The answer carries the
+/// `hostToken` (the only time it is ever sent) that deletes the room.
+pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Response> {
+    hub.auth.check_admin(auth::bearer(&req.head), ip)?;
     let body: CreateRoomBody = parse_json(&req.body)?;
     let name = body
         .name
         .filter(|n| !n.trim().is_empty())
         .ok_or(ApiError::bad_request(msg::NAME_REQUIRED))?;
     check_len("name", &name, MAX_ROOM_NAME)?;
-    if body.password.is_some() {
-        // Refuse rather than create an unprotected room the creator believes is protected.
-        return Err(ApiError::new(
-            501,
-            "Password-protected rooms are not supported by this hub yet",
-        ));
-    }
-    let room = hub.state.create_room(name)?;
-    tracing::info!(code = %room.info.code, name = %room.info.name, "room created");
+    let password_hash = match body.password {
+        None => None,
+        Some(p) if p.is_empty() => {
+            return Err(ApiError::bad_request(
+                "password must not be empty (leave it out for an open room)",
+            ));
+        }
+        Some(p) if p.len() > auth::MAX_PASSWORD => {
+            return Err(ApiError::bad_request(format!(
+                "password is too long (at most {} bytes)",
+                auth::MAX_PASSWORD
+            )));
+        }
+        Some(p) => Some(hub.auth.hash(p).await?),
+    };
+    let host_token = super::ids::secret();
+    let secrets = RoomSecrets::new(password_hash, Some(auth::token_hash(&host_token)));
+    let room = hub.state.create_room(name, secrets)?;
+    tracing::info!(code = %room.info.code, name = %room.info.name, protected = room.info.password_protected, "room created");
     Ok(json(
         201,
-        &json!({ "room": room.info, "hostId": room.info.host_id }),
+        &json!({ "room": room.info, "hostId": room.info.host_id, "hostToken": host_token }),
     ))
+}
+
+/// `DELETE /rooms/:code`: for the room's host (`Authorization: Bearer <hostToken>`) or the hub
+/// admin.
+pub fn delete_room(hub: &HubInner, code: &str, req: &Request, ip: IpAddr) -> Result<Response> {
+    let room = hub.state.room(code)?;
+    hub.auth
+        .check_host(&room.secrets, auth::bearer(&req.head), ip)?;
+    let room = hub.state.delete_room(&room.info.code)?;
+    for p in room.participants() {
+        hub.tunnels.drop_participant(&room.info.code, &p.id);
+    }
+    tracing::info!(code = %room.info.code, "room deleted");
+    Ok(json(200, &json!({ "success": true })))
 }
 
 pub fn list_rooms(hub: &HubInner) -> Response {
@@ -112,8 +143,9 @@ struct JoinBody {
     endpoint: Option<String>,
     specs: Option<MachineSpecs>,
     config: Option<GenerationConfig>,
-    #[allow(dead_code)]
-    password: Option<String>,
+    /// Checked before the handler runs (see `authorize`); accepted here so it is not refused.
+    #[serde(rename = "password")]
+    _password: Option<String>,
     /// Serve through reverse tunnels instead of being connected to.
     tunnel: Option<bool>,
 }
@@ -268,7 +300,7 @@ fn last_event_id(req: &Request) -> Option<u64> {
 /// `GET /rooms/:code/events`: the SSE stream.
 pub fn events(hub: &std::sync::Arc<HubInner>, code: &str, req: &Request) -> Result<Response> {
     let room = hub.state.room(code)?;
-    let sub = hub.state.subscribe(&room, last_event_id(req))?;
+    let (sub, slot) = hub.state.subscribe(&room, last_event_id(req))?;
     let client_id = super::ids::uuid_v4();
     let connected = encode_event(
         None,
@@ -278,7 +310,10 @@ pub fn events(hub: &std::sync::Arc<HubInner>, code: &str, req: &Request) -> Resu
     let key = sub.key;
     let unsubscribe = {
         let room = room.clone();
-        move || room.lock().events.unsubscribe(key)
+        move || {
+            room.lock().events.unsubscribe(key);
+            drop(slot);
+        }
     };
     let stream = SseStream::new(connected, sub, hub.config.sse_keepalive, unsubscribe);
     Ok(Response::new(200)
@@ -288,11 +323,6 @@ pub fn events(hub: &std::sync::Arc<HubInner>, code: &str, req: &Request) -> Resu
         .body(Body::Stream(Box::new(stream))))
 }
 
-/// Compare secrets in time independent of where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `GET /rooms/:code/tunnel/:id` with `Upgrade: gambiarra-tunnel`: authenticate the
 /// participant's tunnel secret, answer 101, park the socket.
 pub fn tunnel(
@@ -300,18 +330,22 @@ pub fn tunnel(
     code: &str,
     id: &str,
     req: &Request,
+    ip: IpAddr,
 ) -> Result<Response> {
     use super::tunnel::UPGRADE_TOKEN;
     let room = hub.state.room(code)?;
     let secret = hub.state.tunnel_secret(&room, id)?;
     let offered = req
         .head
-        .header("authorization")
-        .and_then(|v| v.strip_prefix(b"Bearer "))
+        .header(super::tunnel::SECRET_HEADER)
         .map(<[u8]>::trim_ascii);
+    hub.auth.check_not_blocked(ip)?;
     match (secret, offered) {
         (Some(s), Some(o)) if same_secret(s.as_bytes(), o) => {}
-        _ => return Err(ApiError::new(401, "Invalid tunnel secret")),
+        _ => {
+            hub.auth.failed(ip);
+            return Err(ApiError::new(401, "Invalid tunnel secret"));
+        }
     }
     let upgrading = req
         .head
@@ -337,4 +371,57 @@ pub fn tunnel(
                 hub.state.touch(&room, &id);
             }
         }))))
+}
+
+#[derive(Deserialize)]
+struct PasswordOnly {
+    password: Option<String>,
+}
+
+/// The room password a request offers: `Authorization: Bearer`, else (`/events`) a `password`
+/// query parameter, else (join) a `password` field in the body.
+fn offered_password<'r>(route: &Route<'_>, req: &'r Request) -> Option<std::borrow::Cow<'r, [u8]>> {
+    use std::borrow::Cow;
+    if let Some(b) = auth::bearer(&req.head) {
+        return Some(Cow::Borrowed(b));
+    }
+    match route {
+        Route::Events { .. } => {
+            let raw = req.head.query()?.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == "password").then_some(v)
+            })?;
+            let spaced = raw.replace('+', " ");
+            let decoded = super::router::percent_decode(&spaced)?;
+            Some(Cow::Owned(decoded.into_owned().into_bytes()))
+        }
+        Route::Join { .. } => {
+            let body: PasswordOnly = serde_json::from_slice(&req.body).ok()?;
+            body.password.map(|p| Cow::Owned(p.into_bytes()))
+        }
+        _ => None,
+    }
+}
+
+/// Before a room's route runs: the room exists, and the request carries its password if it
+/// is protected (401 "Invalid password" otherwise; 429 once an address has failed too often).
+/// `/metrics` needs the admin token when the hub has one.
+pub async fn authorize(hub: &HubInner, route: &Route<'_>, req: &Request, ip: IpAddr) -> Result<()> {
+    if matches!(route, Route::Metrics) && hub.auth.admin_required() {
+        return hub.auth.check_admin(auth::bearer(&req.head), ip);
+    }
+    let Some(code) = route.room_code() else {
+        return Ok(());
+    };
+    if matches!(route, Route::DeleteRoom { .. }) {
+        return Ok(()); // the host token is checked by the handler
+    }
+    let room = hub.state.room(code)?;
+    if !room.secrets.protected() {
+        return Ok(());
+    }
+    let offered = offered_password(route, req);
+    hub.auth
+        .check_password(&room.secrets, offered.as_deref(), ip)
+        .await
 }

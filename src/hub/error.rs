@@ -19,6 +19,8 @@ pub mod msg {
     pub const PARTICIPANT_ID_REQUIRED: &str = "Participant ID is required";
     pub const NOT_FOUND: &str = "Not found";
     pub const METHOD_NOT_ALLOWED: &str = "Method not allowed";
+    pub const ROOM_REMOVED: &str = "Room was removed by its host";
+    pub const INVALID_PASSWORD: &str = "Invalid password";
 }
 
 /// An error answer.
@@ -26,6 +28,8 @@ pub mod msg {
 pub struct ApiError {
     pub status: u16,
     pub message: Cow<'static, str>,
+    /// Seconds after which trying again may succeed (`Retry-After`), for 429 and 503.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -33,6 +37,35 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many(message: impl Into<Cow<'static, str>>, retry_after_secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(429, message)
+        }
+    }
+
+    /// 401: the room's password is missing or wrong.
+    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(401, message)
+    }
+
+    fn finish(&self, r: Response) -> Response {
+        let r = match self.retry_after {
+            Some(s) => r.header("Retry-After", Bytes::from(s.to_string())),
+            None => r,
+        };
+        if self.status == 401 {
+            r.header(
+                "WWW-Authenticate",
+                Bytes::from_static(b"Bearer realm=\"gambiarra\""),
+            )
+        } else {
+            r
         }
     }
 
@@ -48,9 +81,18 @@ impl ApiError {
         Self::new(503, message)
     }
 
+    /// In the shape of the route it answers: OpenAI's on `/v1`, `{"error"}` elsewhere.
+    pub fn render(self, v1: bool) -> Response {
+        if v1 {
+            self.into_openai_response()
+        } else {
+            self.into_response()
+        }
+    }
+
     /// `{"error": message}`.
     pub fn into_response(self) -> Response {
-        Response::json_error(self.status, &self.message)
+        self.finish(Response::json_error(self.status, &self.message))
     }
 
     /// OpenAI's error shape.
@@ -64,10 +106,10 @@ impl ApiError {
         };
         let code = slug(&self.message);
         let body = json!({ "error": { "message": self.message, "type": kind, "code": code } });
-        Response::json(
+        self.finish(Response::json(
             self.status,
             Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        )
+        ))
     }
 }
 

@@ -8,7 +8,7 @@ pub const CODE_LEN: usize = 6;
 pub const ROOM_ID_LEN: usize = 21;
 const ID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
     // The OS random source failing is not something the hub can recover from or work around;
     // fall back to time-derived bytes rather than abort (ids need uniqueness, not secrecy).

@@ -15,7 +15,7 @@ use super::state::State;
 use crate::types::ParticipantStatus;
 
 /// Route labels, in the order of [`route_index`].
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 16] = [
     "health",
     "create_room",
     "list_rooms",
@@ -31,6 +31,7 @@ pub const ROUTES: [&str; 15] = [
     "preflight",
     "method_not_allowed",
     "not_found",
+    "delete_room",
 ];
 
 /// The status codes counted one by one; any other lands in the last slot as "other".

@@ -15,10 +15,12 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod connector;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod persist;
 pub mod proxy;
@@ -55,6 +57,13 @@ pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 pub const DEFAULT_MAX_PARTICIPANTS: usize = 1_000;
 /// Default most event subscribers on one room.
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 1_000;
+/// Default most event subscribers on the whole hub.
+pub const DEFAULT_MAX_SUBSCRIBERS_TOTAL: usize = 10_000;
+/// Default sustained rate of control-route requests (everything but `/v1` and tunnels) per
+/// client address, per second…
+pub const DEFAULT_CONTROL_RATE: f64 = 50.0;
+/// …and the burst allowed above it.
+pub const DEFAULT_CONTROL_BURST: u32 = 200;
 
 /// Everything a hub can be told at start. `Default` gives the production values.
 #[derive(Clone, Debug)]
@@ -68,6 +77,14 @@ pub struct HubConfig {
     pub max_rooms: usize,
     pub max_participants_per_room: usize,
     pub max_subscribers_per_room: usize,
+    /// Event subscribers across all rooms.
+    pub max_subscribers: usize,
+    /// Control-route requests per second per client address (0: unlimited), and the burst.
+    pub control_rate: f64,
+    pub control_burst: u32,
+    /// When set, creating and deleting rooms and reading `/metrics` need
+    /// `Authorization: Bearer <admin token>`.
+    pub admin_token: Option<String>,
     /// Events kept per room for `Last-Event-ID` replay.
     pub event_ring: usize,
     /// Events a subscriber may have queued before it is evicted.
@@ -104,6 +121,10 @@ impl Default for HubConfig {
             max_rooms: DEFAULT_MAX_ROOMS,
             max_participants_per_room: DEFAULT_MAX_PARTICIPANTS,
             max_subscribers_per_room: DEFAULT_MAX_SUBSCRIBERS,
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS_TOTAL,
+            control_rate: DEFAULT_CONTROL_RATE,
+            control_burst: DEFAULT_CONTROL_BURST,
+            admin_token: None,
             event_ring: events::EVENT_RING,
             subscriber_queue: events::SUBSCRIBER_QUEUE,
             sse_keepalive: events::SSE_KEEPALIVE,
@@ -127,6 +148,9 @@ pub struct HubInner {
     pub connector: connector::Connector,
     pub tunnels: tunnel::Tunnels,
     pub metrics: metrics::Metrics,
+    pub auth: auth::Auth,
+    /// Control-route requests per client address.
+    pub control_rate: limits::RateLimiter,
 }
 
 /// The HTTP face of the hub.
@@ -141,7 +165,7 @@ impl Handler for Service {
         }
     }
 
-    async fn handle(&self, req: Request, _peer: &Peer) -> Response {
+    async fn handle(&self, req: Request, peer: &Peer) -> Response {
         // Timing costs a clock read; only when the per-request log line will be written.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let _in_flight = self.0.metrics.start();
@@ -151,9 +175,17 @@ impl Handler for Service {
         } else {
             route.label()
         };
-        let resp = match route {
-            Route::Proxy { code, kind } => proxy::handle(&self.0, code, kind, &req).await,
-            route => self.dispatch(&req, route),
+        let ip = peer.addr.ip();
+        let v1 = route.is_v1();
+        let resp = match self.admit(&req, &route, ip).await {
+            Err(e) => e.render(v1),
+            Ok(()) => match route {
+                Route::Proxy { code, kind } => proxy::handle(&self.0, code, kind, &req).await,
+                Route::CreateRoom => api::create_room(&self.0, &req, ip)
+                    .await
+                    .unwrap_or_else(ApiError::into_response),
+                route => self.dispatch(&req, route, ip),
+            },
         };
         self.0.metrics.request(label, resp.status);
         tracing::debug!(
@@ -168,8 +200,32 @@ impl Handler for Service {
 }
 
 impl Service {
-    /// Answer a non-proxy request, already routed by `handle`.
-    fn dispatch(&self, req: &Request, route: Route<'_>) -> Response {
+    /// Let a request through to its handler: within its address's control-route rate (not
+    /// `/v1` or tunnels: those are the product, bounded by connections), and, inside a
+    /// protected room, with the room's password.
+    async fn admit(
+        &self,
+        req: &Request,
+        route: &Route<'_>,
+        ip: std::net::IpAddr,
+    ) -> Result<(), ApiError> {
+        if req.head.method == http::Method::Options {
+            return Ok(());
+        }
+        if !route.is_v1()
+            && !matches!(route, Route::Tunnel { .. })
+            && let Err(wait) = self.0.control_rate.take(ip)
+        {
+            return Err(ApiError::too_many(
+                "Too many requests from your address, slow down",
+                limits::retry_secs(wait),
+            ));
+        }
+        api::authorize(&self.0, route, req, ip).await
+    }
+
+    /// Answer a non-proxy request, already routed and admitted by `handle`.
+    fn dispatch(&self, req: &Request, route: Route<'_>, ip: std::net::IpAddr) -> Response {
         let hub = &self.0;
         if req.head.method == http::Method::Options {
             return Response::new(204)
@@ -201,14 +257,16 @@ impl Service {
                             .load(std::sync::atomic::Ordering::Relaxed),
                     ),
                 )))),
-            Route::CreateRoom => api::create_room(hub, req),
+            // Handled (asynchronously: the password is hashed) in `handle`.
+            Route::CreateRoom => Err(ApiError::not_found(msg::NOT_FOUND)),
+            Route::DeleteRoom { code } => api::delete_room(hub, code, req, ip),
             Route::ListRooms => Ok(api::list_rooms(hub)),
             Route::Join { code } => api::join(hub, code, req),
             Route::Leave { code, id } => api::leave(hub, code, &id),
             Route::HealthCheck { code } => api::health_check(hub, code, req),
             Route::Participants { code } => api::participants(hub, code),
             Route::Events { code } => api::events(hub, code, req),
-            Route::Tunnel { code, id } => api::tunnel(hub, code, &id, req),
+            Route::Tunnel { code, id } => api::tunnel(hub, code, &id, req, ip),
             Route::Models { code } => api::models(hub, code),
             // Handled (asynchronously) in `handle`.
             Route::Proxy { .. } => Err(ApiError::not_found(msg::NOT_FOUND)),
@@ -271,6 +329,7 @@ impl Hub {
                     max_rooms: config.max_rooms,
                     max_participants_per_room: config.max_participants_per_room,
                     max_subscribers_per_room: config.max_subscribers_per_room,
+                    max_subscribers: config.max_subscribers,
                     event_ring: config.event_ring,
                     subscriber_queue: config.subscriber_queue,
                 },
@@ -284,6 +343,8 @@ impl Hub {
             ),
             tunnels: tunnel::Tunnels::default(),
             metrics: metrics::Metrics::default(),
+            auth: auth::Auth::new(config.admin_token.clone()),
+            control_rate: limits::RateLimiter::new(config.control_rate, config.control_burst),
             config,
         });
         let restored = inner.state.restore()?;

@@ -21,7 +21,21 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Serialize, Deserialize)]
 struct Saved {
     version: u32,
-    rooms: Vec<RoomInfo>,
+    rooms: Vec<SavedRoom>,
+}
+
+/// A room as saved: its public info and the hashes of its secrets (never the secrets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedRoom {
+    #[serde(flatten)]
+    pub info: RoomInfo,
+    /// Argon2id PHC string of the room password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// BLAKE2b-256 of the host token, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_token_hash: Option<String>,
 }
 
 /// Where rooms are kept.
@@ -49,7 +63,7 @@ impl Store {
     }
 
     /// The saved rooms; none if the file does not exist yet.
-    pub fn load(&self) -> io::Result<Vec<RoomInfo>> {
+    pub fn load(&self) -> io::Result<Vec<SavedRoom>> {
         let data = match fs::read(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -76,7 +90,7 @@ impl Store {
 
     /// Save atomically. `snapshot` is called with the save lock held, so the state written is
     /// the newest one.
-    pub fn save(&self, snapshot: impl FnOnce() -> Vec<RoomInfo>) -> io::Result<()> {
+    pub fn save(&self, snapshot: impl FnOnce() -> Vec<SavedRoom>) -> io::Result<()> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let saved = Saved {
             version: FORMAT_VERSION,
@@ -104,13 +118,18 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn room(code: &str) -> RoomInfo {
-        RoomInfo {
-            id: format!("id-{code}"),
-            code: code.into(),
-            name: "n".into(),
-            host_id: "h".into(),
-            created_at: 1,
+    fn room(code: &str) -> SavedRoom {
+        SavedRoom {
+            info: RoomInfo {
+                id: format!("id-{code}"),
+                code: code.into(),
+                name: "n".into(),
+                host_id: "h".into(),
+                created_at: 1,
+                password_protected: code == "BBBBBB",
+            },
+            password_hash: (code == "BBBBBB").then(|| "$argon2id$v=19$...".into()),
+            host_token_hash: Some("ab".repeat(32)),
         }
     }
 

@@ -7,6 +7,7 @@
 //! | GET    | /health                                | Health           |
 //! | POST   | /rooms                                 | CreateRoom       |
 //! | GET    | /rooms                                 | ListRooms        |
+//! | DELETE | /rooms/:code                           | DeleteRoom       |
 //! | POST   | /rooms/:code/join                      | Join             |
 //! | DELETE | /rooms/:code/leave/:id                 | Leave            |
 //! | POST   | /rooms/:code/health                    | HealthCheck      |
@@ -48,6 +49,9 @@ pub enum Route<'a> {
     Metrics,
     CreateRoom,
     ListRooms,
+    DeleteRoom {
+        code: &'a str,
+    },
     Join {
         code: &'a str,
     },
@@ -100,6 +104,23 @@ impl Route<'_> {
             Route::Metrics => 11,
             Route::MethodNotAllowed { .. } => 13,
             Route::NotFound => 14,
+            Route::DeleteRoom { .. } => 15,
+        }
+    }
+
+    /// The room a route is about, for the ones inside a room.
+    pub fn room_code(&self) -> Option<&str> {
+        match self {
+            Route::DeleteRoom { code }
+            | Route::Join { code }
+            | Route::Leave { code, .. }
+            | Route::HealthCheck { code }
+            | Route::Participants { code }
+            | Route::Events { code }
+            | Route::Tunnel { code, .. }
+            | Route::Models { code }
+            | Route::Proxy { code, .. } => Some(code),
+            _ => None,
         }
     }
 
@@ -140,6 +161,7 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
             Get => Route::ListRooms,
             _ => Route::MethodNotAllowed { allow: "GET, POST" },
         },
+        ["rooms", code] => gate(method, Delete, "DELETE", Route::DeleteRoom { code }),
         ["rooms", code, "join"] => gate(method, Post, "POST", Route::Join { code }),
         ["rooms", code, "leave", id] => match percent_decode(id) {
             Some(id) => gate(method, Delete, "DELETE", Route::Leave { code, id }),

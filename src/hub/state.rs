@@ -5,16 +5,18 @@
 //! the event announcing it happen under the same lock, so subscribers see events in the order
 //! the changes happened. No lock is ever held across an `.await`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde::Serialize;
 
+use super::auth::RoomSecrets;
 use super::connector::Target;
 use super::error::{ApiError, msg};
 use super::events::{EventLog, Subscription};
 use super::ids;
+use super::persist::SavedRoom;
 use super::rewrite::Defaults;
 use crate::types::{ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, now_ms};
 
@@ -24,6 +26,8 @@ pub struct Limits {
     pub max_rooms: usize,
     pub max_participants_per_room: usize,
     pub max_subscribers_per_room: usize,
+    /// Event subscribers across all rooms.
+    pub max_subscribers: usize,
     pub event_ring: usize,
     pub subscriber_queue: usize,
 }
@@ -89,6 +93,8 @@ impl RoomInner {
 /// A room.
 pub struct Room {
     pub info: RoomInfo,
+    /// Password hash and host-token hash; never listed or broadcast.
+    pub secrets: RoomSecrets,
     inner: Mutex<RoomInner>,
 }
 
@@ -112,6 +118,15 @@ impl Room {
 #[serde(rename_all = "camelCase")]
 struct ParticipantRef<'a> {
     participant_id: &'a str,
+}
+
+/// One event subscriber counted against the hub-wide bound; dropping it frees the place.
+pub struct SubscriberSlot(Arc<AtomicUsize>);
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Outcome of a health check.
@@ -180,12 +195,20 @@ pub enum SelectError {
     Exhausted,
 }
 
+/// Codes of deleted rooms remembered, so their participants and clients hear "removed" (410)
+/// rather than "not found".
+pub const REMOVED_REMEMBERED: usize = 1024;
+
 /// All rooms.
 pub struct State {
     rooms: RwLock<HashMap<String, Arc<Room>>>,
+    /// Codes of recently deleted rooms, oldest first.
+    removed: Mutex<VecDeque<String>>,
     pub limits: Limits,
     /// Set at shutdown: no new event streams.
     closed: AtomicBool,
+    /// Event subscribers across all rooms (each holds a [`SubscriberSlot`]).
+    subscribers: Arc<AtomicUsize>,
     /// Where rooms are saved (`--state`), if anywhere.
     store: Option<super::persist::Store>,
 }
@@ -194,8 +217,10 @@ impl State {
     pub fn new(limits: Limits, store: Option<super::persist::Store>) -> Self {
         State {
             rooms: RwLock::new(HashMap::new()),
+            removed: Mutex::new(VecDeque::new()),
             limits,
             closed: AtomicBool::new(false),
+            subscribers: Arc::new(AtomicUsize::new(0)),
             store,
         }
     }
@@ -207,14 +232,19 @@ impl State {
     /// Look a room up by code, case-insensitively.
     pub fn room(&self, code: &str) -> Result<Arc<Room>, ApiError> {
         let code = ids::normalize_code(code).ok_or(ApiError::not_found(msg::ROOM_NOT_FOUND))?;
-        self.rooms()
-            .get(&code)
-            .cloned()
-            .ok_or(ApiError::not_found(msg::ROOM_NOT_FOUND))
+        if let Some(room) = self.rooms().get(&code) {
+            return Ok(room.clone());
+        }
+        let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        Err(if removed.contains(&code) {
+            ApiError::new(410, msg::ROOM_REMOVED)
+        } else {
+            ApiError::not_found(msg::ROOM_NOT_FOUND)
+        })
     }
 
     /// Create a room and announce it to every subscriber of every room.
-    pub fn create_room(&self, name: String) -> Result<Arc<Room>, ApiError> {
+    pub fn create_room(&self, name: String, secrets: RoomSecrets) -> Result<Arc<Room>, ApiError> {
         let now = now_ms();
         let room = {
             let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
@@ -227,19 +257,23 @@ impl State {
                     break c;
                 }
             };
-            let room = self.new_room(RoomInfo {
-                id: ids::room_id(),
-                code: code.clone(),
-                name,
-                host_id: ids::uuid_v4(),
-                created_at: now,
-            });
+            let room = self.new_room(
+                RoomInfo {
+                    id: ids::room_id(),
+                    code: code.clone(),
+                    name,
+                    host_id: ids::uuid_v4(),
+                    created_at: now,
+                    password_protected: secrets.protected(),
+                },
+                secrets,
+            );
             rooms.insert(code, room.clone());
             room
         };
         // Durable before it is announced or acknowledged (with --state).
         if let Some(store) = &self.store
-            && let Err(e) = store.save(|| self.room_infos())
+            && let Err(e) = store.save(|| self.saved_rooms())
         {
             self.rooms
                 .write()
@@ -257,11 +291,56 @@ impl State {
         Ok(room)
     }
 
-    fn new_room(&self, info: RoomInfo) -> Arc<Room> {
+    /// Delete a room: it is gone at once (saved first, with `--state`), `room:deleted` goes to
+    /// every room's subscribers, and its own event streams end. Requests already being proxied
+    /// finish; its participants hear 410 at their next health check.
+    pub fn delete_room(&self, code: &str) -> Result<Arc<Room>, ApiError> {
+        let room = self.room(code)?;
+        let code = room.info.code.clone();
+        self.rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&code);
+        if let Some(store) = &self.store
+            && let Err(e) = store.save(|| self.saved_rooms())
+        {
+            self.rooms
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(code, room);
+            tracing::error!("cannot save {}: {e}", store.path().display());
+            return Err(ApiError::new(
+                500,
+                format!("Could not save the change: {e}"),
+            ));
+        }
+        {
+            let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+            if removed.len() >= REMOVED_REMEMBERED {
+                removed.pop_front();
+            }
+            removed.push_back(code.clone());
+        }
+        let json = serde_json::to_vec(&serde_json::json!({
+            "roomId": room.info.id,
+            "code": code,
+        }))
+        .unwrap_or_default();
+        for other in self.all_rooms() {
+            other.lock().events.publish("room:deleted", &json);
+        }
+        let mut inner = room.lock();
+        inner.events.publish("room:deleted", &json);
+        inner.events.close_all();
+        Ok(room.clone())
+    }
+
+    fn new_room(&self, info: RoomInfo, secrets: RoomSecrets) -> Arc<Room> {
         // Event ids start from now: ids a client saw before a restart are recognised as foreign.
         let base = now_ms().saturating_mul(1000);
         Arc::new(Room {
             info,
+            secrets,
             inner: Mutex::new(RoomInner {
                 participants: Vec::new(),
                 events: EventLog::new(base, self.limits.event_ring),
@@ -271,8 +350,15 @@ impl State {
     }
 
     /// The rooms as saved: everything but participants.
-    pub fn room_infos(&self) -> Vec<RoomInfo> {
-        self.all_rooms().iter().map(|r| r.info.clone()).collect()
+    pub fn saved_rooms(&self) -> Vec<SavedRoom> {
+        self.all_rooms()
+            .iter()
+            .map(|r| SavedRoom {
+                info: r.info.clone(),
+                password_hash: r.secrets.password_hash.clone(),
+                host_token_hash: r.secrets.host_token_hash.clone(),
+            })
+            .collect()
     }
 
     /// Load the saved rooms (at start, with `--state`). Returns how many.
@@ -282,10 +368,12 @@ impl State {
         };
         let saved = store.load()?;
         let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-        for info in saved {
+        for saved in saved {
+            let mut info = saved.info;
+            info.password_protected = saved.password_hash.is_some();
             let code = info.code.clone();
-            let room = self.new_room(info);
-            rooms.insert(code, room);
+            let secrets = RoomSecrets::new(saved.password_hash, saved.host_token_hash);
+            rooms.insert(code, self.new_room(info, secrets));
         }
         Ok(rooms.len())
     }
@@ -307,6 +395,7 @@ impl State {
                 host_id: r.info.host_id.clone(),
                 created_at: r.info.created_at,
                 participant_count: r.lock().participants.len(),
+                password_protected: r.info.password_protected,
             })
             .collect()
     }
@@ -519,8 +608,13 @@ impl State {
         }
     }
 
-    /// Subscribe to a room's events, within the per-room subscriber bound.
-    pub fn subscribe(&self, room: &Room, last_id: Option<u64>) -> Result<Subscription, ApiError> {
+    /// Subscribe to a room's events, within the per-room and hub-wide subscriber bounds. The
+    /// slot counts against the hub-wide bound until it is dropped (with the stream).
+    pub fn subscribe(
+        &self,
+        room: &Room,
+        last_id: Option<u64>,
+    ) -> Result<(Subscription, SubscriberSlot), ApiError> {
         let mut inner = room.lock();
         // Checked under the room lock, which `close_all_streams` takes after setting the flag:
         // no stream can slip in after the close.
@@ -532,9 +626,22 @@ impl State {
                 "Too many event subscribers for this room",
             ));
         }
-        Ok(inner
+        let taken = self.subscribers.fetch_add(1, Ordering::SeqCst);
+        let slot = SubscriberSlot(self.subscribers.clone());
+        if taken >= self.limits.max_subscribers {
+            return Err(ApiError::unavailable(
+                "Too many event subscribers on this hub",
+            ));
+        }
+        let sub = inner
             .events
-            .subscribe(last_id, self.limits.subscriber_queue))
+            .subscribe(last_id, self.limits.subscriber_queue);
+        Ok((sub, slot))
+    }
+
+    /// Event subscribers across all rooms.
+    pub fn subscriber_total(&self) -> usize {
+        self.subscribers.load(Ordering::SeqCst)
     }
 
     /// End every event stream (shutdown).

@@ -21,6 +21,9 @@ use tokio::sync::Notify;
 
 use crate::http::Upgraded;
 
+/// The header a tunnel opening carries its participant's tunnel secret in (`Authorization` is
+/// the room password's, as on every route of a room).
+pub const SECRET_HEADER: &str = "gambiarra-tunnel-secret";
 /// The `Upgrade` token of the tunnel handshake.
 pub const UPGRADE_TOKEN: &str = "gambiarra-tunnel";
 /// Most sockets parked per participant (an agent keeps at most 64); more are closed.

@@ -80,6 +80,30 @@ impl Conn {
 
     /// A connection whose receive buffer is fixed small (no autotuning): it fills quickly when
     /// the test stops reading.
+    /// A connection from another loopback address (127.0.0.0/8 is all local on Linux), to
+    /// show that per-address limits leave other clients alone.
+    pub async fn open_from(addr: SocketAddr, source: [u8; 4]) -> Conn {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from((source, 0))).unwrap();
+        Conn {
+            stream: sock.connect(addr).await.expect("connect"),
+            buf: Vec::new(),
+        }
+    }
+
+    /// A request with extra header lines (each ending in `\r\n`).
+    pub async fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &str,
+    ) -> Resp {
+        let req = build(method, path, body, extra);
+        self.send(&req).await;
+        self.read_response().await.expect("response")
+    }
+
     pub async fn open_small_rcvbuf(addr: SocketAddr) -> Conn {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
@@ -353,4 +377,16 @@ impl Sse {
             }
         }
     }
+}
+
+/// One request with extra header lines on a fresh connection.
+pub async fn req_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    extra: &str,
+) -> Resp {
+    let mut c = Conn::open(addr).await;
+    c.request_with(method, path, body.as_ref(), extra).await
 }

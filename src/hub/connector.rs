@@ -337,6 +337,21 @@ impl Connector {
         }
     }
 
+    /// Close pooled connections idle past the idle timeout, and forget endpoints with none
+    /// (the sweeper calls this, so a participant that left does not keep sockets open).
+    /// Returns how many were closed.
+    pub fn prune_idle(&self) -> usize {
+        let mut pool = self.pool();
+        let mut closed = 0;
+        pool.retain(|_, list| {
+            let before = list.len();
+            list.retain(|(_, since)| since.elapsed() < self.idle_timeout);
+            closed += before - list.len();
+            !list.is_empty()
+        });
+        closed
+    }
+
     /// Idle connections currently pooled for `target_key` (tests, metrics).
     pub fn idle_count(&self, target_key: &str) -> usize {
         self.pool().get(target_key).map_or(0, Vec::len)
@@ -346,6 +361,23 @@ impl Connector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn idle_connections_past_their_timeout_are_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let c = Connector::new(CONNECT_TIMEOUT, 8, Duration::from_millis(50), &[]);
+        let conn = TcpStream::connect(addr).await.unwrap();
+        let (mut server_side, _) = listener.accept().await.unwrap();
+        c.put_idle("ep", Upstream::Tcp(conn));
+        assert_eq!((c.prune_idle(), c.idle_count("ep")), (0, 1));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!((c.prune_idle(), c.idle_count("ep")), (1, 0));
+        assert!(c.pool().is_empty(), "the endpoint is forgotten");
+        // The participant's side sees the close.
+        use tokio::io::AsyncReadExt;
+        assert_eq!(server_side.read(&mut [0u8; 8]).await.unwrap(), 0);
+    }
 
     #[test]
     fn endpoint_normalisation() {

@@ -1,4 +1,5 @@
-//! The health sweeper: a timer that marks silent participants offline (announced once) — the
+//! The health sweeper: a timer that marks silent participants offline (announced once) and
+//! closes pooled upstream connections idle past their timeout — the
 //! way back online is a health check, handled in `state`.
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub async fn run(hub: Arc<HubInner>, mut shutdown: watch::Receiver<bool>) {
                 if n > 0 {
                     tracing::info!(count = n, "participants went offline");
                 }
+                hub.connector.prune_idle();
             }
             _ = crate::http::server::shutdown_signalled(&mut shutdown) => break,
         }

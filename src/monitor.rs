@@ -141,6 +141,7 @@ pub fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Option<Strin
         HubEvent::Connected { .. } => "connected to the hub".into(),
         HubEvent::Disconnected { error } => format!("disconnected ({error}); reconnecting"),
         HubEvent::RoomCreated(r) => format!("room created: {} ({})", r.name, r.code),
+        HubEvent::RoomDeleted { code, .. } => format!("room {code} was deleted by its host"),
         HubEvent::ParticipantJoined(p) => {
             format!("{} joined with {} at {}", p.nickname, p.model, p.endpoint)
         }

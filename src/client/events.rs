@@ -32,6 +32,11 @@ pub enum HubEvent {
         client_id: String,
     },
     RoomCreated(RoomInfo),
+    /// A room was deleted by its host (when it is this stream's room, the stream ends).
+    RoomDeleted {
+        room_id: String,
+        code: String,
+    },
     ParticipantJoined(Box<ParticipantInfo>),
     ParticipantLeft {
         participant_id: String,
@@ -68,6 +73,13 @@ pub enum HubEvent {
         event: String,
         data: String,
     },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Deleted {
+    room_id: String,
+    code: String,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +132,10 @@ impl HubEvent {
                 client_id: d.client_id,
             }),
             "room:created" => p(data).map(HubEvent::RoomCreated),
+            "room:deleted" => p::<Deleted>(data).map(|d| HubEvent::RoomDeleted {
+                room_id: d.room_id,
+                code: d.code,
+            }),
             "participant:joined" => p(data).map(|p| HubEvent::ParticipantJoined(Box::new(p))),
             "participant:left" => p::<Pid>(data).map(|d| HubEvent::ParticipantLeft {
                 participant_id: d.participant_id,

@@ -5,8 +5,10 @@
 
 The room's OpenAI base URL is http://HUB/rooms/CODE/v1. `model` picks who answers:
 "*" (anyone), a participant id, "model:llama3" (anyone serving that model) or "llama3".
-The API key is unused unless the room has a password (then it is the password).
+The API key is unused unless the room has a password: then it is the password (here taken
+from $GAMBIARRA_PASSWORD).
 """
+import os
 import sys
 
 import openai
@@ -16,7 +18,8 @@ from openai import OpenAI
 def main() -> int:
     hub, code = sys.argv[1].rstrip("/"), sys.argv[2]
     model = sys.argv[3] if len(sys.argv) > 3 else "*"
-    client = OpenAI(base_url=f"{hub}/rooms/{code}/v1", api_key="unused")
+    api_key = os.environ.get("GAMBIARRA_PASSWORD") or "unused"
+    client = OpenAI(base_url=f"{hub}/rooms/{code}/v1", api_key=api_key)
 
     # Who can answer: one "model" per participant.
     models = client.models.list()

@@ -5,12 +5,14 @@
 //
 // The room's OpenAI base URL is http://HUB/rooms/CODE/v1. The model id picks who answers:
 // "*" (anyone), a participant id, "model:llama3" (anyone serving that model) or "llama3".
+// A protected room's password is the API key (here from $GAMBIARRA_PASSWORD).
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { generateText, streamText } from "ai";
 
 const [hub, code, model = "*"] = process.argv.slice(2);
 const baseURL = `${hub.replace(/\/$/, "")}/rooms/${code}/v1`;
-const gambiarra = createOpenAICompatible({ name: "gambiarra", baseURL });
+const apiKey = process.env.GAMBIARRA_PASSWORD || "unused";
+const gambiarra = createOpenAICompatible({ name: "gambiarra", baseURL, apiKey });
 
 function check(cond, msg) {
   if (!cond) {
@@ -20,7 +22,9 @@ function check(cond, msg) {
 }
 
 // Who can answer (the AI SDK has no model listing; it is plain OpenAI JSON).
-const models = await (await fetch(`${baseURL}/models`)).json();
+const models = await (
+  await fetch(`${baseURL}/models`, { headers: { Authorization: `Bearer ${apiKey}` } })
+).json();
 for (const m of models.data) console.log(`participant ${m.id} serves ${m.gambiarra.model}`);
 check(models.data.length > 0, "the room has no online participant");
 

@@ -197,3 +197,21 @@ pub fn response(data: &[u8]) {
     let mut cx = Context::from_waker(Waker::noop());
     assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(())));
 }
+
+/// The mDNS answer decoder (discovery reads whatever the LAN sends): never panics, and what it
+/// decodes stays within the packet's bounds on names.
+pub fn mdns(data: &[u8]) {
+    use crate::mdns::packet::{MAX_NAME, RData, parse};
+    if let Ok(m) = parse(data) {
+        for r in &m.records {
+            assert!(
+                r.name.len() <= MAX_NAME * 3,
+                "lossy UTF-8 at most triples a name"
+            );
+            if let RData::Ptr(n) | RData::Srv { target: n, .. } = &r.data {
+                assert!(n.len() <= MAX_NAME * 3);
+            }
+        }
+        let _ = crate::mdns::hubs_in(&m, std::net::IpAddr::from([127, 0, 0, 1]));
+    }
+}

@@ -15,6 +15,7 @@ pub mod client;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod mdns;
 pub mod mock;
 pub mod monitor;
 pub mod types;

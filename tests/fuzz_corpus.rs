@@ -49,3 +49,8 @@ fn tokens_corpus() {
 fn response_corpus() {
     replay("response", gambiarra::fuzzing::response);
 }
+
+#[test]
+fn mdns_corpus() {
+    replay("mdns", gambiarra::fuzzing::mdns);
+}

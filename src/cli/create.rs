@@ -23,7 +23,8 @@ pub struct CreateArgs {
     /// (default: $GAMBIARRA_ADMIN_TOKEN)
     #[argh(option)]
     pub admin_token: Option<String>,
-    /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
+    /// hub URL (default: $GAMBIARRA_HUB, else the one hub discovered on the LAN, else
+    /// http://localhost:3000)
     #[argh(option)]
     pub hub: Option<String>,
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate

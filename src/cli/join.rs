@@ -40,7 +40,8 @@ pub struct JoinArgs {
     /// password of a protected room (default: $GAMBIARRA_PASSWORD)
     #[argh(option)]
     pub password: Option<String>,
-    /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
+    /// hub URL (default: $GAMBIARRA_HUB, else the one hub discovered on the LAN, else
+    /// http://localhost:3000)
     #[argh(option)]
     pub hub: Option<String>,
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate

@@ -14,7 +14,8 @@ use crate::types::now_ms;
     example = "  $ gambiarra list\n  $ gambiarra list --hub http://192.168.1.10:3000 --json"
 )]
 pub struct ListArgs {
-    /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
+    /// hub URL (default: $GAMBIARRA_HUB, else the one hub discovered on the LAN, else
+    /// http://localhost:3000)
     #[argh(option)]
     pub hub: Option<String>,
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod create;
 pub mod delete;
+pub mod discover;
 pub mod join;
 pub mod list;
 pub mod mock_llm;
@@ -39,6 +40,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     Create(create::CreateArgs),
     Delete(delete::DeleteArgs),
+    Discover(discover::DiscoverArgs),
     List(list::ListArgs),
     Join(join::JoinArgs),
     Monitor(monitor::MonitorArgs),
@@ -56,6 +58,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Create(args)) => create::run(args),
         Some(Command::Delete(args)) => delete::run(args),
+        Some(Command::Discover(args)) => discover::run(args),
         Some(Command::List(args)) => list::run(args),
         Some(Command::Join(args)) => join::run(args),
         Some(Command::Monitor(args)) => monitor::run(args),
@@ -83,10 +86,7 @@ pub fn init_logging(level: tracing::Level) {
 
 /// The hub URL: `--hub`, else `GAMBIARRA_HUB`, else `http://localhost:3000`.
 pub fn hub_url(flag: Option<String>) -> String {
-    flag.or_else(|| std::env::var("GAMBIARRA_HUB").ok())
-        .unwrap_or_else(|| "http://localhost:3000".to_string())
-        .trim_end_matches('/')
-        .to_string()
+    given_hub(flag).unwrap_or_else(|| DEFAULT_HUB.to_string())
 }
 
 /// A secret from its flag, else from the environment variable `env` (which keeps it out of
@@ -96,23 +96,63 @@ pub fn secret_or_env(flag: Option<String>, env: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Where a hub is when nothing says and none is discovered.
+pub const DEFAULT_HUB: &str = "http://localhost:3000";
+
+/// `--hub`, else `GAMBIARRA_HUB`, trimmed; `None` when neither is set.
+fn given_hub(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| std::env::var("GAMBIARRA_HUB").ok())
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+}
+
+/// The hub when none was given: the one hub mDNS finds on the LAN (said on stderr), an error
+/// when there are several, else localhost.
+fn discovered_hub(command: &str, rt: &tokio::runtime::Runtime) -> Result<String, ExitCode> {
+    let found = rt
+        .block_on(crate::mdns::browse(crate::mdns::BROWSE_WAIT))
+        .unwrap_or_default();
+    match found.as_slice() {
+        [] => Ok(DEFAULT_HUB.to_string()),
+        [one] => {
+            eprintln!(
+                "Using the hub found on this network: {} ({})",
+                one.url(),
+                one.instance
+            );
+            Ok(one.url())
+        }
+        several => {
+            eprintln!("gambiarra {command}: several hubs on this network; choose one with --hub:");
+            for h in several {
+                eprintln!("  --hub {}    ({})", h.url(), h.instance);
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// What every command that talks to a hub starts with: a client for `--hub` (else
-/// `GAMBIARRA_HUB`, else localhost) and a small runtime. `Err` is the exit code, after the
-/// reason was printed as `gambiarra <command>: …`.
+/// `GAMBIARRA_HUB`, else the one hub discovered on the LAN, else localhost) and a small
+/// runtime. `Err` is the exit code, after the reason was printed as `gambiarra <command>: …`.
 pub fn hub_session(
     command: &str,
     hub: Option<String>,
     ca: &[String],
 ) -> Result<(crate::client::HubClient, tokio::runtime::Runtime), ExitCode> {
-    let url = hub_url(hub);
     let fail = |e: String| {
         eprintln!("gambiarra {command}: {e}");
         ExitCode::from(2)
     };
     let roots = load_certs(ca, "--ca").map_err(fail)?;
+    let rt = runtime_with(Some(1))?;
+    let url = match given_hub(hub) {
+        Some(url) => url,
+        None => discovered_hub(command, &rt)?,
+    };
     let client =
         crate::client::HubClient::with_roots(&url, &roots).map_err(|e| fail(e.to_string()))?;
-    Ok((client, runtime_with(Some(1))?))
+    Ok((client, rt))
 }
 
 /// PEM certificates from files (for `--ca`, `--upstream-ca`, `--tls-cert`).

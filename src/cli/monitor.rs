@@ -21,7 +21,8 @@ use crate::types::now_ms;
     note = "Without --room, --plain watches every room on the hub and the terminal UI offers a room picker."
 )]
 pub struct MonitorArgs {
-    /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
+    /// hub URL (default: $GAMBIARRA_HUB, else the one hub discovered on the LAN, else
+    /// http://localhost:3000)
     #[argh(option)]
     pub hub: Option<String>,
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate

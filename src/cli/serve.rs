@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// save rooms to this file on every change and load them at start (default: in memory)
     #[argh(option)]
     pub state: Option<String>,
+    /// advertise the hub on the LAN with mDNS as gambiarra-hub-PORT._gambiarra._tcp.local,
+    /// so `gambiarra discover` and commands without --hub find it
+    #[argh(switch)]
+    pub mdns: bool,
     /// PEM file of extra CA certificates to trust for https:// participant endpoints
     /// (e.g. a participant's self-signed certificate); repeatable
     #[argh(option)]
@@ -211,6 +215,38 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 println!("  (all interfaces: other machines use this machine's address)");
             }
         }
+        #[cfg(feature = "mdns")]
+        let advertised = if args.mdns {
+            match crate::mdns::Advertisement::start(bound.port(), args.tls_cert.is_some()) {
+                Ok(ad) => {
+                    if bound.ip().is_loopback() {
+                        eprintln!(
+                            "gambiarra serve: advertising a hub that listens on {bound} only: \
+                             other machines will see it but cannot connect (use --host 0.0.0.0)"
+                        );
+                    }
+                    if !args.quiet {
+                        println!("  mDNS:         {}", ad.name);
+                        println!(
+                            "                {scheme}://{}:{}",
+                            crate::mdns::local_hostname(),
+                            bound.port()
+                        );
+                    }
+                    Some(ad)
+                }
+                Err(e) => {
+                    eprintln!("gambiarra serve: cannot advertise with mDNS: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        #[cfg(not(feature = "mdns"))]
+        if args.mdns {
+            eprintln!("gambiarra serve: this build has no mDNS (feature `mdns`); not advertising");
+        }
         tracing::info!(%bound, "hub started");
         let handle = hub.shutdown_handle();
         tokio::spawn(async move {
@@ -219,6 +255,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
             handle.shutdown();
         });
         hub.wait().await;
+        #[cfg(feature = "mdns")]
+        if let Some(ad) = advertised {
+            ad.withdraw().await;
+        }
         ExitCode::SUCCESS
     })
 }

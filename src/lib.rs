@@ -8,15 +8,19 @@
 //! - [`client`]: the Rust SDK — typed calls to a hub.
 //! - [`cli`]: the `gambiarra` command's subcommands.
 
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod cli;
+#[cfg(feature = "client")]
 pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod mdns;
+#[cfg(feature = "tools")]
 pub mod mock;
+#[cfg(feature = "client")]
 pub mod monitor;
 pub mod types;
 

@@ -1,5 +1,6 @@
 //! The Rust SDK against a real hub: every call, and each error with the hub's status and
 //! message; `create` and `list` through the real binary.
+#![cfg(all(feature = "client", feature = "tools"))]
 
 mod common;
 

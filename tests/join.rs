@@ -1,6 +1,7 @@
 //! The participant agent (`gambiarra join`, the real binary) against a real hub and the mock
 //! LLM: probing, registration with specs, serving chats, re-joining when the hub forgets it,
 //! and leaving on SIGINT.
+#![cfg(all(feature = "client", feature = "tools"))]
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! test creates (only loopback, multicast on), so it neither depends on nor disturbs the
 //! machine's network; skipped with a message where namespaces cannot be made (not root, no
 //! iproute2).
-#![cfg(feature = "mdns")]
+#![cfg(all(feature = "mdns", feature = "client"))]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

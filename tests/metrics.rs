@@ -1,4 +1,5 @@
 //! `GET /metrics`: Prometheus text that follows the traffic.
+#![cfg(feature = "tools")]
 
 mod common;
 

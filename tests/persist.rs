@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
+#[cfg(all(feature = "client", feature = "tools"))]
 use gambiarra::mock::{MockConfig, MockLlm};
 use serde_json::{Value, json};
 
@@ -49,6 +50,7 @@ async fn wait_up(addr: SocketAddr) {
     panic!("hub did not come up on {addr}");
 }
 
+#[cfg(all(feature = "client", feature = "tools"))]
 async fn count(addr: SocketAddr, code: &str) -> usize {
     req(addr, "GET", &format!("/rooms/{code}/participants"), None)
         .await
@@ -182,6 +184,7 @@ async fn kill_9_mid_burst_keeps_every_acknowledged_room() {
     hub.wait().await.unwrap();
 }
 
+#[cfg(all(feature = "client", feature = "tools"))] // runs `gambiarra join` with the mock
 #[tokio::test]
 async fn agent_is_back_after_a_hub_restart() {
     let path = state_path("agent");

@@ -1,4 +1,5 @@
 //! The OpenAI-compatible proxy over real sockets, with the mock LLM as upstream.
+#![cfg(feature = "tools")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Protected rooms, host tokens, the admin token and the abuse limits, over real sockets.
+#![cfg(feature = "tools")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `serve --tls-cert --tls-key`: the hub itself speaks HTTPS; the CLI reaches it with `--ca`.
+#![cfg(all(feature = "client", feature = "tools"))]
 
 mod common;
 

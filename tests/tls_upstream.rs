@@ -1,6 +1,7 @@
 //! `https://` participant endpoints: the hub speaks TLS (rustls) to the participant, verifying
 //! its certificate. The participant here is the mock LLM behind a TLS terminator with a
 //! certificate made at test time.
+#![cfg(all(feature = "client", feature = "tools"))]
 
 mod common;
 

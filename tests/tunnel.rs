@@ -1,5 +1,6 @@
 //! Reverse tunnels: a participant whose model server the hub cannot reach serves through
 //! connections it opens to the hub; only its own secret can attach them.
+#![cfg(all(feature = "client", feature = "tools"))]
 
 mod common;
 

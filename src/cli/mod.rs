@@ -1,13 +1,21 @@
 //! The `gambiarra` command: one file per subcommand. `main.rs` parses the command line with
 //! [`Cli`] and calls [`run`].
 
+#[cfg(feature = "tools")]
 pub mod bench;
+#[cfg(feature = "client")]
 pub mod create;
+#[cfg(feature = "client")]
 pub mod delete;
+#[cfg(feature = "client")]
 pub mod discover;
+#[cfg(feature = "client")]
 pub mod join;
+#[cfg(feature = "client")]
 pub mod list;
+#[cfg(feature = "tools")]
 pub mod mock_llm;
+#[cfg(feature = "client")]
 pub mod monitor;
 #[cfg(feature = "tui")]
 pub mod monitor_tui;
@@ -36,13 +44,21 @@ pub struct Cli {
 #[argh(subcommand)]
 pub enum Command {
     Serve(serve::ServeArgs),
+    #[cfg(feature = "tools")]
     MockLlm(mock_llm::MockLlmArgs),
+    #[cfg(feature = "tools")]
     Bench(bench::BenchArgs),
+    #[cfg(feature = "client")]
     Create(create::CreateArgs),
+    #[cfg(feature = "client")]
     Delete(delete::DeleteArgs),
+    #[cfg(feature = "client")]
     Discover(discover::DiscoverArgs),
+    #[cfg(feature = "client")]
     List(list::ListArgs),
+    #[cfg(feature = "client")]
     Join(join::JoinArgs),
+    #[cfg(feature = "client")]
     Monitor(monitor::MonitorArgs),
 }
 
@@ -54,13 +70,21 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     match cli.command {
         Some(Command::Serve(args)) => serve::run(args),
+        #[cfg(feature = "tools")]
         Some(Command::MockLlm(args)) => mock_llm::run(args),
+        #[cfg(feature = "tools")]
         Some(Command::Bench(args)) => bench::run(args),
+        #[cfg(feature = "client")]
         Some(Command::Create(args)) => create::run(args),
+        #[cfg(feature = "client")]
         Some(Command::Delete(args)) => delete::run(args),
+        #[cfg(feature = "client")]
         Some(Command::Discover(args)) => discover::run(args),
+        #[cfg(feature = "client")]
         Some(Command::List(args)) => list::run(args),
+        #[cfg(feature = "client")]
         Some(Command::Join(args)) => join::run(args),
+        #[cfg(feature = "client")]
         Some(Command::Monitor(args)) => monitor::run(args),
         None => {
             eprintln!("gambiarra: no command given; try `gambiarra --help`");
@@ -89,6 +113,7 @@ pub fn hub_url(flag: Option<String>) -> String {
     given_hub(flag).unwrap_or_else(|| DEFAULT_HUB.to_string())
 }
 
+#[cfg(feature = "client")]
 /// A secret from its flag, else from the environment variable `env` (which keeps it out of
 /// `ps` and shell history).
 pub fn secret_or_env(flag: Option<String>, env: &str) -> Option<String> {
@@ -106,6 +131,7 @@ fn given_hub(flag: Option<String>) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
+#[cfg(feature = "client")]
 /// The hub when none was given: the one hub mDNS finds on the LAN (said on stderr), an error
 /// when there are several, else localhost.
 fn discovered_hub(command: &str, rt: &tokio::runtime::Runtime) -> Result<String, ExitCode> {
@@ -132,6 +158,7 @@ fn discovered_hub(command: &str, rt: &tokio::runtime::Runtime) -> Result<String,
     }
 }
 
+#[cfg(feature = "client")]
 /// What every command that talks to a hub starts with: a client for `--hub` (else
 /// `GAMBIARRA_HUB`, else the one hub discovered on the LAN, else localhost) and a small
 /// runtime. `Err` is the exit code, after the reason was printed as `gambiarra <command>: …`.

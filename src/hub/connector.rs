@@ -253,6 +253,9 @@ impl Connector {
         extra_roots: &[rustls::pki_types::CertificateDer<'static>],
     ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
+        // The public web PKI, unless built without it (feature `web-roots`): then only the
+        // extra roots (`--upstream-ca`, `--ca`) are trusted.
+        #[cfg(feature = "web-roots")]
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for cert in extra_roots {
             if let Err(e) = roots.add(cert.clone()) {

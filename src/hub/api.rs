@@ -126,6 +126,7 @@ pub fn delete_room(hub: &HubInner, code: &str, req: &Request, ip: IpAddr) -> Res
     let room = hub.state.delete_room(&room.info.code)?;
     for p in room.participants() {
         hub.tunnels.drop_participant(&room.info.code, &p.id);
+        hub.metrics.forget_participant(&p.id);
     }
     tracing::info!(code = %room.info.code, "room deleted");
     Ok(json(200, &json!({ "success": true })))
@@ -235,6 +236,7 @@ pub fn leave(hub: &HubInner, code: &str, id: &str) -> Result<Response> {
     let room = hub.state.room(code)?;
     hub.state.leave(&room, id)?;
     hub.tunnels.drop_participant(&room.info.code, id);
+    hub.metrics.forget_participant(id);
     tracing::info!(room = %room.info.code, id, "participant left");
     Ok(json(200, &json!({ "success": true })))
 }

@@ -40,6 +40,11 @@ const STATUSES: [u16; 19] = [
 ];
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
 
+/// Most participants with series of their own in `gambiarra_proxied_requests_total`.
+pub const MAX_PARTICIPANT_SERIES: usize = 4096;
+/// The participant label of everyone past that bound.
+pub const OTHER_PARTICIPANTS: &str = "_other";
+
 /// Outcomes of proxied requests.
 pub const OUTCOMES: [&str; 6] = [
     "ok",
@@ -139,18 +144,36 @@ impl Metrics {
     }
 
     /// Count a proxied request's outcome (one of `OUTCOMES`). Allocates only the first time a
-    /// participant is seen.
+    /// participant is seen; past [`MAX_PARTICIPANT_SERIES`] participants, new ones are counted
+    /// together under `participant="_other"`.
     pub fn proxied(&self, participant: &str, outcome: &'static str) {
         let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0);
         let mut map = self.proxied.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get_mut(participant) {
-            Some(counts) => counts[i] += 1,
-            None => {
-                let mut counts = [0; OUTCOMES.len()];
-                counts[i] = 1;
-                map.insert(participant.to_string(), counts);
-            }
+        if let Some(counts) = map.get_mut(participant) {
+            counts[i] += 1;
+            return;
         }
+        let key = if map.len() >= MAX_PARTICIPANT_SERIES {
+            OTHER_PARTICIPANTS
+        } else {
+            participant
+        };
+        map.entry(key.to_string())
+            .or_insert([0; OUTCOMES.len()])[i] += 1;
+    }
+
+    /// Drop a participant's series (it left, or its room was deleted): a hub whose
+    /// participants come and go keeps its memory and its scrape size bounded.
+    pub fn forget_participant(&self, participant: &str) {
+        self.proxied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(participant);
+    }
+
+    /// Participants with their own series now.
+    pub fn participant_series(&self) -> usize {
+        self.proxied.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn tokens(&self, n: u64) {
@@ -254,6 +277,22 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn participant_series_are_bounded_and_forgotten() {
+        let m = Metrics::default();
+        for i in 0..MAX_PARTICIPANT_SERIES + 10 {
+            m.proxied(&format!("p{i}"), "ok");
+        }
+        assert_eq!(m.participant_series(), MAX_PARTICIPANT_SERIES + 1);
+        let other = m.proxied.lock().unwrap()[OTHER_PARTICIPANTS][0];
+        assert_eq!(other, 10);
+        m.forget_participant("p0");
+        assert_eq!(m.participant_series(), MAX_PARTICIPANT_SERIES);
+        // A known participant keeps counting in its own series.
+        m.proxied("p1", "ok");
+        assert_eq!(m.proxied.lock().unwrap()["p1"][0], 2);
+    }
 
     #[test]
     fn histogram_is_cumulative() {

@@ -196,5 +196,37 @@ fn relay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, head_and_route, sse, chunked, rewrite, relay);
+/// A protected room's password check: Argon2id once (what the first request pays), then the
+/// remembered digest (what every later request pays).
+fn password(c: &mut Criterion) {
+    use gambiarra::hub::auth::{Auth, RoomSecrets, hash_password, verify_password};
+    let hash = hash_password("correct horse battery staple").unwrap();
+    let mut g = c.benchmark_group("password");
+    g.sample_size(10);
+    g.bench_function("argon2id_verify", |b| {
+        b.iter(|| verify_password(&hash, b"correct horse battery staple"))
+    });
+    g.finish();
+    let auth = Auth::new(None);
+    let secrets = RoomSecrets::new(Some(hash), None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    rt.block_on(auth.check_password(&secrets, Some(b"correct horse battery staple"), ip))
+        .unwrap();
+    c.bench_function("password/remembered_check", |b| {
+        b.iter(|| auth.check_remembered(&secrets, b"correct horse battery staple"))
+    });
+}
+
+criterion_group!(
+    benches,
+    head_and_route,
+    sse,
+    chunked,
+    rewrite,
+    relay,
+    password
+);
 criterion_main!(benches);

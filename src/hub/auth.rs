@@ -171,8 +171,8 @@ impl Auth {
             return Err(ApiError::unauthorized(msg::INVALID_PASSWORD));
         };
         let d = self.digest(offered);
-        let ok = match secrets.verified.get() {
-            Some(known) => same_secret(known, &d),
+        let ok = match self.check_remembered(secrets, offered) {
+            Some(ok) => ok,
             None => {
                 let _slot = self
                     .hashing
@@ -200,6 +200,13 @@ impl Auth {
             self.failed(ip);
             Err(ApiError::unauthorized(msg::INVALID_PASSWORD))
         }
+    }
+
+    /// The fast path: once a room's password has been verified, whether `offered` is it
+    /// (a keyed BLAKE2b and a constant-time compare); `None` before the first verification.
+    pub fn check_remembered(&self, secrets: &RoomSecrets, offered: &[u8]) -> Option<bool> {
+        let known = secrets.verified.get()?;
+        Some(same_secret(known, &self.digest(offered)))
     }
 
     /// Whether the hub requires the admin token to create and delete rooms.

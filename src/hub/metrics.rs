@@ -158,8 +158,7 @@ impl Metrics {
         } else {
             participant
         };
-        map.entry(key.to_string())
-            .or_insert([0; OUTCOMES.len()])[i] += 1;
+        map.entry(key.to_string()).or_insert([0; OUTCOMES.len()])[i] += 1;
     }
 
     /// Drop a participant's series (it left, or its room was deleted): a hub whose

@@ -170,6 +170,16 @@ impl Metrics {
             .remove(participant);
     }
 
+    /// Keep the series of participants for which `live` holds (and `_other`); drop the rest.
+    /// A request that finishes after its participant left counts into a series `leave` had
+    /// already dropped; the sweeper calls this so such series do not pile up.
+    pub fn retain_participants(&self, live: impl Fn(&str) -> bool) {
+        self.proxied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| id == OTHER_PARTICIPANTS || live(id));
+    }
+
     /// Participants with their own series now.
     pub fn participant_series(&self) -> usize {
         self.proxied.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -291,6 +301,10 @@ mod tests {
         // A known participant keeps counting in its own series.
         m.proxied("p1", "ok");
         assert_eq!(m.proxied.lock().unwrap()["p1"][0], 2);
+        // The sweeper keeps only participants still somewhere (and the shared series).
+        m.retain_participants(|id| id == "p1");
+        let left: Vec<String> = m.proxied.lock().unwrap().keys().cloned().collect();
+        assert_eq!(left.len(), 2, "{left:?}");
     }
 
     #[test]

@@ -378,6 +378,17 @@ impl State {
         Ok(rooms.len())
     }
 
+    /// (room code, participant id) of every participant in every room.
+    pub fn participant_keys(&self) -> std::collections::HashSet<(String, String)> {
+        let mut keys = std::collections::HashSet::new();
+        for room in self.all_rooms() {
+            for p in &room.lock().participants {
+                keys.insert((room.info.code.clone(), p.info.id.clone()));
+            }
+        }
+        keys
+    }
+
     /// Every room, oldest first.
     pub fn all_rooms(&self) -> Vec<Arc<Room>> {
         let mut v: Vec<_> = self.rooms().values().cloned().collect();

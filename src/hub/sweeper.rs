@@ -1,5 +1,6 @@
 //! The health sweeper: a timer that marks silent participants offline (announced once) and
-//! closes pooled upstream connections idle past their timeout — the
+//! closes pooled upstream connections idle past their timeout, and drops metrics series and
+//! tunnel pools whose participant is gone — the
 //! way back online is a health check, handled in `state`.
 
 use std::sync::Arc;
@@ -33,6 +34,12 @@ pub async fn run(hub: Arc<HubInner>, mut shutdown: watch::Receiver<bool>) {
                     tracing::info!(count = n, "participants went offline");
                 }
                 hub.connector.prune_idle();
+                // What outlived its participant (a request that finished after it left).
+                let live = hub.state.participant_keys();
+                let ids: std::collections::HashSet<&str> =
+                    live.iter().map(|(_, id)| id.as_str()).collect();
+                hub.metrics.retain_participants(|id| ids.contains(id));
+                hub.tunnels.retain(&live);
             }
             _ = crate::http::server::shutdown_signalled(&mut shutdown) => break,
         }

@@ -92,6 +92,15 @@ impl Tunnels {
         self.pools().remove(&(code.to_string(), id.to_string()));
     }
 
+    /// Forget the pools of participants that are gone (a request still waiting when its
+    /// participant left can re-create an empty one). Returns how many went.
+    pub fn retain(&self, live: &std::collections::HashSet<(String, String)>) -> usize {
+        let mut pools = self.pools();
+        let before = pools.len();
+        pools.retain(|key, _| live.contains(key));
+        before - pools.len()
+    }
+
     /// A live parked socket, waiting up to `wait` for one to arrive.
     pub async fn take(&self, code: &str, id: &str, wait: Duration) -> Option<Upgraded> {
         let deadline = tokio::time::Instant::now() + wait;

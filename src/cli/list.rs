@@ -6,7 +6,7 @@ use argh::FromArgs;
 
 use crate::types::now_ms;
 
-/// List the rooms on a hub: code, name, participants, age.
+/// List the rooms on a hub: code, name, participants, age, whether a password protects it.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
@@ -68,16 +68,17 @@ pub fn run(args: ListArgs) -> ExitCode {
         .unwrap_or(4)
         .max(4);
     println!(
-        "{:<6}  {:<width$}  {:>12}  {:>5}",
+        "{:<6}  {:<width$}  {:>12}  {:>5}  PASSWORD",
         "CODE", "NAME", "PARTICIPANTS", "AGE"
     );
     for r in &rooms {
         println!(
-            "{:<6}  {:<width$}  {:>12}  {:>5}",
+            "{:<6}  {:<width$}  {:>12}  {:>5}  {}",
             r.code,
             r.name,
             r.participant_count,
-            age(now.saturating_sub(r.created_at))
+            age(now.saturating_sub(r.created_at)),
+            if r.password_protected { "yes" } else { "-" }
         );
     }
     ExitCode::SUCCESS

@@ -7,10 +7,12 @@ start_mock() {
 }
 
 # start_hub PORT [extra serve flags...] — no health checks are sent during a run, so the
-# participant timeout is a day.
+# participant timeout is a day; every load comes from one address, so the per-address limits
+# are off.
 start_hub() {
   local port=$1; shift
-  "$BIN" serve --host 127.0.0.1 --port "$port" --quiet --participant-timeout-ms 86400000 "$@" &
+  "$BIN" serve --host 127.0.0.1 --port "$port" --quiet --participant-timeout-ms 86400000 \
+    --max-connections-per-ip 0 --rate-limit 0 "$@" &
 }
 
 # start_nginx PORT UPSTREAM_PORT — 1 worker, upstream keep-alive, no buffering.

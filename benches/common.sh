@@ -43,6 +43,37 @@ make_room() {
   echo "$code"
 }
 
+# pid_of PORT — the hub serving on PORT.
+pid_of() { pgrep -f "serve --host 127.0.0.1 --port $1 " | head -1; }
+# ticks PID — CPU time (user + system) the process has used, in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# measure NAME PID bench-args... — one `gambiarra bench` run; prints "NAME req/s CPU-us/request"
+# with the CPU the process PID (the proxy under test) spent per request.
+measure() {
+  local name=$1 pid=$2; shift 2
+  local t0 t1 out
+  t0=$(ticks "$pid")
+  out=$($BIN bench --json "$@")
+  t1=$(ticks "$pid")
+  python3 -c 'import sys,json; r=json.loads(sys.argv[1]); print(sys.argv[2], round(r["requestsPerSecond"]), round((int(sys.argv[4])-int(sys.argv[3]))/int(sys.argv[5])*1e6/max(r["requests"],1),2))' \
+    "$out" "$name" "$t0" "$t1" "$(getconf CLK_TCK)"
+}
+
+# medians — reads `measure` lines, prints the median req/s and CPU per request of each name.
+medians() {
+  python3 -c '
+import sys, statistics
+rows = {}
+for line in sys.stdin:
+    name, rps, cpu = line.split()
+    rows.setdefault(name, []).append((int(rps), float(cpu)))
+print("%-18s %s" % ("run", "median req/s   median CPU us/request   (rounds: req/s)"))
+for name, v in rows.items():
+    print("%-18s %12.0f   %21.2f   %s" % (name, statistics.median(r for r, _ in v), statistics.median(c for _, c in v), " ".join(str(r) for r, _ in v)))
+'
+}
+
 # cleanup: stop background jobs and nginx (for `trap cleanup EXIT`).
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true

@@ -282,19 +282,21 @@ pub fn models(hub: &HubInner, code: &str) -> Result<Response> {
     Ok(json(200, &json!({ "object": "list", "data": data })))
 }
 
+/// The raw (still percent-encoded) value of `name` in the query string.
+fn query_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
+    req.head.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
 /// The `Last-Event-ID` a reconnecting client sent (header, or `lastEventId` in the query for
 /// EventSource polyfills). An id that is not a number reads as 0: unknown, so it gets `resync`.
 fn last_event_id(req: &Request) -> Option<u64> {
-    let from_query = || {
-        req.head.query()?.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k == "lastEventId").then_some(v)
-        })
-    };
     let raw = req
         .head
         .header_str("last-event-id")
-        .or_else(from_query)?
+        .or_else(|| query_param(req, "lastEventId"))?
         .trim();
     Some(raw.parse().unwrap_or(0))
 }
@@ -389,10 +391,7 @@ fn offered_password<'r>(route: &Route<'_>, req: &'r Request) -> Option<std::borr
     }
     match route {
         Route::Events { .. } => {
-            let raw = req.head.query()?.split('&').find_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                (k == "password").then_some(v)
-            })?;
+            let raw = query_param(req, "password")?;
             let spaced = raw.replace('+', " ");
             let decoded = super::router::percent_decode(&spaced)?;
             Some(Cow::Owned(decoded.into_owned().into_bytes()))

@@ -170,7 +170,6 @@ impl Auth {
         let Some(offered) = offered.filter(|o| !o.is_empty()) else {
             return Err(ApiError::unauthorized(msg::INVALID_PASSWORD));
         };
-        let d = self.digest(offered);
         let ok = match self.check_remembered(secrets, offered) {
             Some(ok) => ok,
             None => {
@@ -180,17 +179,18 @@ impl Auth {
                     .await
                     .map_err(|_| ApiError::unavailable("Hub is shutting down"))?;
                 // A verification that finished while this one waited for a slot answers it.
-                if let Some(known) = secrets.verified.get() {
-                    same_secret(known, &d)
-                } else {
-                    let (hash, pw) = (hash.clone(), offered.to_vec());
-                    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
-                        .await
-                        .unwrap_or(false);
-                    if ok {
-                        let _ = secrets.verified.set(d);
+                match self.check_remembered(secrets, offered) {
+                    Some(ok) => ok,
+                    None => {
+                        let (hash, pw) = (hash.clone(), offered.to_vec());
+                        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
+                            .await
+                            .unwrap_or(false);
+                        if ok {
+                            let _ = secrets.verified.set(self.digest(offered));
+                        }
+                        ok
                     }
-                    ok
                 }
             }
         };

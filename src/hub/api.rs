@@ -7,12 +7,14 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::HubInner;
 use super::auth::{self, RoomSecrets, same_secret};
 use super::error::{ApiError, msg};
 use super::events::SseStream;
 use super::router::Route;
+use super::state::Room;
 use crate::http::sse::encode_event;
 use crate::http::{Body, Request, Response, url};
 use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, ParticipantStatus, now_ms};
@@ -119,11 +121,10 @@ pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Re
 
 /// `DELETE /rooms/:code`: for the room's host (`Authorization: Bearer <hostToken>`) or the hub
 /// admin.
-pub fn delete_room(hub: &HubInner, code: &str, req: &Request, ip: IpAddr) -> Result<Response> {
-    let room = hub.state.room(code)?;
+pub fn delete_room(hub: &HubInner, room: Arc<Room>, req: &Request, ip: IpAddr) -> Result<Response> {
     hub.auth
         .check_host(&room.secrets, auth::bearer(&req.head), ip)?;
-    let room = hub.state.delete_room(&room.info.code)?;
+    let room = hub.state.delete_room(room)?;
     for p in room.participants() {
         hub.tunnels.drop_participant(&room.info.code, &p.id);
         hub.metrics.forget_participant(&p.id);
@@ -184,8 +185,7 @@ fn validate_config(config: &GenerationConfig) -> Result<()> {
     Ok(())
 }
 
-pub fn join(hub: &HubInner, code: &str, req: &Request) -> Result<Response> {
-    let room = hub.state.room(code)?;
+pub fn join(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
     let body: JoinBody = parse_json(&req.body)?;
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let (Some(id), Some(nickname), Some(model), Some(endpoint)) = (
@@ -210,7 +210,7 @@ pub fn join(hub: &HubInner, code: &str, req: &Request) -> Result<Response> {
     // A re-join replaces the participant: tunnels parked under the old registration go.
     hub.tunnels.drop_participant(&room.info.code, &id);
     let participant = hub.state.join(
-        &room,
+        room,
         ParticipantInfo {
             id,
             nickname,
@@ -232,9 +232,8 @@ pub fn join(hub: &HubInner, code: &str, req: &Request) -> Result<Response> {
     Ok(json(201, &answer))
 }
 
-pub fn leave(hub: &HubInner, code: &str, id: &str) -> Result<Response> {
-    let room = hub.state.room(code)?;
-    hub.state.leave(&room, id)?;
+pub fn leave(hub: &HubInner, room: &Room, id: &str) -> Result<Response> {
+    hub.state.leave(room, id)?;
     hub.tunnels.drop_participant(&room.info.code, id);
     hub.metrics.forget_participant(id);
     tracing::info!(room = %room.info.code, id, "participant left");
@@ -246,25 +245,22 @@ struct HealthBody {
     id: Option<String>,
 }
 
-pub fn health_check(hub: &HubInner, code: &str, req: &Request) -> Result<Response> {
-    let room = hub.state.room(code)?;
+pub fn health_check(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
     let body: HealthBody = parse_json(&req.body)?;
     let id = body
         .id
         .filter(|s| !s.is_empty())
         .ok_or(ApiError::bad_request(msg::PARTICIPANT_ID_REQUIRED))?;
-    hub.state.health(&room, &id)?;
+    hub.state.health(room, &id)?;
     Ok(json(200, &json!({ "success": true })))
 }
 
-pub fn participants(hub: &HubInner, code: &str) -> Result<Response> {
-    let room = hub.state.room(code)?;
+pub fn participants(room: &Room) -> Result<Response> {
     Ok(json(200, &json!({ "participants": room.participants() })))
 }
 
 /// `GET /rooms/:code/v1/models`: participants that can take a request, as OpenAI models.
-pub fn models(hub: &HubInner, code: &str) -> Result<Response> {
-    let room = hub.state.room(code)?;
+pub fn models(room: &Room) -> Result<Response> {
     let data: Vec<_> = room
         .participants()
         .into_iter()
@@ -302,8 +298,7 @@ fn last_event_id(req: &Request) -> Option<u64> {
 }
 
 /// `GET /rooms/:code/events`: the SSE stream.
-pub fn events(hub: &std::sync::Arc<HubInner>, code: &str, req: &Request) -> Result<Response> {
-    let room = hub.state.room(code)?;
+pub fn events(hub: &HubInner, room: Arc<Room>, req: &Request) -> Result<Response> {
     let (sub, slot) = hub.state.subscribe(&room, last_event_id(req))?;
     let client_id = super::ids::uuid_v4();
     let connected = encode_event(
@@ -330,14 +325,13 @@ pub fn events(hub: &std::sync::Arc<HubInner>, code: &str, req: &Request) -> Resu
 /// `GET /rooms/:code/tunnel/:id` with `Upgrade: gambiarra-tunnel`: authenticate the
 /// participant's tunnel secret, answer 101, park the socket.
 pub fn tunnel(
-    hub: &std::sync::Arc<HubInner>,
-    code: &str,
+    hub: &Arc<HubInner>,
+    room: Arc<Room>,
     id: &str,
     req: &Request,
     ip: IpAddr,
 ) -> Result<Response> {
     use super::tunnel::UPGRADE_TOKEN;
-    let room = hub.state.room(code)?;
     let secret = hub.state.tunnel_secret(&room, id)?;
     let offered = req
         .head
@@ -404,25 +398,30 @@ fn offered_password<'r>(route: &Route<'_>, req: &'r Request) -> Option<std::borr
     }
 }
 
-/// Before a room's route runs: the room exists, and the request carries its password if it
-/// is protected (401 "Invalid password" otherwise; 429 once an address has failed too often).
-/// `/metrics` needs the admin token when the hub has one.
-pub async fn authorize(hub: &HubInner, route: &Route<'_>, req: &Request, ip: IpAddr) -> Result<()> {
+/// Before a room's route runs: the room exists (found once, here, and handed to the
+/// handler), and the request carries its password if it is protected (401 "Invalid password"
+/// otherwise; 429 once an address has failed too often). `/metrics` needs the admin token when
+/// the hub has one. `Ok(None)` for routes outside a room.
+pub async fn authorize(
+    hub: &HubInner,
+    route: &Route<'_>,
+    req: &Request,
+    ip: IpAddr,
+) -> Result<Option<Arc<Room>>> {
     if matches!(route, Route::Metrics) && hub.auth.admin_required() {
-        return hub.auth.check_admin(auth::bearer(&req.head), ip);
+        hub.auth.check_admin(auth::bearer(&req.head), ip)?;
+        return Ok(None);
     }
     let Some(code) = route.room_code() else {
-        return Ok(());
+        return Ok(None);
     };
-    if matches!(route, Route::DeleteRoom { .. }) {
-        return Ok(()); // the host token is checked by the handler
-    }
     let room = hub.state.room(code)?;
-    if !room.secrets.protected() {
-        return Ok(());
+    // Deleting takes the host token, checked by the handler, not the password.
+    if room.secrets.protected() && !matches!(route, Route::DeleteRoom { .. }) {
+        let offered = offered_password(route, req);
+        hub.auth
+            .check_password(&room.secrets, offered.as_deref(), ip)
+            .await?;
     }
-    let offered = offered_password(route, req);
-    hub.auth
-        .check_password(&room.secrets, offered.as_deref(), ip)
-        .await
+    Ok(Some(room))
 }

@@ -179,12 +179,15 @@ impl Handler for Service {
         let v1 = route.is_v1();
         let resp = match self.admit(&req, &route, ip).await {
             Err(e) => e.render(v1),
-            Ok(()) => match route {
-                Route::Proxy { code, kind } => proxy::handle(&self.0, code, kind, &req).await,
+            Ok(Some(room)) => match route {
+                Route::Proxy { kind, .. } => proxy::handle(&self.0, room, kind, &req).await,
+                route => self.in_room(&req, route, room, ip),
+            },
+            Ok(None) => match route {
                 Route::CreateRoom => api::create_room(&self.0, &req, ip)
                     .await
                     .unwrap_or_else(ApiError::into_response),
-                route => self.dispatch(&req, route, ip),
+                route => self.dispatch(&req, route),
             },
         };
         self.0.metrics.request(label, resp.status);
@@ -202,15 +205,15 @@ impl Handler for Service {
 impl Service {
     /// Let a request through to its handler: within its address's control-route rate (not
     /// `/v1` or tunnels: those are the product, bounded by connections), and, inside a
-    /// protected room, with the room's password.
+    /// protected room, with the room's password. Returns the room of a room route.
     async fn admit(
         &self,
         req: &Request,
         route: &Route<'_>,
         ip: std::net::IpAddr,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Arc<state::Room>>, ApiError> {
         if req.head.method == http::Method::Options {
-            return Ok(());
+            return Ok(None);
         }
         if !route.is_v1()
             && !matches!(route, Route::Tunnel { .. })
@@ -224,8 +227,32 @@ impl Service {
         api::authorize(&self.0, route, req, ip).await
     }
 
-    /// Answer a non-proxy request, already routed and admitted by `handle`.
-    fn dispatch(&self, req: &Request, route: Route<'_>, ip: std::net::IpAddr) -> Response {
+    /// Answer a request inside `room` (not the proxy), already admitted by `handle`.
+    fn in_room(
+        &self,
+        req: &Request,
+        route: Route<'_>,
+        room: Arc<state::Room>,
+        ip: std::net::IpAddr,
+    ) -> Response {
+        let hub = &self.0;
+        let result = match &route {
+            Route::DeleteRoom { .. } => api::delete_room(hub, room, req, ip),
+            Route::Join { .. } => api::join(hub, &room, req),
+            Route::Leave { id, .. } => api::leave(hub, &room, id),
+            Route::HealthCheck { .. } => api::health_check(hub, &room, req),
+            Route::Participants { .. } => api::participants(&room),
+            Route::Events { .. } => api::events(hub, room, req),
+            Route::Tunnel { id, .. } => api::tunnel(hub, room, id, req, ip),
+            Route::Models { .. } => api::models(&room),
+            // Only routes with a room code get here, and the proxy is answered in `handle`.
+            _ => Err(ApiError::not_found(msg::NOT_FOUND)),
+        };
+        result.unwrap_or_else(|e| e.render(route.is_v1()))
+    }
+
+    /// Answer a request outside any room, already routed and admitted by `handle`.
+    fn dispatch(&self, req: &Request, route: Route<'_>) -> Response {
         let hub = &self.0;
         if req.head.method == http::Method::Options {
             return Response::new(204)
@@ -257,19 +284,19 @@ impl Service {
                             .load(std::sync::atomic::Ordering::Relaxed),
                     ),
                 )))),
-            // Handled (asynchronously: the password is hashed) in `handle`.
-            Route::CreateRoom => Err(ApiError::not_found(msg::NOT_FOUND)),
-            Route::DeleteRoom { code } => api::delete_room(hub, code, req, ip),
             Route::ListRooms => Ok(api::list_rooms(hub)),
-            Route::Join { code } => api::join(hub, code, req),
-            Route::Leave { code, id } => api::leave(hub, code, &id),
-            Route::HealthCheck { code } => api::health_check(hub, code, req),
-            Route::Participants { code } => api::participants(hub, code),
-            Route::Events { code } => api::events(hub, code, req),
-            Route::Tunnel { code, id } => api::tunnel(hub, code, &id, req, ip),
-            Route::Models { code } => api::models(hub, code),
-            // Handled (asynchronously) in `handle`.
-            Route::Proxy { .. } => Err(ApiError::not_found(msg::NOT_FOUND)),
+            // Handled (asynchronously: the password is hashed) in `handle`; room routes are
+            // answered by `in_room`.
+            Route::CreateRoom
+            | Route::DeleteRoom { .. }
+            | Route::Join { .. }
+            | Route::Leave { .. }
+            | Route::HealthCheck { .. }
+            | Route::Participants { .. }
+            | Route::Events { .. }
+            | Route::Tunnel { .. }
+            | Route::Models { .. }
+            | Route::Proxy { .. } => Err(ApiError::not_found(msg::NOT_FOUND)),
             Route::MethodNotAllowed { allow } => {
                 return ApiError::new(405, msg::METHOD_NOT_ALLOWED)
                     .into_response()
@@ -277,11 +304,7 @@ impl Service {
             }
             Route::NotFound => Err(ApiError::not_found(msg::NOT_FOUND)),
         };
-        match result {
-            Ok(r) => r,
-            Err(e) if v1 => e.into_openai_response(),
-            Err(e) => e.into_response(),
-        }
+        result.unwrap_or_else(|e| e.render(v1))
     }
 }
 

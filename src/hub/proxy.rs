@@ -72,8 +72,13 @@ pub const NO_PARTICIPANT: &str = "No available participant for the requested mod
 pub const PARTICIPANT_OFFLINE: &str = "Participant is offline";
 
 /// Relay one `/v1` request. Errors come back in OpenAI's shape.
-pub async fn handle(hub: &Arc<HubInner>, code: &str, kind: ProxyKind, req: &Request) -> Response {
-    match proxy(hub, code, kind, req).await {
+pub async fn handle(
+    hub: &Arc<HubInner>,
+    room: Arc<Room>,
+    kind: ProxyKind,
+    req: &Request,
+) -> Response {
+    match proxy(hub, room, kind, req).await {
         Ok(r) => r,
         Err(e) => e.into_openai_response(),
     }
@@ -89,11 +94,10 @@ enum Failure {
 
 async fn proxy(
     hub: &Arc<HubInner>,
-    code: &str,
+    room: Arc<Room>,
     kind: ProxyKind,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    let room = hub.state.room(code)?;
     let scan = rewrite::scan(&req.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut tried: Vec<String> = Vec::new();
     let mut last_error: Option<ApiError> = None;

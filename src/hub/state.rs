@@ -229,6 +229,27 @@ impl State {
         self.rooms.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn rooms_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Room>>> {
+        self.rooms.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// With `--state`, save the rooms; when that fails, put the map back with `undo` and
+    /// answer 500 ("Could not save {what}"), so nothing unsaved is acknowledged.
+    fn save_or_undo(
+        &self,
+        what: &str,
+        undo: impl FnOnce(&mut HashMap<String, Arc<Room>>),
+    ) -> Result<(), ApiError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        store.save(|| self.saved_rooms()).map_err(|e| {
+            undo(&mut self.rooms_mut());
+            tracing::error!("cannot save {}: {e}", store.path().display());
+            ApiError::new(500, format!("Could not save {what}: {e}"))
+        })
+    }
+
     /// Look a room up by code, case-insensitively.
     pub fn room(&self, code: &str) -> Result<Arc<Room>, ApiError> {
         let code = ids::normalize_code(code).ok_or(ApiError::not_found(msg::ROOM_NOT_FOUND))?;
@@ -247,7 +268,7 @@ impl State {
     pub fn create_room(&self, name: String, secrets: RoomSecrets) -> Result<Arc<Room>, ApiError> {
         let now = now_ms();
         let room = {
-            let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+            let mut rooms = self.rooms_mut();
             if rooms.len() >= self.limits.max_rooms {
                 return Err(ApiError::unavailable("Room limit reached on this hub"));
             }
@@ -272,16 +293,9 @@ impl State {
             room
         };
         // Durable before it is announced or acknowledged (with --state).
-        if let Some(store) = &self.store
-            && let Err(e) = store.save(|| self.saved_rooms())
-        {
-            self.rooms
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&room.info.code);
-            tracing::error!("cannot save {}: {e}", store.path().display());
-            return Err(ApiError::new(500, format!("Could not save the room: {e}")));
-        }
+        self.save_or_undo("the room", |rooms| {
+            rooms.remove(&room.info.code);
+        })?;
         let json = serde_json::to_vec(&room.info).unwrap_or_default();
         for other in self.all_rooms() {
             if !Arc::ptr_eq(&other, &room) {
@@ -294,26 +308,15 @@ impl State {
     /// Delete a room: it is gone at once (saved first, with `--state`), `room:deleted` goes to
     /// every room's subscribers, and its own event streams end. Requests already being proxied
     /// finish; its participants hear 410 at their next health check.
-    pub fn delete_room(&self, code: &str) -> Result<Arc<Room>, ApiError> {
-        let room = self.room(code)?;
+    pub fn delete_room(&self, room: Arc<Room>) -> Result<Arc<Room>, ApiError> {
         let code = room.info.code.clone();
-        self.rooms
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&code);
-        if let Some(store) = &self.store
-            && let Err(e) = store.save(|| self.saved_rooms())
-        {
-            self.rooms
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(code, room);
-            tracing::error!("cannot save {}: {e}", store.path().display());
-            return Err(ApiError::new(
-                500,
-                format!("Could not save the change: {e}"),
-            ));
+        if self.rooms_mut().remove(&code).is_none() {
+            // Deleted meanwhile by another request.
+            return Err(ApiError::new(410, msg::ROOM_REMOVED));
         }
+        self.save_or_undo("the change", |rooms| {
+            rooms.insert(code.clone(), room.clone());
+        })?;
         {
             let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
             if removed.len() >= REMOVED_REMEMBERED {
@@ -329,10 +332,12 @@ impl State {
         for other in self.all_rooms() {
             other.lock().events.publish("room:deleted", &json);
         }
-        let mut inner = room.lock();
-        inner.events.publish("room:deleted", &json);
-        inner.events.close_all();
-        Ok(room.clone())
+        {
+            let mut inner = room.lock();
+            inner.events.publish("room:deleted", &json);
+            inner.events.close_all();
+        }
+        Ok(room)
     }
 
     fn new_room(&self, info: RoomInfo, secrets: RoomSecrets) -> Arc<Room> {
@@ -367,7 +372,7 @@ impl State {
             return Ok(0);
         };
         let saved = store.load()?;
-        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = self.rooms_mut();
         for saved in saved {
             let mut info = saved.info;
             info.password_protected = saved.password_hash.is_some();

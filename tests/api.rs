@@ -74,7 +74,7 @@ async fn create_room_errors() {
     assert_eq!(r.status, 400);
 
     let mut c = Conn::open(addr).await;
-    c.send(b"POST /rooms HTTP/1.1\r\nContent-Length: 9\r\n\r\n{\"name\": ")
+    c.send(b"POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"name\": ")
         .await;
     let r = c.read_response().await.unwrap();
     assert_eq!(r.status, 400);
@@ -310,7 +310,7 @@ async fn unknown_routes_and_methods() {
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     let r = req(addr, "PUT", "/rooms", None).await;
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow"), Some("GET, POST"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
     let r = req(addr, "GET", "/rooms/ABCDEF/join", None).await;
     assert_eq!(r.status, 405);
     hub.shutdown().await;

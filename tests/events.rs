@@ -133,7 +133,7 @@ async fn reconnect_replays_missed_events() {
     // The query-string form (EventSource polyfills) works too.
     let path_q = format!("{code}/events?lastEventId={}", last + 2);
     let mut c = Conn::open(addr).await;
-    c.send(format!("GET /rooms/{path_q} HTTP/1.1\r\n\r\n").as_bytes())
+    c.send(format!("GET /rooms/{path_q} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
         .await;
     let (status, _) = c.read_head().await.unwrap();
     assert_eq!(status, 200);

@@ -58,7 +58,7 @@ async fn chunked_request_body() {
     let hub = start_default().await;
     let mut c = Conn::open(hub.local_addr()).await;
     c.send(
-        b"POST /rooms HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+        b"POST /rooms HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
           3\r\n{\"n\r\n9;ext=1\r\name\": \"Ch\r\n5\r\nunky\"\r\n1\r\n}\r\n0\r\nX-Trailer: y\r\n\r\n",
     )
     .await;
@@ -70,7 +70,7 @@ async fn chunked_request_body() {
 
     // Broken chunk framing: 400 and the connection closed.
     let mut c = Conn::open(hub.local_addr()).await;
-    c.send(b"POST /rooms HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    c.send(b"POST /rooms HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
         .await;
     let r = c.read_response().await.unwrap();
     assert_eq!(r.status, 400);
@@ -85,7 +85,7 @@ async fn expect_100_continue() {
     let body = json!({"name": "x".repeat(100)}).to_string();
     c.send(
         format!(
-            "POST /rooms HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            "POST /rooms HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
@@ -101,7 +101,7 @@ async fn expect_100_continue() {
     let mut c = Conn::open(hub.local_addr()).await;
     c.send(
         format!(
-            "POST /rooms HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            "POST /rooms HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             CONTROL_BODY_LIMIT + 1
         )
         .as_bytes(),
@@ -131,7 +131,7 @@ async fn http10_and_connection_close() {
     assert_eq!(c.request("GET", "/health", None).await.status, 200);
 
     let mut c = Conn::open(hub.local_addr()).await;
-    c.send(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\nGET /health HTTP/1.1\r\n\r\n")
+    c.send(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /health HTTP/1.1\r\nHost: t\r\n\r\n")
         .await;
     let r = c.read_response().await.unwrap();
     assert_eq!(r.header("connection"), Some("close"));
@@ -146,7 +146,7 @@ async fn head_too_large_is_431() {
     let hub = start_default().await;
     let mut c = Conn::open(hub.local_addr()).await;
     let big = format!(
-        "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "GET /health HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "a".repeat(MAX_HEAD_BYTES)
     );
     c.send(big.as_bytes()).await;
@@ -157,7 +157,7 @@ async fn head_too_large_is_431() {
     // Just under the limit is fine.
     let mut c = Conn::open(hub.local_addr()).await;
     let ok = format!(
-        "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "GET /health HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "a".repeat(MAX_HEAD_BYTES - 64)
     );
     c.send(ok.as_bytes()).await;
@@ -173,7 +173,7 @@ async fn body_limits_are_413() {
     let mut c = Conn::open(addr).await;
     c.send(
         format!(
-            "POST /rooms HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
             CONTROL_BODY_LIMIT + 1
         )
         .as_bytes(),
@@ -191,7 +191,7 @@ async fn body_limits_are_413() {
     assert_eq!(body.len(), CONTROL_BODY_LIMIT);
     c.send(
         format!(
-            "POST /rooms HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
@@ -203,7 +203,7 @@ async fn body_limits_are_413() {
     let chunk = "a".repeat(40 * 1024);
     c.send(
         format!(
-            "POST /rooms HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+            "POST /rooms HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
             chunk.len(),
             chunk.len()
         )
@@ -215,7 +215,7 @@ async fn body_limits_are_413() {
     let mut c = Conn::open(addr).await;
     c.send(
         format!(
-            "POST /rooms/ABCDEF/v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST /rooms/ABCDEF/v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
             V1_BODY_LIMIT + 1
         )
         .as_bytes(),
@@ -228,7 +228,7 @@ async fn body_limits_are_413() {
     let big = format!("{{\"model\":\"*\",\"pad\":\"{}\"}}", "p".repeat(200 * 1024));
     c.send(
         format!(
-            "POST /rooms/ABCDEF/v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{big}",
+            "POST /rooms/ABCDEF/v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{big}",
             big.len()
         )
         .as_bytes(),
@@ -245,9 +245,9 @@ async fn malformed_requests_get_400_and_close() {
     for bad in [
         &b"GARBAGE\r\n\r\n"[..],
         b"GET / HTTP/9.9\r\n\r\n",
-        b"GET /health HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"POST /rooms HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-        b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     ] {
         let mut c = Conn::open(hub.local_addr()).await;
@@ -259,7 +259,7 @@ async fn malformed_requests_get_400_and_close() {
     }
     // Unsupported transfer codings are 501.
     let mut c = Conn::open(hub.local_addr()).await;
-    c.send(b"POST /rooms HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")
+    c.send(b"POST /rooms HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n")
         .await;
     assert_eq!(c.read_response().await.unwrap().status, 501);
     // The hub is unharmed.
@@ -293,7 +293,7 @@ async fn slow_head_gets_408_and_close() {
 async fn slow_body_gets_408_and_close() {
     let hub = start(quick_timeouts()).await;
     let mut c = Conn::open(hub.local_addr()).await;
-    c.send(b"POST /rooms HTTP/1.1\r\nContent-Length: 20\r\n\r\n{\"na")
+    c.send(b"POST /rooms HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n{\"na")
         .await;
     let r = c.read_response().await.expect("408");
     assert_eq!(r.status, 408);

@@ -161,7 +161,7 @@ async fn bad_requests_are_400() {
         let mut c = Conn::open(addr).await;
         c.send(
             format!(
-                "POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
                 raw.len()
             )
             .as_bytes(),
@@ -199,7 +199,7 @@ async fn rewrite_is_byte_exact_and_applies_config_defaults() {
     let mut c = Conn::open(addr).await;
     c.send(
         format!(
-            "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: Bearer room-secret\r\nCookie: s=1\r\nUser-Agent: test-agent/1\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: Bearer room-secret\r\nCookie: s=1\r\nUser-Agent: test-agent/1\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),

@@ -109,7 +109,7 @@ async fn https_hub_end_to_end() {
         .await
         .unwrap();
     plain
-        .write_all(b"GET /health HTTP/1.1\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
     let mut buf = Vec::new();

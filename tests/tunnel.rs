@@ -206,7 +206,7 @@ async fn only_the_participant_secret_attaches_a_tunnel() {
                 .map(|a| format!("Gambiarra-Tunnel-Secret: {a}\r\n"))
                 .unwrap_or_default();
             c.send(
-                format!("GET /rooms/{code}/tunnel/{id} HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: gambiarra-tunnel\r\n{auth}\r\n")
+                format!("GET /rooms/{code}/tunnel/{id} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: gambiarra-tunnel\r\n{auth}\r\n")
                     .as_bytes(),
             )
             .await;
@@ -225,7 +225,7 @@ async fn only_the_participant_secret_attaches_a_tunnel() {
     let mut c = Conn::open(addr).await;
     c.send(
         format!(
-            "GET /rooms/{}/tunnel/t HTTP/1.1\r\nGambiarra-Tunnel-Secret: {}\r\n\r\n",
+            "GET /rooms/{}/tunnel/t HTTP/1.1\r\nHost: t\r\nGambiarra-Tunnel-Secret: {}\r\n\r\n",
             s.code, s.secret
         )
         .as_bytes(),

@@ -95,7 +95,6 @@ impl ServeArgs {
     fn config(&self) -> Result<HubConfig, String> {
         let mut config = HubConfig {
             upstream_roots: super::load_certs(&self.upstream_ca, "--upstream-ca")?,
-            ttfb_timeout: Duration::from_millis(self.ttfb_timeout_ms.max(1)),
             state_file: self.state.clone().map(Into::into),
             ..HubConfig::default()
         };
@@ -114,19 +113,60 @@ impl ServeArgs {
             (None, None) => {}
             _ => return Err("--tls-cert and --tls-key go together".into()),
         }
-        config.server.max_connections = self.max_connections.max(1);
-        config.health_interval = Duration::from_millis(self.health_interval_ms.max(1));
-        config.participant_timeout = Duration::from_millis(self.participant_timeout_ms.max(1));
-        config.max_rooms = self.max_rooms;
-        config.max_participants_per_room = self.max_participants;
-        config.max_subscribers_per_room = self.max_subscribers;
-        config.max_subscribers = self.max_subscribers_total;
-        config.server.max_connections_per_ip = self.max_connections_per_ip;
-        if !(self.rate_limit >= 0.0 && self.rate_limit.is_finite()) {
-            return Err("--rate-limit must be a number of requests per second, 0 or more".into());
+        let ms = Duration::from_millis;
+        config.server.max_connections =
+            within("--max-connections", self.max_connections, 1, MILLION)?;
+        config.health_interval = ms(within(
+            "--health-interval-ms",
+            self.health_interval_ms,
+            100,
+            DAY_MS,
+        )?);
+        config.participant_timeout = ms(within(
+            "--participant-timeout-ms",
+            self.participant_timeout_ms,
+            1_000,
+            DAY_MS,
+        )?);
+        if config.participant_timeout < config.health_interval {
+            return Err("--participant-timeout-ms must be at least --health-interval-ms".into());
         }
-        config.control_rate = self.rate_limit;
-        config.control_burst = self.rate_burst.max(1);
+        config.ttfb_timeout = ms(within(
+            "--ttfb-timeout-ms",
+            self.ttfb_timeout_ms,
+            1_000,
+            DAY_MS,
+        )?);
+        config.max_rooms = within("--max-rooms", self.max_rooms, 1, MILLION)?;
+        config.max_participants_per_room =
+            within("--max-participants", self.max_participants, 1, MILLION)?;
+        config.max_subscribers_per_room =
+            within("--max-subscribers", self.max_subscribers, 1, MILLION)?;
+        config.max_subscribers = within(
+            "--max-subscribers-total",
+            self.max_subscribers_total,
+            1,
+            MILLION,
+        )?;
+        config.server.max_connections_per_ip = within(
+            "--max-connections-per-ip",
+            self.max_connections_per_ip,
+            0,
+            MILLION,
+        )?;
+        // 0 turns the limit off; otherwise at least one request per 100 s (a smaller rate would
+        // make the wait for the next token overflow any clock), at most a million per second.
+        let rate = self.rate_limit;
+        if !(rate == 0.0 || (0.01..=1e6).contains(&rate)) {
+            return Err(format!(
+                "--rate-limit must be 0 (off) or between 0.01 and 1000000 requests per second, not {rate}"
+            ));
+        }
+        config.control_rate = rate;
+        config.control_burst = within("--rate-burst", self.rate_burst, 1, 1_000_000)?;
+        if let Some(t) = self.threads {
+            within("--threads", t, 1, 1024)?;
+        }
         config.admin_token = self
             .admin_token
             .clone()
@@ -146,6 +186,22 @@ impl ServeArgs {
             .next()
             .ok_or_else(|| format!("--host {} resolves to no address", self.host))
     }
+}
+
+const MILLION: usize = 1_000_000;
+const DAY_MS: u64 = 86_400_000;
+
+/// `value` if it lies in `lo..=hi`, else an error naming the flag and its range.
+fn within<T: PartialOrd + std::fmt::Display + Copy>(
+    flag: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<T, String> {
+    if value < lo || value > hi {
+        return Err(format!("{flag} must be between {lo} and {hi}, not {value}"));
+    }
+    Ok(value)
 }
 
 /// Large allocations (an Argon2 hash's 19 MiB, big request bodies) straight from `mmap`, so
@@ -283,5 +339,43 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<ServeArgs, argh::EarlyExit> {
+        ServeArgs::from_args(&["serve"], extra)
+    }
+
+    #[test]
+    fn numeric_flags_are_range_checked_at_start() {
+        for bad in [
+            &["--rate-limit", "1e-300"][..],
+            &["--rate-limit", "-1"],
+            &["--rate-limit", "NaN"],
+            &["--rate-limit", "inf"],
+            &["--max-connections", "0"],
+            &["--health-interval-ms", "0"],
+            &["--participant-timeout-ms", "10"],
+            &["--ttfb-timeout-ms", "0"],
+            &["--max-rooms", "0"],
+            &["--rate-burst", "0"],
+            &["--threads", "0"],
+            &[
+                "--health-interval-ms",
+                "60000",
+                "--participant-timeout-ms",
+                "30000",
+            ],
+        ] {
+            let e = args(bad).unwrap().config().unwrap_err();
+            assert!(e.contains(bad[0]) || e.contains("--health"), "{bad:?}: {e}");
+        }
+        for good in [&["--rate-limit", "0"][..], &["--rate-limit", "0.5"], &[]] {
+            args(good).unwrap().config().unwrap();
+        }
     }
 }

@@ -10,7 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::body::{BodyFraming, ChunkedDecoder};
 use super::head::{HeadError, MAX_HEADERS, has_token};
 
-/// The largest upstream response head accepted.
+/// The largest upstream response head accepted, complete or not (larger → the proxy answers
+/// 502).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// A parsed response head.
@@ -69,11 +70,20 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHeadParts>, HeadError
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(_) => return Err(HeadError::Malformed("Malformed response from upstream")),
     };
+    if len > MAX_RESPONSE_HEAD {
+        return Err(HeadError::TooLarge);
+    }
     let status = resp.code.unwrap_or(0);
+    if !(100..=599).contains(&status) {
+        return Err(HeadError::Malformed("Invalid status code from upstream"));
+    }
     let minor_version = resp.version.unwrap_or(1);
     let mut headers = Vec::with_capacity(resp.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    // A Transfer-Encoding whose last coding is not `chunked`: the body ends at the close, and
+    // any Content-Length is ignored (RFC 9112 §6.3, rule 4).
+    let mut encoded_until_close = false;
     let mut close = minor_version == 0;
     let base = buf.as_ptr() as usize;
     for h in resp.headers.iter() {
@@ -96,9 +106,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHeadParts>, HeadError
             // Only a final `chunked` coding delimits the body; anything else reads to close.
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            if !chunked {
-                close = true;
-            }
+            encoded_until_close = !chunked;
         } else if n.eq_ignore_ascii_case(b"connection") {
             if has_token(h.value, "close") {
                 close = true;
@@ -111,6 +119,9 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHeadParts>, HeadError
         BodyFraming::Empty
     } else if chunked {
         BodyFraming::Chunked
+    } else if encoded_until_close {
+        close = true;
+        BodyFraming::UntilClose
     } else if let Some(n) = length {
         if n == 0 {
             BodyFraming::Empty
@@ -311,6 +322,30 @@ mod tests {
         let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n");
         assert!(!h.keep_alive);
         assert_eq!(h.header("content-length"), Some(&b"3"[..]));
+        // A coding other than a final `chunked` reads to the close, whatever Content-Length
+        // says (RFC 9112 §6.3).
+        let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (BodyFraming::UntilClose, false));
+    }
+
+    #[test]
+    fn heads_are_bounded_and_statuses_checked() {
+        let mut big = String::from("HTTP/1.1 200 OK\r\n");
+        while big.len() <= MAX_RESPONSE_HEAD {
+            big.push_str("X-Filler: ");
+            big.push_str(&"a".repeat(2000));
+            big.push_str("\r\n");
+        }
+        big.push_str("Content-Length: 0\r\n\r\n");
+        // Complete, but too large: refused just like an incomplete one.
+        assert_eq!(
+            parse_response(big.as_bytes()).unwrap_err(),
+            HeadError::TooLarge
+        );
+        for status in ["000", "099", "600", "999"] {
+            let raw = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            assert!(parse_response(raw.as_bytes()).is_err(), "{status}");
+        }
     }
 
     async fn body(wire: &[u8], framing: BodyFraming, limit: usize) -> Result<Vec<u8>, ReadError> {

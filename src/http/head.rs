@@ -101,9 +101,24 @@ impl RequestHead {
         std::str::from_utf8(&self.raw[self.target.clone()]).unwrap_or("")
     }
 
+    /// The target in origin form: an absolute-form target (`http://host/path`, which a
+    /// server must accept, RFC 9112 §3.2.2) is reduced to its path and query.
+    fn origin_form(&self) -> &str {
+        let t = self.target();
+        let Some(scheme_len) = absolute_form_scheme(t) else {
+            return t;
+        };
+        let rest = &t[scheme_len..];
+        match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+            // `http://host?x` and `http://host` mean the root.
+            _ => "/",
+        }
+    }
+
     /// The path without the query string.
     pub fn path(&self) -> &str {
-        let t = self.target();
+        let t = self.origin_form();
         t.split_once('?').map_or(t, |(p, _)| p)
     }
 
@@ -190,6 +205,15 @@ fn offset_in(base: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
+/// The length of `http://` or `https://` (any case) at the start of an absolute-form target.
+fn absolute_form_scheme(target: &str) -> Option<usize> {
+    let b = target.as_bytes();
+    ["http://", "https://"]
+        .iter()
+        .find(|s| b.len() >= s.len() && b[..s.len()].eq_ignore_ascii_case(s.as_bytes()))
+        .map(|s| s.len())
+}
+
 /// Does a comma-separated header value contain `token` (case-insensitive)?
 pub fn has_token(value: &[u8], token: &str) -> bool {
     value
@@ -235,11 +259,14 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<HeadParts>, HeadError> {
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
+    let mut hosts = 0;
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         headers.push((offset_in(buf, name), offset_in(buf, h.value)));
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             let v = std::str::from_utf8(h.value)
                 .ok()
                 .map(str::trim)
@@ -270,6 +297,14 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<HeadParts>, HeadError> {
                 return Err(HeadError::Malformed("Unsupported Expect header"));
             }
         }
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host; more than one is refused
+    // whatever the version (which of two hosts a request is for is anyone's guess).
+    if hosts > 1 {
+        return Err(HeadError::Malformed("More than one Host header"));
+    }
+    if hosts == 0 && minor_version == 1 {
+        return Err(HeadError::Malformed("Missing Host header"));
     }
     let framing = match (chunked, content_length) {
         (true, Some(_)) => {
@@ -319,6 +354,35 @@ mod tests {
     }
 
     #[test]
+    fn host_is_required_once_in_http_1_1() {
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\n\r\n").unwrap_err(),
+            HeadError::Malformed("Missing Host header")
+        );
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n").unwrap_err(),
+            HeadError::Malformed("More than one Host header")
+        );
+        assert!(parse("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+    }
+
+    #[test]
+    fn absolute_form_targets_route_by_path() {
+        for (target, path, query) in [
+            ("http://hub:4000/rooms?x=1", "/rooms", Some("x=1")),
+            ("HTTPS://hub/rooms/ABC/events", "/rooms/ABC/events", None),
+            ("http://hub", "/", None),
+            ("http://hub?q", "/", Some("q")),
+            ("/plain", "/plain", None),
+        ] {
+            let h = parse(&format!("GET {target} HTTP/1.1\r\nHost: hub\r\n\r\n"))
+                .unwrap()
+                .unwrap();
+            assert_eq!((h.path(), h.query()), (path, query), "{target}");
+        }
+    }
+
+    #[test]
     fn simple_get() {
         let h = parse("GET /rooms?x=1 HTTP/1.1\r\nHost: a\r\nX-Y: z\r\n\r\n")
             .unwrap()
@@ -334,44 +398,49 @@ mod tests {
     #[test]
     fn partial_then_too_large() {
         assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
         assert_eq!(parse(&big).unwrap_err(), HeadError::TooLarge);
         let many: String = (0..MAX_HEADERS + 1)
             .map(|i| format!("H{i}: v\r\n"))
             .collect();
         assert_eq!(
-            parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")).unwrap_err(),
+            parse(&format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n")).unwrap_err(),
             HeadError::TooLarge
         );
     }
 
     #[test]
     fn framing_rules() {
-        let h = parse("POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n")
+        let h = parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(h.framing, BodyFraming::Length(12));
-        let h = parse("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n")
+        let h = parse("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(h.framing, BodyFraming::Chunked);
         for bad in [
-            "POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert_eq!(parse(bad).unwrap_err().status(), 400, "{bad}");
         }
         assert_eq!(
-            parse("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap_err(),
+            parse("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+                .unwrap_err(),
             HeadError::UnsupportedEncoding
         );
         // Repeated identical lengths are allowed (RFC 9112 §6.3).
-        let h = parse("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h =
+            parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(h.framing, BodyFraming::Length(3));
     }
 
@@ -383,20 +452,22 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(h.keep_alive);
-        let h = parse("GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n")
+        let h = parse("GET / HTTP/1.1\r\nHost: t\r\nConnection: foo, Close\r\n\r\n")
             .unwrap()
             .unwrap();
         assert!(!h.keep_alive);
-        let h = parse("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h = parse(
+            "POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert!(h.expect_continue);
     }
 
     #[test]
     fn garbage_is_malformed() {
         assert_eq!(
-            parse("\x00\x01\x02 / HTTP/1.1\r\n\r\n")
+            parse("\x00\x01\x02 / HTTP/1.1\r\nHost: t\r\n\r\n")
                 .unwrap_err()
                 .status(),
             400

@@ -60,7 +60,10 @@ impl RateLimiter {
     }
 
     fn wait_for_one(&self, b: &Bucket) -> Duration {
-        Duration::from_secs_f64(((1.0 - b.tokens) / self.rate).max(0.0))
+        // Saturates rather than panics for a rate so small the wait overflows (flags are
+        // range-checked at start; an embedder's config may not be).
+        Duration::try_from_secs_f64(((1.0 - b.tokens) / self.rate).max(0.0))
+            .unwrap_or(Duration::from_secs(u32::MAX.into()))
     }
 
     /// Take a token for `ip`; when there is none, how long until there will be.
@@ -108,7 +111,8 @@ impl RateLimiter {
     }
 
     fn make_room(&self, map: &mut HashMap<IpAddr, Bucket>, now: Instant) {
-        let full_after = Duration::from_secs_f64(self.burst / self.rate);
+        let full_after = Duration::try_from_secs_f64(self.burst / self.rate)
+            .unwrap_or(Duration::from_secs(u32::MAX.into()));
         map.retain(|_, b| now.saturating_duration_since(b.at) < full_after);
         if map.len() >= self.max_tracked
             && let Some(oldest) = map.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| *k)

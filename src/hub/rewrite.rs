@@ -30,8 +30,9 @@ const CONFIG_KEYS: [&str; 7] = [
 /// What [`scan`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyScan {
-    /// The `model` value's bytes, quotes included (the last one, if repeated, as JSON parsers
-    /// keep the last).
+    /// The `model` value's bytes, quotes included. A body with two top-level `model` keys is
+    /// refused: a parser that keeps the first and one that keeps the last would route and run
+    /// different models.
     pub model_range: Range<usize>,
     /// The `model` value, unescaped.
     pub model: String,
@@ -51,6 +52,8 @@ pub enum ScanError {
     NotObject,
     MissingModel,
     ModelNotString,
+    /// Two top-level `model` keys (possibly one of them escaped).
+    DuplicateModel,
 }
 
 impl std::fmt::Display for ScanError {
@@ -60,6 +63,7 @@ impl std::fmt::Display for ScanError {
             ScanError::NotObject => f.write_str("Request body must be a JSON object"),
             ScanError::MissingModel => f.write_str("Missing required field: model"),
             ScanError::ModelNotString => f.write_str("model must be a string"),
+            ScanError::DuplicateModel => f.write_str("Duplicate top-level key: model"),
         }
     }
 }
@@ -291,6 +295,7 @@ pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
     let mut model: Option<(Range<usize>, Result<String, ScanError>)> = None;
     let mut stream = false;
     let mut present = 0u8;
+    let mut duplicate_model = false;
     s.ws();
     if s.peek() == Some(b'}') {
         s.i += 1;
@@ -310,6 +315,8 @@ pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
             let value = s.value()?;
             match key_text.as_ref() {
                 "model" => {
+                    // Refused once the whole body is known to be JSON (see below).
+                    duplicate_model |= model.is_some();
                     let v = &body[value.clone()];
                     let text = if v.first() == Some(&b'"') {
                         unescape(v)
@@ -343,6 +350,9 @@ pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
     }
     if std::str::from_utf8(body).is_err() {
         return Err(ScanError::Invalid("body is not UTF-8".into()));
+    }
+    if duplicate_model {
+        return Err(ScanError::DuplicateModel);
     }
     let (model_range, model) = model.ok_or(ScanError::MissingModel)?;
     Ok(BodyScan {
@@ -445,8 +455,8 @@ mod tests {
     }
 
     #[test]
-    fn escaped_names_and_last_duplicate() {
-        let body = Bytes::from_static(br#"{"mod\u0065l":"a","model":"b\"c"}"#);
+    fn escaped_names_and_duplicates() {
+        let body = Bytes::from_static(br#"{"mod\u0065l":"b\"c","messages":[]}"#);
         let s = scan(&body).unwrap();
         assert_eq!(s.model, "b\"c");
         let out = joined(&splice(
@@ -454,7 +464,16 @@ mod tests {
             &s,
             &Defaults::new("x\"y", &GenerationConfig::default()),
         ));
-        assert_eq!(out, r#"{"mod\u0065l":"a","model":"x\"y"}"#);
+        assert_eq!(out, r#"{"mod\u0065l":"x\"y","messages":[]}"#);
+        // Two `model` keys, however spelled, are refused: which one counts is parser-dependent.
+        for body in [
+            &br#"{"model":"a","model":"*"}"#[..],
+            br#"{"mod\u0065l":"a","model":"b"}"#,
+            br#"{"model":"a","x":{"model":"nested is fine"},"model":"b"}"#,
+        ] {
+            assert_eq!(scan(body), Err(ScanError::DuplicateModel));
+        }
+        assert!(scan(br#"{"model":"a","x":{"model":"b"}}"#).is_ok());
     }
 
     #[test]

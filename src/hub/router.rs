@@ -154,12 +154,14 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
     }
     use Method::*;
     match segs {
-        ["health"] => gate(method, Get, "GET", Route::Health),
-        ["metrics"] => gate(method, Get, "GET", Route::Metrics),
+        ["health"] => gate(method, Get, GET, Route::Health),
+        ["metrics"] => gate(method, Get, GET, Route::Metrics),
         ["rooms"] => match method {
             Post => Route::CreateRoom,
-            Get => Route::ListRooms,
-            _ => Route::MethodNotAllowed { allow: "GET, POST" },
+            Get | Head => Route::ListRooms,
+            _ => Route::MethodNotAllowed {
+                allow: "GET, HEAD, POST",
+            },
         },
         ["rooms", code] => gate(method, Delete, "DELETE", Route::DeleteRoom { code }),
         ["rooms", code, "join"] => gate(method, Post, "POST", Route::Join { code }),
@@ -168,13 +170,13 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
             None => Route::NotFound,
         },
         ["rooms", code, "health"] => gate(method, Post, "POST", Route::HealthCheck { code }),
-        ["rooms", code, "participants"] => gate(method, Get, "GET", Route::Participants { code }),
-        ["rooms", code, "events"] => gate(method, Get, "GET", Route::Events { code }),
+        ["rooms", code, "participants"] => gate(method, Get, GET, Route::Participants { code }),
+        ["rooms", code, "events"] => gate(method, Get, GET, Route::Events { code }),
         ["rooms", code, "tunnel", id] => match percent_decode(id) {
             Some(id) => gate(method, Get, "GET", Route::Tunnel { code, id }),
             None => Route::NotFound,
         },
-        ["rooms", code, "v1", "models"] => gate(method, Get, "GET", Route::Models { code }),
+        ["rooms", code, "v1", "models"] => gate(method, Get, GET, Route::Models { code }),
         ["rooms", code, "v1", "chat", "completions"] => gate(
             method,
             Post,
@@ -206,8 +208,11 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
     }
 }
 
+/// What a GET route allows: HEAD is GET without the body (the connection leaves it out).
+const GET: &str = "GET, HEAD";
+
 fn gate<'a>(method: Method, want: Method, allow: &'static str, r: Route<'a>) -> Route<'a> {
-    if method == want {
+    if method == want || (want == Method::Get && method == Method::Head && allow == GET) {
         r
     } else {
         Route::MethodNotAllowed { allow }
@@ -272,13 +277,35 @@ mod tests {
         assert_eq!(route(Method::Get, "/a/b/c/d/e/f/g/h"), Route::NotFound);
         assert_eq!(
             route(Method::Put, "/rooms"),
-            Route::MethodNotAllowed { allow: "GET, POST" }
+            Route::MethodNotAllowed {
+                allow: "GET, HEAD, POST"
+            }
         );
         assert_eq!(
             route(Method::Get, "/rooms/x/join"),
             Route::MethodNotAllowed { allow: "POST" }
         );
         assert_eq!(route(Method::Delete, "/rooms/x/leave/%zz"), Route::NotFound);
+    }
+
+    #[test]
+    fn head_is_get_without_a_body() {
+        use Method::*;
+        assert_eq!(route(Head, "/health"), Route::Health);
+        assert_eq!(route(Head, "/rooms"), Route::ListRooms);
+        assert_eq!(
+            route(Head, "/rooms/ABC234/participants"),
+            Route::Participants { code: "ABC234" }
+        );
+        // Not where GET would switch protocols, and not on POST routes.
+        assert!(matches!(
+            route(Head, "/rooms/ABC234/tunnel/x"),
+            Route::MethodNotAllowed { allow: "GET" }
+        ));
+        assert!(matches!(
+            route(Head, "/rooms/ABC234/join"),
+            Route::MethodNotAllowed { .. }
+        ));
     }
 
     #[test]

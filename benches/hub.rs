@@ -207,7 +207,7 @@ fn password(c: &mut Criterion) {
         b.iter(|| verify_password(&hash, b"correct horse battery staple"))
     });
     g.finish();
-    let auth = Auth::new(None);
+    let auth = Auth::new(None).unwrap();
     let secrets = RoomSecrets::new(Some(hash), None);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -120,15 +120,48 @@ async fn join_and_replace() {
     );
     assert!(p["joinedAt"].as_u64().unwrap() <= p["lastSeen"].as_u64().unwrap());
 
-    // Joining again with the same id replaces the entry.
+    let secret = v["participantSecret"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 64);
+    assert!(
+        v.get("tunnelSecret").is_none(),
+        "only tunnelled participants get one"
+    );
+
+    // Joining again with the same id while it is online takes its secret…
+    let again =
+        json!({"id": "p1", "nickname": "Alice2", "model": "qwen", "endpoint": "https://x.example"});
     let r = req(
         addr,
         "POST",
         &format!("/rooms/{code}/join"),
-        Some(json!({"id": "p1", "nickname": "Alice2", "model": "qwen", "endpoint": "https://x.example"})),
+        Some(again.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.error());
+    let mut with_secret = again.clone();
+    with_secret["participantSecret"] = json!("0".repeat(64));
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(with_secret.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.error());
+    // …and then replaces the entry, with a fresh secret.
+    with_secret["participantSecret"] = json!(secret);
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(with_secret),
     )
     .await;
     assert_eq!(r.status, 201);
+    assert_ne!(
+        r.json()["participantSecret"].as_str(),
+        Some(secret.as_str())
+    );
     let r = req(addr, "GET", &format!("/rooms/{code}/participants"), None).await;
     let list = r.json()["participants"].as_array().unwrap().clone();
     assert_eq!(list.len(), 1);
@@ -212,11 +245,42 @@ async fn leave_routes() {
     let addr = hub.local_addr();
     let room = create_room(addr, "R").await;
     let code = room["code"].as_str().unwrap();
-    join(addr, code, "p 1", "http://localhost:1").await;
-    let r = req(addr, "DELETE", &format!("/rooms/{code}/leave/p%201"), None).await;
+    let secret = join(addr, code, "p 1", "http://localhost:1").await.json()["participantSecret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/rooms/{code}/leave/p%201");
+    // Without its secret nobody can make a participant leave.
+    let r = req(addr, "DELETE", &path, None).await;
+    assert_eq!(r.status, 403, "{}", r.error());
+    let wrong = "Gambiarra-Participant-Secret: nope\r\n";
+    let r = Conn::open(addr)
+        .await
+        .request_with("DELETE", &path, None, wrong)
+        .await;
+    assert_eq!(r.status, 403);
+    let header = format!("Gambiarra-Participant-Secret: {secret}\r\n");
+    let r = Conn::open(addr)
+        .await
+        .request_with("DELETE", &path, None, &header)
+        .await;
     assert_eq!((r.status, r.json()), (200, json!({"success": true})));
-    let r = req(addr, "DELETE", &format!("/rooms/{code}/leave/p%201"), None).await;
+    let r = Conn::open(addr)
+        .await
+        .request_with("DELETE", &path, None, &header)
+        .await;
     assert_eq!((r.status, r.error()), (404, "Participant not found".into()));
+    // The body field works too (the TypeScript API's style).
+    let secret =
+        join(addr, code, "p2", "http://localhost:1").await.json()["participantSecret"].clone();
+    let r = req(
+        addr,
+        "DELETE",
+        &format!("/rooms/{code}/leave/p2"),
+        Some(json!({"participantSecret": secret})),
+    )
+    .await;
+    assert_eq!(r.status, 200);
     let r = req(addr, "DELETE", "/rooms/ZZZZZZ/leave/x", None).await;
     assert_eq!((r.status, r.error()), (404, "Room not found".into()));
     hub.shutdown().await;

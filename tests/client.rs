@@ -66,9 +66,17 @@ async fn every_call_and_its_errors() {
         hub_error(client.health_check(&code, "nobody").await),
         (404, "Participant not found".into())
     );
-    client.leave(&code, "p 1").await.unwrap();
+    let secret = joined.participant_secret.as_deref();
+    assert_eq!(secret.map(str::len), Some(64));
+    // Nobody else can make it leave.
+    assert_eq!(hub_error(client.leave(&code, "p 1", None).await).0, 403);
     assert_eq!(
-        hub_error(client.leave(&code, "p 1").await),
+        hub_error(client.leave(&code, "p 1", Some("guess")).await).0,
+        403
+    );
+    client.leave(&code, "p 1", secret).await.unwrap();
+    assert_eq!(
+        hub_error(client.leave(&code, "p 1", secret).await),
         (404, "Participant not found".into())
     );
     assert_eq!(
@@ -164,7 +172,7 @@ async fn event_subscription_is_typed_and_resumes() {
         events.next().await.unwrap().unwrap().event,
         HubEvent::Connected { .. }
     ));
-    client.join(&code, &join_req("a")).await.unwrap();
+    let joined = client.join(&code, &join_req("a")).await.unwrap();
     match events.next().await.unwrap().unwrap().event {
         HubEvent::ParticipantJoined(p) => assert_eq!(p.id, "a"),
         other => panic!("{other:?}"),
@@ -174,7 +182,10 @@ async fn event_subscription_is_typed_and_resumes() {
         t.abort();
     }
     let direct = HubClient::new(&format!("http://{hub_addr}")).unwrap();
-    direct.leave(&code, "a").await.unwrap();
+    direct
+        .leave(&code, "a", joined.participant_secret.as_deref())
+        .await
+        .unwrap();
     assert!(matches!(
         events.next().await.unwrap().unwrap().event,
         HubEvent::Disconnected { .. }

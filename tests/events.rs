@@ -34,7 +34,7 @@ async fn stream_headers_and_room_events() {
     assert_eq!(connected.id, None);
     assert_eq!(connected.data["clientId"].as_str().unwrap().len(), 36);
 
-    join(addr, code, "p1", "http://localhost:1").await;
+    let secret = secret_of(&join(addr, code, "p1", "http://localhost:1").await);
     let e = sse.next().await;
     assert_eq!(e.name, "participant:joined");
     assert_eq!(e.data["id"], "p1");
@@ -42,13 +42,13 @@ async fn stream_headers_and_room_events() {
     let first_id = e.id.unwrap();
 
     // Joining again with the same id is announced again.
-    join(addr, code, "p1", "http://localhost:2").await;
+    let secret = secret_of(&rejoin(addr, code, "p1", "http://localhost:2", &secret).await);
     let e = sse.next().await;
     assert_eq!(e.name, "participant:joined");
     assert_eq!(e.data["endpoint"], "http://localhost:2");
     assert_eq!(e.id, Some(first_id + 1));
 
-    req(addr, "DELETE", &format!("/rooms/{code}/leave/p1"), None).await;
+    leave(addr, code, "p1", &secret).await;
     let e = sse.next().await;
     assert_eq!(
         (e.name.as_str(), e.data.clone()),
@@ -105,12 +105,12 @@ async fn reconnect_replays_missed_events() {
     let code = room["code"].as_str().unwrap();
     let (_, _, mut sse) = Sse::open(addr, code, "").await;
     sse.next().await;
-    join(addr, code, "a", "http://localhost:1").await;
+    let secret = secret_of(&join(addr, code, "a", "http://localhost:1").await);
     let seen = sse.next().await;
     drop(sse);
     // Missed while disconnected:
     join(addr, code, "b", "http://localhost:1").await;
-    req(addr, "DELETE", &format!("/rooms/{code}/leave/a"), None).await;
+    leave(addr, code, "a", &secret).await;
 
     let last = seen.id.unwrap();
     let (_, _, mut sse) = Sse::open(addr, code, &format!("Last-Event-ID: {last}\r\n")).await;
@@ -180,10 +180,12 @@ async fn replay_beyond_the_ring_says_resync() {
 
 #[tokio::test]
 async fn slow_subscriber_is_evicted_without_stalling_others() {
+    const JOINS: usize = 3000;
     // Each pipelined burst below (20 joins) fits in the queue, so a subscriber that keeps
     // reading is never evicted, even on this single-threaded test runtime.
     let config = HubConfig {
         subscriber_queue: 64,
+        max_participants_per_room: JOINS,
         // Hundreds of joins as fast as the socket goes: not what the rate limit is testing.
         control_rate: 0.0,
         ..HubConfig::default()
@@ -198,7 +200,6 @@ async fn slow_subscriber_is_evicted_without_stalling_others() {
     // The fast one reads everything, concurrently.
     let (_, _, mut fast) = Sse::open(addr, &code, "").await;
     assert_eq!(fast.next().await.name, "connected");
-    const JOINS: usize = 3000;
     let reader = tokio::spawn(async move {
         let mut n = 0;
         while n < JOINS {
@@ -216,7 +217,7 @@ async fn slow_subscriber_is_evicted_without_stalling_others() {
         let mut burst = Vec::new();
         for i in 0..20 {
             let body = json!({
-                "id": format!("p{}", (batch * 20 + i) % 50),
+                "id": format!("p{}", batch * 20 + i),
                 "nickname": "n".repeat(128), "model": "m".repeat(256), "endpoint": endpoint
             });
             burst.extend(build(
@@ -375,12 +376,17 @@ async fn room_and_participant_limits() {
     assert_eq!(r.status, 503);
     assert!(r.error().contains("Room limit"));
     let code = room["code"].as_str().unwrap();
-    assert_eq!(join(addr, code, "1", "http://x").await.status, 201);
+    let first = join(addr, code, "1", "http://x").await;
+    assert_eq!(first.status, 201);
     assert_eq!(join(addr, code, "2", "http://x").await.status, 201);
     let r = join(addr, code, "3", "http://x").await;
     assert_eq!(r.status, 503);
     assert!(r.error().contains("Participant limit"));
     // Re-joining with a known id is a replacement, not a new place.
-    assert_eq!(join(addr, code, "2", "http://y").await.status, 201);
+    let secret = secret_of(&first);
+    assert_eq!(
+        rejoin(addr, code, "1", "http://y", &secret).await.status,
+        201
+    );
     hub.shutdown().await;
 }

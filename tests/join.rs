@@ -14,6 +14,20 @@ use serde_json::{Value, json};
 
 /// A hub, the mock LLM answering `tokens` tokens, and a room named `name`.
 async fn setup(tokens: u32, name: &str) -> (gambiarra::Hub, std::net::SocketAddr, MockLlm, String) {
+    let (hub, addr, mock, code, _) = setup_with_host_token(tokens, name).await;
+    (hub, addr, mock, code)
+}
+
+async fn setup_with_host_token(
+    tokens: u32,
+    name: &str,
+) -> (
+    gambiarra::Hub,
+    std::net::SocketAddr,
+    MockLlm,
+    String,
+    String,
+) {
     let hub = start_default().await;
     let addr = hub.local_addr();
     let config = MockConfig {
@@ -23,11 +37,17 @@ async fn setup(tokens: u32, name: &str) -> (gambiarra::Hub, std::net::SocketAddr
     let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), config, false)
         .await
         .unwrap();
-    let code = create_room(addr, name).await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (hub, addr, mock, code)
+    let created = req(
+        addr,
+        "POST",
+        "/rooms",
+        Some(serde_json::json!({ "name": name })),
+    )
+    .await
+    .json();
+    let code = created["room"]["code"].as_str().unwrap().to_string();
+    let token = created["hostToken"].as_str().unwrap().to_string();
+    (hub, addr, mock, code, token)
 }
 
 fn agent(args: &[&str]) -> tokio::process::Command {
@@ -71,7 +91,7 @@ async fn until(
 
 #[tokio::test]
 async fn join_serve_rejoin_and_leave() {
-    let (hub, addr, mock, code) = setup(3, "agents").await;
+    let (hub, addr, mock, code, host_token) = setup_with_host_token(3, "agents").await;
     let hub_url = format!("http://{addr}");
     let child = agent(&[
         "--code",
@@ -117,17 +137,20 @@ async fn join_serve_rejoin_and_leave() {
         "tok0 tok1 tok2 "
     );
 
-    // The hub forgets the participant (as after a restart): the agent re-joins by itself
-    // within a health interval or two.
+    // The hub forgets the participant (the host removes it; as after a restart): the agent
+    // re-joins by itself within a health interval or two.
     let (_, _, mut sse) = Sse::open(addr, &code, "").await;
     sse.next().await;
-    req(
-        addr,
-        "DELETE",
-        &format!("/rooms/{code}/leave/agent-1"),
-        None,
-    )
-    .await;
+    let removed = Conn::open(addr)
+        .await
+        .request_with(
+            "DELETE",
+            &format!("/rooms/{code}/leave/agent-1"),
+            None,
+            &format!("Gambiarra-Host-Token: {host_token}\r\n"),
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.error());
     assert_eq!(
         sse.until("participant:left").await.data["participantId"],
         "agent-1"

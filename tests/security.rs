@@ -122,6 +122,7 @@ async fn every_route_of_a_protected_room_needs_the_password() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.error());
+    let b_secret = secret_of(&r);
     assert_eq!(hub.state().room(&code).unwrap().participants().len(), 2);
 
     // Reads, health checks and leaving.
@@ -129,7 +130,11 @@ async fn every_route_of_a_protected_room_needs_the_password() {
         ("GET", path("/participants"), None),
         ("GET", path("/v1/models"), None),
         ("POST", path("/health"), Some(json!({"id": "a"}))),
-        ("DELETE", path("/leave/b"), None),
+        (
+            "DELETE",
+            path("/leave/b"),
+            Some(json!({"participantSecret": b_secret})),
+        ),
     ] {
         let r = req(addr, method, &p, body.clone()).await;
         assert_eq!(r.status, 401, "{method} {p} without the password");

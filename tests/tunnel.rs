@@ -232,22 +232,24 @@ async fn only_the_participant_secret_attaches_a_tunnel() {
     )
     .await;
     assert_eq!(c.read_response().await.unwrap().status, 426);
-    // A re-join issues a new secret; the old one stops working.
-    let again = s
-        .client
-        .join(
-            &s.code,
-            &JoinRequest {
-                id: "t".into(),
-                nickname: "n".into(),
-                model: "llama3".into(),
-                endpoint: "http://127.0.0.1:1".into(),
-                tunnel: true,
-                ..JoinRequest::default()
-            },
-        )
-        .await
-        .unwrap();
+    // Nobody can re-join an online id without its secret…
+    let mut rejoin = JoinRequest {
+        id: "t".into(),
+        nickname: "n".into(),
+        model: "llama3".into(),
+        endpoint: "http://127.0.0.1:1".into(),
+        tunnel: true,
+        ..JoinRequest::default()
+    };
+    match s.client.join(&s.code, &rejoin).await {
+        Err(gambiarra::client::ClientError::Hub { status, .. }) => assert_eq!(status, 403),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(attempt(Some(s.secret.clone()), "t").await, 101);
+    // …and a re-join with it issues a new secret; the old one stops working.
+    rejoin.participant_secret = Some(s.secret.clone());
+    let again = s.client.join(&s.code, &rejoin).await.unwrap();
+    assert_eq!(again.tunnel_secret, again.participant_secret);
     assert_ne!(again.tunnel_secret.as_deref(), Some(s.secret.as_str()));
     assert_eq!(attempt(Some(s.secret.clone()), "t").await, 401);
     s.hub.shutdown().await;

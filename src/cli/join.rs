@@ -91,7 +91,13 @@ pub fn run(args: JoinArgs) -> ExitCode {
             }
             Some(s)
         };
-        let id = args.id.clone().unwrap_or_else(crate::hub::ids::uuid_v4);
+        let id = match args.id.clone().map_or_else(crate::hub::ids::uuid_v4, Ok) {
+            Ok(id) => id,
+            Err(e) => {
+                eprintln!("gambiarra join: cannot make an id: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let nickname = args.nickname.clone().unwrap_or_else(|| {
             format!("{}@{}", args.model, id.chars().take(6).collect::<String>())
         });
@@ -102,6 +108,7 @@ pub fn run(args: JoinArgs) -> ExitCode {
             endpoint: args.endpoint.clone(),
             specs,
             config: None,
+            participant_secret: None,
             // Sent as `Authorization: Bearer` by the client, on every call.
             password: None,
             tunnel: !args.direct,

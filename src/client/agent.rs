@@ -172,6 +172,10 @@ pub async fn run(
     mut on_event: impl FnMut(AgentEvent),
 ) -> Result<(), ClientError> {
     let joined = hub.join(code, request).await?;
+    // What proves this registration owns its id: re-joins and the leave present it.
+    let mut request = request.clone();
+    request.participant_secret = joined.participant_secret.clone();
+    let request = &mut request;
     let (stop_tunnels, stopped) = tokio::sync::watch::channel(false);
     let secret = Arc::new(RwLock::new(
         joined.tunnel_secret.clone().unwrap_or_default(),
@@ -218,6 +222,7 @@ pub async fn run(
                     if let (Some(s), Ok(mut current)) = (j.tunnel_secret, secret.write()) {
                         *current = s;
                     }
+                    request.participant_secret = j.participant_secret;
                     on_event(AgentEvent::Rejoined(j.participant));
                 }
                 Err(ClientError::Hub { status: 410, .. }) => {
@@ -255,7 +260,12 @@ pub async fn run(
         on_event(AgentEvent::RoomRemoved);
         return Ok(());
     }
-    match tokio::time::timeout(LEAVE_TIMEOUT, hub.leave(code, &request.id)).await {
+    match tokio::time::timeout(
+        LEAVE_TIMEOUT,
+        hub.leave(code, &request.id, request.participant_secret.as_deref()),
+    )
+    .await
+    {
         Ok(Ok(())) => on_event(AgentEvent::Left),
         Ok(Err(e)) => on_event(AgentEvent::LeaveFailed(e.to_string())),
         Err(_) => on_event(AgentEvent::LeaveFailed("timed out".into())),

@@ -100,6 +100,10 @@ pub struct JoinRequest {
     /// Serve through reverse tunnels (the hub never connects to `endpoint`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tunnel: bool,
+    /// Re-joining an id that is still online: the secret the previous join answered with
+    /// (without it the hub refuses with 403, so nobody can take another's id).
+    #[serde(rename = "participantSecret", skip_serializing_if = "Option::is_none")]
+    pub participant_secret: Option<String>,
 }
 
 /// `POST /rooms/:code/join` answer.
@@ -111,6 +115,10 @@ pub struct Joined {
     /// For a tunnelled participant: what its tunnels authenticate with (only here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_secret: Option<String>,
+    /// Proves this registration owns its id: needed to leave, and to re-join while online.
+    /// Only in this answer (a hub older than this field sends none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -252,16 +260,17 @@ impl HubClient {
         .await
     }
 
-    /// Remove a participant.
-    pub async fn leave(&self, code: &str, id: &str) -> Result<()> {
-        self.call::<serde_json::Value, ()>(
-            "DELETE",
-            &format!("/rooms/{}/leave/{}", enc(code), enc(id)),
-            None,
-            self.password.as_deref(),
+    /// Remove a participant, proving ownership with the `participant_secret` its join
+    /// answered with (`None` only for a hub that issued none).
+    pub async fn leave(&self, code: &str, id: &str, secret: Option<&str>) -> Result<()> {
+        let path = format!("/rooms/{}/leave/{}", enc(code), enc(id));
+        let (status, answer) = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.exchange("DELETE", &path, &[], self.password.as_deref(), secret),
         )
         .await
-        .map(|_| ())
+        .map_err(|_| ClientError::Unreachable("timed out".into()))??;
+        decode::<serde_json::Value>(status, &answer).map(|_| ())
     }
 
     /// A room's participants.
@@ -311,33 +320,43 @@ impl HubClient {
             Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Protocol(e.to_string()))?,
             None => Vec::new(),
         };
-        let (status, answer) =
-            tokio::time::timeout(CALL_TIMEOUT, self.exchange(method, path, &body, bearer))
-                .await
-                .map_err(|_| ClientError::Unreachable("timed out".into()))??;
-        if !(200..300).contains(&status) {
-            let message = serde_json::from_slice::<serde_json::Value>(&answer)
-                .ok()
-                .and_then(|v| match &v["error"] {
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    serde_json::Value::Object(o) => o
-                        .get("message")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_string),
-                    _ => None,
-                })
-                .unwrap_or_else(|| String::from_utf8_lossy(&answer).into_owned());
-            return Err(ClientError::Hub { status, message });
-        }
-        serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
+        let (status, answer) = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.exchange(method, path, &body, bearer, None),
+        )
+        .await
+        .map_err(|_| ClientError::Unreachable("timed out".into()))??;
+        decode(status, &answer)
     }
+}
 
+/// A hub answer: the JSON of a 2xx, else the hub's error message.
+fn decode<T: DeserializeOwned>(status: u16, answer: &[u8]) -> Result<T> {
+    if !(200..300).contains(&status) {
+        let message = serde_json::from_slice::<serde_json::Value>(answer)
+            .ok()
+            .and_then(|v| match &v["error"] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Object(o) => o
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string),
+                _ => None,
+            })
+            .unwrap_or_else(|| String::from_utf8_lossy(answer).into_owned());
+        return Err(ClientError::Hub { status, message });
+    }
+    serde_json::from_slice(answer).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+impl HubClient {
     async fn exchange(
         &self,
         method: &str,
         path: &str,
         body: &[u8],
         bearer: Option<&str>,
+        participant_secret: Option<&str>,
     ) -> Result<(u16, Vec<u8>)> {
         let mut conn = self
             .connector
@@ -345,12 +364,16 @@ impl HubClient {
             .await
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         let head = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: gambiarra/{}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: gambiarra/{}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}{}Connection: close\r\n\r\n",
             self.target.base_path,
             self.target.authority,
             env!("CARGO_PKG_VERSION"),
             body.len(),
             bearer_line(bearer),
+            header_line(
+                crate::hub::api::PARTICIPANT_SECRET_HEADER,
+                participant_secret
+            ),
         );
         crate::http::write_all_vectored(&mut conn, &[head.as_bytes(), body])
             .await
@@ -386,6 +409,15 @@ fn bearer_line(token: Option<&str>) -> String {
         Some(t) if !t.is_empty() && !t.contains(['\r', '\n']) => {
             format!("Authorization: Bearer {t}\r\n")
         }
+        _ => String::new(),
+    }
+}
+
+/// `name: value` as a header line, or nothing (left out, like a bearer, if it could forge
+/// headers).
+fn header_line(name: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) if !v.is_empty() && !v.contains(['\r', '\n']) => format!("{name}: {v}\r\n"),
         _ => String::new(),
     }
 }

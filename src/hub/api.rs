@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::HubInner;
-use super::auth::{self, RoomSecrets, same_secret};
+use super::auth::{self, RoomSecrets};
 use super::error::{ApiError, msg};
 use super::events::SseStream;
 use super::router::Route;
@@ -109,7 +109,7 @@ pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Re
         }
         Some(p) => Some(hub.auth.hash(p).await?),
     };
-    let host_token = super::ids::secret();
+    let host_token = super::ids::secret()?;
     let secrets = RoomSecrets::new(password_hash, Some(auth::token_hash(&host_token)));
     let room = hub.state.create_room(name, secrets)?;
     tracing::info!(code = %room.info.code, name = %room.info.name, protected = room.info.password_protected, "room created");
@@ -138,6 +138,7 @@ pub fn list_rooms(hub: &HubInner) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct JoinBody {
     id: Option<String>,
     nickname: Option<String>,
@@ -150,6 +151,22 @@ struct JoinBody {
     _password: Option<String>,
     /// Serve through reverse tunnels instead of being connected to.
     tunnel: Option<bool>,
+    /// Re-joining an id that is online: the secret the earlier join answered with.
+    participant_secret: Option<String>,
+}
+
+/// The header a participant proves it owns its id with (leave, re-join); the body field
+/// `participantSecret` works too.
+pub const PARTICIPANT_SECRET_HEADER: &str = "gambiarra-participant-secret";
+
+/// Ids a participant cannot take: they are what requests use to mean "any participant" or
+/// "by model", and a participant holding one would receive those requests.
+fn reserved_id(id: &str) -> bool {
+    id == "*"
+        || id.eq_ignore_ascii_case("any")
+        || id
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("model:"))
 }
 
 fn validate_specs(specs: &MachineSpecs) -> Result<()> {
@@ -197,6 +214,11 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
         return Err(ApiError::bad_request(msg::MISSING_JOIN_FIELDS));
     };
     check_len("id", &id, MAX_PARTICIPANT_ID)?;
+    if reserved_id(&id) {
+        return Err(ApiError::bad_request(format!(
+            "id {id:?} is reserved: \"*\", \"any\" and \"model:…\" name what a request asks for"
+        )));
+    }
     check_len("nickname", &nickname, MAX_NICKNAME)?;
     check_len("model", &model, MAX_MODEL)?;
     url::parse(&endpoint)
@@ -205,10 +227,15 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
     validate_specs(&specs)?;
     let config = body.config.unwrap_or_default();
     validate_config(&config)?;
-    // The tunnel secret is made here and returned only in this answer.
-    let tunnel_secret = body.tunnel.unwrap_or(false).then(super::ids::secret);
-    // A re-join replaces the participant: tunnels parked under the old registration go.
-    hub.tunnels.drop_participant(&room.info.code, &id);
+    // The participant secret is made here and returned only in this answer; a re-join gets a
+    // fresh one, so a secret that leaked stops working. Tunnels authenticate with it too.
+    let secret = super::ids::secret()?;
+    let tunnel = body.tunnel.unwrap_or(false);
+    let presented = req
+        .head
+        .header(PARTICIPANT_SECRET_HEADER)
+        .map(<[u8]>::trim_ascii)
+        .or(body.participant_secret.as_deref().map(str::as_bytes));
     let participant = hub.state.join(
         room,
         ParticipantInfo {
@@ -222,18 +249,54 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
             joined_at: 0,
             last_seen: 0,
         },
-        tunnel_secret.clone(),
+        auth::token_hash(&secret),
+        tunnel,
+        presented,
     )?;
+    // A re-join replaces the participant: tunnels parked under the old registration go.
+    hub.tunnels
+        .drop_participant(&room.info.code, &participant.id);
     tracing::info!(room = %room.info.code, id = %participant.id, model = %participant.model, "participant joined");
-    let mut answer = json!({ "participant": participant, "roomId": room.info.id });
-    if let Some(secret) = tunnel_secret {
+    let mut answer = json!({
+        "participant": participant,
+        "roomId": room.info.id,
+        "participantSecret": secret,
+    });
+    if tunnel {
         answer["tunnelSecret"] = json!(secret);
     }
     Ok(json(201, &answer))
 }
 
-pub fn leave(hub: &HubInner, room: &Room, id: &str) -> Result<Response> {
-    hub.state.leave(room, id)?;
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeaveBody {
+    participant_secret: Option<String>,
+}
+
+/// The header the room's host (or the hub admin) removes a participant with.
+pub const HOST_TOKEN_HEADER: &str = "gambiarra-host-token";
+
+/// `DELETE /rooms/:code/leave/:id`: with the participant's secret (header or body), or the
+/// room's host token / the admin token in `Gambiarra-Host-Token` (removing someone).
+pub fn leave(hub: &HubInner, room: &Room, id: &str, req: &Request, ip: IpAddr) -> Result<Response> {
+    let from_body;
+    let presented = match req.head.header(PARTICIPANT_SECRET_HEADER) {
+        Some(h) => Some(h.trim_ascii()),
+        None => {
+            from_body = parse_json::<LeaveBody>(&req.body)?.participant_secret;
+            from_body.as_deref().map(str::as_bytes)
+        }
+    };
+    let host = req.head.header(HOST_TOKEN_HEADER).map(<[u8]>::trim_ascii);
+    let by_host = match host {
+        Some(token) if presented.is_none() => {
+            hub.auth.check_host(&room.secrets, Some(token), ip)?;
+            true
+        }
+        _ => false,
+    };
+    hub.state.leave(room, id, presented, by_host)?;
     hub.tunnels.drop_participant(&room.info.code, id);
     hub.metrics.forget_participant(id);
     tracing::info!(room = %room.info.code, id, "participant left");
@@ -300,7 +363,7 @@ fn last_event_id(req: &Request) -> Option<u64> {
 /// `GET /rooms/:code/events`: the SSE stream.
 pub fn events(hub: &HubInner, room: Arc<Room>, req: &Request) -> Result<Response> {
     let (sub, slot) = hub.state.subscribe(&room, last_event_id(req))?;
-    let client_id = super::ids::uuid_v4();
+    let client_id = super::ids::uuid_v4()?;
     let connected = encode_event(
         None,
         "connected",
@@ -332,18 +395,14 @@ pub fn tunnel(
     ip: IpAddr,
 ) -> Result<Response> {
     use super::tunnel::UPGRADE_TOKEN;
-    let secret = hub.state.tunnel_secret(&room, id)?;
     let offered = req
         .head
         .header(super::tunnel::SECRET_HEADER)
         .map(<[u8]>::trim_ascii);
     hub.auth.check_not_blocked(ip)?;
-    match (secret, offered) {
-        (Some(s), Some(o)) if same_secret(s.as_bytes(), o) => {}
-        _ => {
-            hub.auth.failed(ip);
-            return Err(ApiError::new(401, "Invalid tunnel secret"));
-        }
+    if !hub.state.tunnel_allowed(&room, id, offered)? {
+        hub.auth.failed(ip);
+        return Err(ApiError::new(401, "Invalid tunnel secret"));
     }
     let upgrading = req
         .head

@@ -67,7 +67,7 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// Argon2id hash (PHC string) of `password` with a fresh random salt. Slow: call off the
 /// async threads.
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    let salt = SaltString::encode_b64(&super::ids::random_bytes::<16>())
+    let salt = SaltString::encode_b64(&super::ids::random_bytes::<16>()?)
         .map_err(|e| ApiError::new(500, format!("Could not hash the password: {e}")))?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -111,13 +111,14 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(admin_token: Option<String>) -> Self {
-        Auth {
-            key: super::ids::random_bytes::<32>(),
+    /// Fails only if the OS random source does (the digest key must be secret).
+    pub fn new(admin_token: Option<String>) -> Result<Self, super::ids::NoRandomness> {
+        Ok(Auth {
+            key: super::ids::random_bytes::<32>()?,
             hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
             failures: RateLimiter::new(FAILURES_PER_MINUTE / 60.0, FAILURE_BURST),
             admin_token,
-        }
+        })
     }
 
     fn digest(&self, secret: &[u8]) -> [u8; 32] {
@@ -286,7 +287,7 @@ mod tests {
 
     #[tokio::test]
     async fn verify_once_then_remember() {
-        let auth = Auth::new(None);
+        let auth = Auth::new(None).unwrap();
         let secrets = RoomSecrets::new(Some(hash_password("pw").unwrap()), None);
         assert!(secrets.verified.get().is_none());
         auth.check_password(&secrets, Some(b"pw"), IP)
@@ -307,7 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_limited_per_address() {
-        let auth = Auth::new(None);
+        let auth = Auth::new(None).unwrap();
         let secrets = RoomSecrets::new(Some(hash_password("pw").unwrap()), None);
         auth.check_password(&secrets, Some(b"pw"), IP)
             .await
@@ -328,8 +329,8 @@ mod tests {
 
     #[test]
     fn host_and_admin_tokens() {
-        let auth = Auth::new(Some("admin".into()));
-        let token = super::super::ids::secret();
+        let auth = Auth::new(Some("admin".into())).unwrap();
+        let token = super::super::ids::secret().unwrap();
         let secrets = RoomSecrets::new(None, Some(token_hash(&token)));
         auth.check_host(&secrets, Some(token.as_bytes()), IP)
             .unwrap();
@@ -342,6 +343,6 @@ mod tests {
         );
         assert_eq!(auth.check_admin(None, IP).unwrap_err().status, 401);
         auth.check_admin(Some(b"admin"), IP).unwrap();
-        Auth::new(None).check_admin(None, IP).unwrap();
+        Auth::new(None).unwrap().check_admin(None, IP).unwrap();
     }
 }

@@ -23,6 +23,13 @@ pub mod msg {
     pub const INVALID_PASSWORD: &str = "Invalid password";
 }
 
+impl From<super::ids::NoRandomness> for ApiError {
+    fn from(e: super::ids::NoRandomness) -> Self {
+        tracing::error!("{e}: refusing to make a secret or id any other way");
+        ApiError::new(500, "The hub cannot make random secrets right now")
+    }
+}
+
 /// An error answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {

@@ -8,42 +8,53 @@ pub const CODE_LEN: usize = 6;
 pub const ROOM_ID_LEN: usize = 21;
 const ID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    // The OS random source failing is not something the hub can recover from or work around;
-    // fall back to time-derived bytes rather than abort (ids need uniqueness, not secrecy).
-    if getrandom::fill(&mut buf).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
-        }
+/// The operating system's random source failed. Secrets (host tokens, participant secrets,
+/// salts, the digest key) and ids are never made any other way: the request that needed one
+/// fails (500), and a hub that cannot key itself does not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRandomness;
+
+impl std::fmt::Display for NoRandomness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the operating system's random source failed")
     }
-    buf
+}
+
+impl std::error::Error for NoRandomness {}
+
+impl From<NoRandomness> for std::io::Error {
+    fn from(e: NoRandomness) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
+/// `N` bytes from the operating system's random source.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], NoRandomness> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|_| NoRandomness)?;
+    Ok(buf)
 }
 
 /// A fresh 6-character room code (the caller retries on a collision).
-pub fn room_code() -> String {
+pub fn room_code() -> Result<String, NoRandomness> {
     // 32 symbols: the low 5 bits of each byte are uniform.
-    random_bytes::<CODE_LEN>()
+    Ok(random_bytes::<CODE_LEN>()?
         .iter()
         .map(|b| CODE_ALPHABET[(b & 31) as usize] as char)
-        .collect()
+        .collect())
 }
 
 /// A fresh room id.
-pub fn room_id() -> String {
-    random_bytes::<ROOM_ID_LEN>()
+pub fn room_id() -> Result<String, NoRandomness> {
+    Ok(random_bytes::<ROOM_ID_LEN>()?
         .iter()
         .map(|b| ID_ALPHABET[(b & 63) as usize] as char)
-        .collect()
+        .collect())
 }
 
 /// A random UUID v4 in its canonical text form.
-pub fn uuid_v4() -> String {
-    let mut b = random_bytes::<16>();
+pub fn uuid_v4() -> Result<String, NoRandomness> {
+    let mut b = random_bytes::<16>()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let mut s = String::with_capacity(36);
@@ -54,15 +65,15 @@ pub fn uuid_v4() -> String {
         s.push(char::from(b"0123456789abcdef"[(byte >> 4) as usize]));
         s.push(char::from(b"0123456789abcdef"[(byte & 15) as usize]));
     }
-    s
+    Ok(s)
 }
 
 /// A fresh 256-bit secret, hex-encoded.
-pub fn secret() -> String {
-    random_bytes::<32>()
+pub fn secret() -> Result<String, NoRandomness> {
+    Ok(random_bytes::<32>()?
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect()
+        .collect())
 }
 
 /// Normalise a room code from a URL: upper-case, and only if it could be a code at all.
@@ -77,16 +88,17 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let c = room_code();
+        let c = room_code().unwrap();
         assert_eq!(c.len(), 6);
         assert!(c.bytes().all(|b| CODE_ALPHABET.contains(&b)));
         assert!(!c.contains(['0', 'O', '1', 'I']));
-        assert_eq!(room_id().len(), ROOM_ID_LEN);
-        let u = uuid_v4();
+        assert_eq!(room_id().unwrap().len(), ROOM_ID_LEN);
+        let u = uuid_v4().unwrap();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(uuid_v4(), uuid_v4());
+        assert_eq!(secret().unwrap().len(), 64);
         assert_eq!(normalize_code("abc234").as_deref(), Some("ABC234"));
         assert_eq!(normalize_code("abc/34"), None);
     }

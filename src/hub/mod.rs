@@ -239,7 +239,7 @@ impl Service {
         let result = match &route {
             Route::DeleteRoom { .. } => api::delete_room(hub, room, req, ip),
             Route::Join { .. } => api::join(hub, &room, req),
-            Route::Leave { id, .. } => api::leave(hub, &room, id),
+            Route::Leave { id, .. } => api::leave(hub, &room, id, req, ip),
             Route::HealthCheck { .. } => api::health_check(hub, &room, req),
             Route::Participants { .. } => api::participants(&room),
             Route::Events { .. } => api::events(hub, room, req),
@@ -366,7 +366,7 @@ impl Hub {
             ),
             tunnels: tunnel::Tunnels::default(),
             metrics: metrics::Metrics::default(),
-            auth: auth::Auth::new(config.admin_token.clone()),
+            auth: auth::Auth::new(config.admin_token.clone())?,
             control_rate: limits::RateLimiter::new(config.control_rate, config.control_burst),
             config,
         });

@@ -45,9 +45,16 @@ pub struct Participant {
     pub target: Arc<Target>,
     /// Model name and config defaults, encoded once at join for the body rewrite.
     pub defaults: Arc<Defaults>,
-    /// Set when the participant serves through reverse tunnels: the secret its tunnels
-    /// authenticate with. Never listed or broadcast.
-    pub tunnel_secret: Option<String>,
+    /// BLAKE2b of the participant secret (hex): what proves ownership of this id on leave and
+    /// re-join, and what its tunnels authenticate with. The secret itself is only ever in the
+    /// join answer; this is never listed or broadcast.
+    pub secret_hash: String,
+    /// Serves through reverse tunnels (the hub never connects to its endpoint).
+    pub tunnel: bool,
+    /// The last sign of life, on the monotonic clock: liveness must not jump when the wall
+    /// clock is stepped (a router without a battery-backed clock syncing NTP). `info.lastSeen`
+    /// keeps the wall time for the wire.
+    pub seen: std::time::Instant,
 }
 
 impl Participant {
@@ -195,6 +202,15 @@ pub enum SelectError {
     Exhausted,
 }
 
+/// Whether `presented` is the secret whose hash is `hash` (constant time).
+fn owns(hash: &str, presented: Option<&[u8]>) -> bool {
+    presented
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .is_some_and(|p| {
+            super::auth::same_secret(hash.as_bytes(), super::auth::token_hash(p).as_bytes())
+        })
+}
+
 /// Codes of deleted rooms remembered, so their participants and clients hear "removed" (410)
 /// rather than "not found".
 pub const REMOVED_REMEMBERED: usize = 1024;
@@ -273,17 +289,17 @@ impl State {
                 return Err(ApiError::unavailable("Room limit reached on this hub"));
             }
             let code = loop {
-                let c = ids::room_code();
+                let c = ids::room_code()?;
                 if !rooms.contains_key(&c) {
                     break c;
                 }
             };
             let room = self.new_room(
                 RoomInfo {
-                    id: ids::room_id(),
+                    id: ids::room_id()?,
                     code: code.clone(),
                     name,
-                    host_id: ids::uuid_v4(),
+                    host_id: ids::uuid_v4()?,
                     created_at: now,
                     password_protected: secrets.protected(),
                 },
@@ -416,12 +432,17 @@ impl State {
             .collect()
     }
 
-    /// Add a participant (or replace the one with the same id) and announce it.
+    /// Add a participant (or replace the one with the same id) and announce it. An id that an
+    /// online participant holds is replaced only when `presented` is that participant's secret
+    /// (403 otherwise); an offline one may be taken by anyone. `secret_hash` is the hash of the
+    /// fresh secret the new registration gets.
     pub fn join(
         &self,
         room: &Room,
         mut info: ParticipantInfo,
-        tunnel_secret: Option<String>,
+        secret_hash: String,
+        tunnel: bool,
+        presented: Option<&[u8]>,
     ) -> Result<ParticipantInfo, ApiError> {
         let now = now_ms();
         info.status = ParticipantStatus::Online;
@@ -437,12 +458,25 @@ impl State {
             conn_failures: 0,
             target,
             defaults,
-            tunnel_secret,
+            secret_hash,
+            tunnel,
+            seen: std::time::Instant::now(),
         };
         let snapshot = p.snapshot();
         let mut inner = room.lock();
         match inner.find(&p.info.id) {
-            Some(i) => inner.participants[i] = p,
+            Some(i) => {
+                let old = &inner.participants[i];
+                if old.info.status != ParticipantStatus::Offline
+                    && !owns(&old.secret_hash, presented)
+                {
+                    return Err(ApiError::new(
+                        403,
+                        "This participant id is in use; re-joining it needs its participantSecret",
+                    ));
+                }
+                inner.participants[i] = p;
+            }
             None => {
                 if inner.participants.len() >= self.limits.max_participants_per_room {
                     return Err(ApiError::unavailable(
@@ -456,12 +490,25 @@ impl State {
         Ok(snapshot)
     }
 
-    /// Remove a participant and announce it.
-    pub fn leave(&self, room: &Room, id: &str) -> Result<(), ApiError> {
+    /// Remove a participant and announce it: with its secret, or (`by_host`) on the say of
+    /// the room's host, already authenticated by the caller.
+    pub fn leave(
+        &self,
+        room: &Room,
+        id: &str,
+        presented: Option<&[u8]>,
+        by_host: bool,
+    ) -> Result<(), ApiError> {
         let mut inner = room.lock();
         let i = inner
             .find(id)
             .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
+        if !by_host && !owns(&inner.participants[i].secret_hash, presented) {
+            return Err(ApiError::new(
+                403,
+                "Only the participant itself can leave: present its participantSecret",
+            ));
+        }
         inner.participants.remove(i);
         inner.publish("participant:left", &ParticipantRef { participant_id: id });
         Ok(())
@@ -475,6 +522,7 @@ impl State {
             .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
         let p = &mut inner.participants[i];
         p.info.last_seen = now_ms().max(p.info.last_seen + 1);
+        p.seen = std::time::Instant::now();
         if p.info.status == ParticipantStatus::Offline {
             p.info.status = ParticipantStatus::Online;
             p.conn_failures = 0;
@@ -484,16 +532,16 @@ impl State {
         Ok(HealthOutcome::Ok)
     }
 
-    /// Mark participants silent for longer than `timeout_ms` offline, announcing each once.
-    /// Returns how many went offline.
-    pub fn sweep(&self, now: u64, timeout_ms: u64) -> usize {
+    /// Mark participants silent for longer than `timeout` offline (by the monotonic clock),
+    /// announcing each once. Returns how many went offline.
+    pub fn sweep(&self, now: std::time::Instant, timeout: std::time::Duration) -> usize {
         let mut n = 0;
         for room in self.all_rooms() {
             let mut inner = room.lock();
             let mut gone = Vec::new();
             for p in inner.participants.iter_mut() {
                 if p.info.status != ParticipantStatus::Offline
-                    && now.saturating_sub(p.info.last_seen) > timeout_ms
+                    && now.saturating_duration_since(p.seen) > timeout
                 {
                     p.info.status = ParticipantStatus::Offline;
                     gone.push(p.info.id.clone());
@@ -526,13 +574,17 @@ impl State {
                 participant_id: p.info.id.clone(),
                 target: p.target.clone(),
                 defaults: p.defaults.clone(),
-                tunnel: p.tunnel_secret.is_some(),
+                tunnel: p.tunnel,
                 explicit,
                 had_failures: p.conn_failures > 0,
                 released: false,
             }
         };
-        if let Some(i) = inner.find(requested) {
+        // Wildcards and `model:` first: no participant can take those names (refused at join),
+        // and a request for them never goes to an id.
+        let any = requested == "*" || requested.eq_ignore_ascii_case("any");
+        let by_model = requested.strip_prefix("model:");
+        if let (false, None, Some(i)) = (any, by_model, inner.find(requested)) {
             let p = &mut inner.participants[i];
             if tried.contains(&p.info.id) {
                 return Err(SelectError::Exhausted);
@@ -542,8 +594,7 @@ impl State {
             }
             return Ok(lease(p, true));
         }
-        let any = requested == "*" || requested == "any";
-        let name = requested.strip_prefix("model:").unwrap_or(requested);
+        let name = by_model.unwrap_or(requested);
         let matches = |p: &Participant| {
             p.info.status != ParticipantStatus::Offline && (any || p.info.model == name)
         };
@@ -598,13 +649,19 @@ impl State {
         false
     }
 
-    /// The tunnel secret of a participant that serves through tunnels.
-    pub fn tunnel_secret(&self, room: &Room, id: &str) -> Result<Option<String>, ApiError> {
+    /// Whether `presented` is the secret of a participant that serves through tunnels.
+    pub fn tunnel_allowed(
+        &self,
+        room: &Room,
+        id: &str,
+        presented: Option<&[u8]>,
+    ) -> Result<bool, ApiError> {
         let inner = room.lock();
         let i = inner
             .find(id)
             .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
-        Ok(inner.participants[i].tunnel_secret.clone())
+        let p = &inner.participants[i];
+        Ok(p.tunnel && owns(&p.secret_hash, presented))
     }
 
     /// A sign of life other than a health check (a tunnel socket parked).
@@ -613,6 +670,7 @@ impl State {
         if let Some(i) = inner.find(id) {
             let p = &mut inner.participants[i];
             p.info.last_seen = now_ms().max(p.info.last_seen);
+            p.seen = std::time::Instant::now();
         }
     }
 

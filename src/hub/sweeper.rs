@@ -10,7 +10,6 @@ use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, interval};
 
 use super::HubInner;
-use crate::types::now_ms;
 
 /// The sweeper never runs more often than this.
 pub const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(10);
@@ -23,13 +22,12 @@ pub fn sweep_period(health_interval: Duration, timeout: Duration) -> Duration {
 
 pub async fn run(hub: Arc<HubInner>, mut shutdown: watch::Receiver<bool>) {
     let period = sweep_period(hub.config.health_interval, hub.config.participant_timeout);
-    let timeout_ms = hub.config.participant_timeout.as_millis() as u64;
     let mut tick = interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let n = hub.state.sweep(now_ms(), timeout_ms);
+                let n = hub.state.sweep(std::time::Instant::now(), hub.config.participant_timeout);
                 if n > 0 {
                     tracing::info!(count = n, "participants went offline");
                 }

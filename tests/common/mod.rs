@@ -277,6 +277,40 @@ pub async fn join(addr: SocketAddr, code: &str, id: &str, endpoint: &str) -> Res
     .await
 }
 
+/// The `participantSecret` of a join answer.
+pub fn secret_of(joined: &Resp) -> String {
+    joined.json()["participantSecret"]
+        .as_str()
+        .expect("a join answer carries participantSecret")
+        .to_string()
+}
+
+/// Re-join an id (online or not) with the secret of its last join.
+pub async fn rejoin(addr: SocketAddr, code: &str, id: &str, endpoint: &str, secret: &str) -> Resp {
+    req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(serde_json::json!({
+            "id": id, "nickname": format!("nick-{id}"), "model": "llama3", "endpoint": endpoint,
+            "participantSecret": secret,
+        })),
+    )
+    .await
+}
+
+/// Leave with the participant's secret.
+pub async fn leave(addr: SocketAddr, code: &str, id: &str, secret: &str) -> Resp {
+    let mut c = Conn::open(addr).await;
+    c.request_with(
+        "DELETE",
+        &format!("/rooms/{code}/leave/{id}"),
+        None,
+        &format!("Gambiarra-Participant-Secret: {secret}\r\n"),
+    )
+    .await
+}
+
 /// An SSE subscriber on a raw connection.
 pub struct Sse {
     pub conn: Conn,

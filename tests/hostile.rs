@@ -259,3 +259,46 @@ async fn host_header_head_requests_and_absolute_targets() {
     assert_eq!(next.json()["status"], "ok");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn bytes_sent_after_an_answer_never_reach_the_next_client() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    // Each connection: a proper keep-alive answer, then, a moment later and unasked, a second
+    // "answer" meant for whoever is next on the pooled connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    if read_request(&mut s).await.is_empty() {
+                        return;
+                    }
+                    let good = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"ok\":1} ";
+                    if s.write_all(good).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let evil = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"evil\":1} ";
+                    if s.write_all(evil).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let code = room_with(addr, "p", "m", &format!("http://{up}")).await;
+    for _ in 0..3 {
+        let r = req(
+            addr,
+            "POST",
+            &format!("/rooms/{code}/v1/chat/completions"),
+            Some(chat("p")),
+        )
+        .await;
+        assert_eq!(r.json(), json!({"ok": 1}));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    hub.shutdown().await;
+}

@@ -25,11 +25,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const POOL_MAX_IDLE: usize = 128;
 /// Default time an idle pooled connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A connection idle for less than this is reused without first checking (one syscall) that
-/// the participant has not closed it: servers close idle keep-alive connections after seconds,
-/// not milliseconds, and a request that finds one closed anyway is retried on a fresh
-/// connection (see `proxy::forward`).
-pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// A participant's endpoint, ready to connect to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,13 +281,14 @@ impl Connector {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A pooled connection to `target`, if a live one is idle.
+    /// A pooled connection to `target`, if a live one is idle. Every one is checked (one
+    /// `peek`) before reuse: a participant that sent anything after its last answer — a close,
+    /// or bytes that would be read as the next client's answer — has its connection dropped.
     pub fn take_idle(&self, target: &Target) -> Option<Upstream> {
         let mut pool = self.pool();
         let list = pool.get_mut(&target.key)?;
         while let Some((conn, since)) = list.pop() {
-            let idle = since.elapsed();
-            if idle < CHECK_IDLE_AFTER || (idle < self.idle_timeout && conn.is_reusable()) {
+            if since.elapsed() < self.idle_timeout && conn.is_reusable() {
                 return Some(conn);
             }
         }
@@ -325,8 +321,12 @@ impl Connector {
         Ok(Upstream::Tls(Box::new(tls)))
     }
 
-    /// Give a connection whose last response was complete back to the pool.
+    /// Give a connection whose last response was complete back to the pool, unless something
+    /// is already waiting on it (checked again when it is taken).
     pub fn put_idle(&self, target_key: &str, conn: Upstream) {
+        if !conn.is_reusable() {
+            return;
+        }
         let mut pool = self.pool();
         if !pool.contains_key(target_key) {
             pool.insert(target_key.to_string(), Vec::new());

@@ -302,3 +302,187 @@ async fn bytes_sent_after_an_answer_never_reach_the_next_client() {
     }
     hub.shutdown().await;
 }
+
+/// Join a tunnelled participant; returns (room code, participant secret).
+async fn tunnelled(addr: SocketAddr, id: &str) -> (String, String) {
+    let code = create_room(addr, "tunnels").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut body = join_body(id, "m", "http://127.0.0.1:1");
+    body["tunnel"] = json!(true);
+    let r = req(addr, "POST", &format!("/rooms/{code}/join"), Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.error());
+    let secret = secret_of(&r);
+    (code, secret)
+}
+
+/// Open a tunnel and read its `101`; the socket is then parked at the hub.
+async fn open_tunnel(addr: SocketAddr, code: &str, id: &str, secret: &str) -> Conn {
+    let mut c = Conn::open(addr).await;
+    c.send(
+        format!(
+            "GET /rooms/{code}/tunnel/{id} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: gambiarra-tunnel\r\nGambiarra-Tunnel-Secret: {secret}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(c.read_head().await.unwrap().0, 101);
+    c
+}
+
+/// Wait (bounded) until `f` holds.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn tunnels_count_against_the_connection_limits_and_are_reaped_when_closed() {
+    let mut config = HubConfig::default();
+    config.server.max_connections_per_ip = 8;
+    config.control_rate = 0.0;
+    let hub = start(config).await;
+    let addr = hub.local_addr();
+    let (code, secret) = tunnelled(addr, "t").await;
+    let mut tunnels = Vec::new();
+    for _ in 0..8 {
+        tunnels.push(open_tunnel(addr, &code, "t", &secret).await);
+    }
+    eventually("8 parked", || hub.tunnels().parked(&code, "t") == 8).await;
+    // The address is at its limit: parked tunnels are connections like any other.
+    let mut c = Conn::open(addr).await;
+    c.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(c.read_response().await.map(|r| r.status), Some(429));
+    // The agent goes away: its parked sockets are closed at once (no CLOSE-WAIT until the
+    // pool is next touched), and the address's places come back.
+    drop(tunnels);
+    eventually("reaped", || hub.tunnels().total() == 0).await;
+    assert_eq!(hub.tunnels().parked(&code, "t"), 0);
+    let mut c = Conn::open(addr).await;
+    c.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(c.read_response().await.map(|r| r.status), Some(200));
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn parked_tunnels_are_capped_across_the_hub_and_chatty_ones_closed() {
+    let hub = start(HubConfig {
+        max_tunnels: 2,
+        control_rate: 0.0,
+        ..HubConfig::default()
+    })
+    .await;
+    let addr = hub.local_addr();
+    let (a, sa) = tunnelled(addr, "a").await;
+    let (b, sb) = tunnelled(addr, "b").await;
+    let _one = open_tunnel(addr, &a, "a", &sa).await;
+    let _two = open_tunnel(addr, &a, "a", &sa).await;
+    eventually("2 parked", || hub.tunnels().total() == 2).await;
+    // Over the hub-wide cap: answered 101, then closed.
+    let mut three = open_tunnel(addr, &b, "b", &sb).await;
+    assert!(three.closed().await);
+    assert_eq!(hub.tunnels().parked(&b, "b"), 0);
+    // A parked tunnel that speaks before it is asked is not a tunnel: closed.
+    let mut chatty = open_tunnel(addr, &b, "b", &sb).await;
+    // (It may or may not have been parked before the cap freed; either way it ends closed.)
+    chatty.send(b"surprise").await;
+    assert!(chatty.closed().await);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_parked_tunnels() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let (code, secret) = tunnelled(addr, "t").await;
+    let mut t = open_tunnel(addr, &code, "t", &secret).await;
+    eventually("parked", || hub.tunnels().total() == 1).await;
+    // Shutdown would otherwise wait its whole grace period for the parked socket's slot.
+    tokio::time::timeout(Duration::from_secs(5), hub.shutdown())
+        .await
+        .expect("shutdown within 5 s");
+    assert!(t.closed().await);
+}
+
+/// CPU time (user + system, in clock ticks) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn out_of_descriptors_the_hub_backs_off_and_recovers() {
+    let port = free_port();
+    let mut hub = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48 && exec {} serve --host 127.0.0.1 --port {port} --quiet --max-connections-per-ip 0 --rate-limit 0",
+            env!("CARGO_BIN_EXE_gambiarra")
+        ))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let health = || async move {
+        let Ok(Ok(mut c)) = tokio::time::timeout(WAIT, async {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .map(|stream| Conn {
+                    stream,
+                    buf: Vec::new(),
+                })
+        })
+        .await
+        else {
+            return None;
+        };
+        c.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        tokio::time::timeout(Duration::from_secs(2), c.read_response())
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.status)
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if health().await == Some(200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "hub did not start");
+    // Hold more connections than the hub has descriptors: accept starts failing (EMFILE).
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = hub.id().unwrap();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(pid) - before;
+    // A spinning accept loop burns a whole core (~100 ticks a second); backing off, ~none.
+    assert!(used < 30, "the accept loop spins: {used} ticks in 1 s");
+    // Descriptors come back: the hub serves again.
+    drop(held);
+    let mut back = false;
+    for _ in 0..50 {
+        if health().await == Some(200) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the hub did not recover after descriptors were freed");
+    let _ = hub.kill().await;
+}

@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// so `gambiarra discover` and commands without --hub find it
     #[argh(switch)]
     pub mdns: bool,
+    /// most reverse-tunnel sockets parked across the hub, each also counted as a connection
+    /// of its address (default 4096)
+    #[argh(option, default = "hub::tunnel::MAX_PARKED_TOTAL")]
+    pub max_tunnels: usize,
     /// PEM file of extra CA certificates to trust for https:// participant endpoints
     /// (e.g. a participant's self-signed certificate); repeatable
     #[argh(option)]
@@ -164,6 +168,7 @@ impl ServeArgs {
         }
         config.control_rate = rate;
         config.control_burst = within("--rate-burst", self.rate_burst, 1, 1_000_000)?;
+        config.max_tunnels = within("--max-tunnels", self.max_tunnels, 0, MILLION)?;
         if let Some(t) = self.threads {
             within("--threads", t, 1, 1024)?;
         }

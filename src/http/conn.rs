@@ -53,10 +53,12 @@ pub(crate) struct Connection<S> {
     wbuf: BytesMut,
     config: Arc<ServerConfig>,
     served: u64,
+    /// This connection's place within the server's bounds (moves with an upgraded socket).
+    slot: Option<super::server::ConnSlot>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
-    pub(crate) fn new(io: S, config: Arc<ServerConfig>) -> Self {
+    pub(crate) fn new(io: S, config: Arc<ServerConfig>, slot: super::server::ConnSlot) -> Self {
         Connection {
             io,
             // Small to start: most requests and answers are a few hundred bytes, and an idle
@@ -65,6 +67,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             wbuf: BytesMut::with_capacity(1024),
             config,
             served: 0,
+            slot: Some(slot),
         }
     }
 
@@ -148,6 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         on_upgrade(super::response::Upgraded {
             io: Box::new(self.io),
             read_ahead: self.rbuf.split().freeze(),
+            slot: self.slot.take(),
         });
     }
 

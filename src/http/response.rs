@@ -39,6 +39,9 @@ pub struct Upgraded {
     pub io: Box<dyn AsyncStream>,
     /// Bytes the client sent after its request, already read from the socket.
     pub read_ahead: Bytes,
+    /// Keeps the connection counted against the server's limits (`--max-connections`, per
+    /// address) for as long as the socket lives, wherever it goes after the upgrade.
+    pub slot: Option<super::server::ConnSlot>,
 }
 
 /// Takes over an upgraded connection.

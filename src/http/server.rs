@@ -41,6 +41,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The listen backlog.
 pub const LISTEN_BACKLOG: i32 = 1024;
+/// After a failed accept (out of descriptors), the accept loop pauses this long, doubling on
+/// each further failure up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// At most this many over-limit connections are being answered 503 at once; beyond that they
 /// are closed without a word.
 const MAX_REJECTING: usize = 64;
@@ -165,6 +169,23 @@ impl Drop for IpSlot {
     }
 }
 
+/// One connection counted against the server's bounds (the connection limit, its address's
+/// limit, the open-connections gauge). It lives as long as the socket does: with the
+/// connection task, or, after an upgrade, with the upgraded socket (a parked tunnel).
+pub struct ConnSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _ip: IpSlot,
+    stats: Arc<ServerStats>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.stats
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Who is on the other end of a connection.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer {
@@ -222,15 +243,26 @@ pub async fn serve<H: Handler>(
     let slots = Arc::new(Semaphore::new(max));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     let per_ip = Arc::new(PerIp::default());
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, addr) = tokio::select! {
             _ = shutdown_signalled(&mut shutdown) => break,
             r = listener.accept() => match r {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    pair
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors (EMFILE, ENFILE) and the like: the pending
+                    // connection stays in the backlog and accept fails again at once, so
+                    // back off (doubling, up to a second) instead of spinning; connections
+                    // that close meanwhile free descriptors and serving goes on.
+                    tracing::warn!("accept failed, pausing {} ms: {e}", backoff.as_millis());
+                    tokio::select! {
+                        _ = shutdown_signalled(&mut shutdown) => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
@@ -251,26 +283,29 @@ pub async fn serve<H: Handler>(
                 let handler = handler.clone();
                 let config = config.clone();
                 let shutdown = shutdown.clone();
+                config
+                    .stats
+                    .open
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let slot = ConnSlot {
+                    _permit: permit,
+                    _ip: ip_slot,
+                    stats: config.stats.clone(),
+                };
                 tokio::spawn(async move {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    let stats = config.stats.clone();
-                    stats.open.fetch_add(1, Relaxed);
                     match config.tls.clone() {
                         None => {
-                            let conn = Connection::new(stream, config);
+                            let conn = Connection::new(stream, config, slot);
                             conn.run(handler, Peer { addr }, shutdown).await;
                         }
                         Some(acceptor) => {
                             let handshake = timeout(config.head_timeout, acceptor.accept(stream));
                             if let Ok(Ok(tls)) = handshake.await {
-                                let conn = Connection::new(tls, config);
+                                let conn = Connection::new(tls, config, slot);
                                 conn.run(handler, Peer { addr }, shutdown).await;
                             }
                         }
                     }
-                    stats.open.fetch_sub(1, Relaxed);
-                    drop(permit);
-                    drop(ip_slot);
                 });
             }
             Err(_) => {

@@ -424,8 +424,9 @@ pub fn tunnel(
         .header("Connection", Bytes::from_static(b"Upgrade"))
         .header("Upgrade", Bytes::from_static(UPGRADE_TOKEN.as_bytes()))
         .body(Body::Upgrade(Box::new(move |up| {
-            if hub.tunnels.park(&code, &id, up) {
-                hub.state.touch(&room, &id);
+            match hub.tunnels.park(&code, &id, up) {
+                Ok(()) => hub.state.touch(&room, &id),
+                Err(why) => tracing::debug!(room = %code, id, ?why, "tunnel not parked"),
             }
         }))))
 }

@@ -83,9 +83,10 @@ impl Target {
 pub enum Upstream {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// A socket the participant opened to the hub (reverse tunnel). Between requests it is
-    /// parked with the participant's tunnels, not in the connector's pool.
-    Tunnel(Box<dyn crate::http::AsyncStream>),
+    /// A socket the participant opened to the hub (reverse tunnel), with its place in the
+    /// server's connection bounds. Between requests it is parked with the participant's
+    /// tunnels, not in the connector's pool.
+    Tunnel(Box<crate::http::Upgraded>),
 }
 
 impl std::fmt::Debug for Upstream {
@@ -131,7 +132,7 @@ impl AsyncRead for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Upstream::Tunnel(s) => Pin::new(s.io.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -145,7 +146,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Upstream::Tunnel(s) => Pin::new(s.io.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -157,7 +158,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Upstream::Tunnel(s) => Pin::new(s.io.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -165,7 +166,7 @@ impl AsyncWrite for Upstream {
         match self {
             Upstream::Tcp(s) => s.is_write_vectored(),
             Upstream::Tls(s) => s.is_write_vectored(),
-            Upstream::Tunnel(s) => s.is_write_vectored(),
+            Upstream::Tunnel(s) => s.io.is_write_vectored(),
         }
     }
 
@@ -173,7 +174,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Upstream::Tunnel(s) => Pin::new(s.io.as_mut()).poll_flush(cx),
         }
     }
 
@@ -181,7 +182,7 @@ impl AsyncWrite for Upstream {
         match self.get_mut() {
             Upstream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Upstream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Upstream::Tunnel(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Upstream::Tunnel(s) => Pin::new(s.io.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct HubConfig {
     pub state_file: Option<std::path::PathBuf>,
     /// How long a request waits for a tunnelled participant's next tunnel socket.
     pub tunnel_wait: Duration,
+    /// Most tunnel sockets parked across the hub (each also counts as a connection).
+    pub max_tunnels: usize,
 }
 
 /// Default time a participant may take to start answering.
@@ -137,6 +139,7 @@ impl Default for HubConfig {
             upstream_roots: Vec::new(),
             state_file: None,
             tunnel_wait: tunnel::TUNNEL_WAIT,
+            max_tunnels: tunnel::MAX_PARKED_TOTAL,
         }
     }
 }
@@ -364,7 +367,7 @@ impl Hub {
                 config.pool_idle_timeout,
                 &config.upstream_roots,
             ),
-            tunnels: tunnel::Tunnels::default(),
+            tunnels: tunnel::Tunnels::new(config.max_tunnels),
             metrics: metrics::Metrics::default(),
             auth: auth::Auth::new(config.admin_token.clone())?,
             control_rate: limits::RateLimiter::new(config.control_rate, config.control_burst),
@@ -424,8 +427,10 @@ async fn run(listener: TcpListener, inner: Arc<HubInner>, shutdown: watch::Recei
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             http::server::shutdown_signalled(&mut shutdown).await;
-            // Event streams never end by themselves; end them so their connections can close.
+            // Event streams and parked tunnels never end by themselves; end them so their
+            // connections can close.
             inner.state.close_all_streams();
+            inner.tunnels.close_all();
         })
     };
     let server_config = Arc::new(inner.config.server.clone());

@@ -196,7 +196,7 @@ async fn forward(
             else {
                 return Err(Failure::Connect(ConnectError::NoTunnel));
             };
-            match exchange(hub, Upstream::Tunnel(up.io), &head, &body).await {
+            match exchange(hub, Upstream::Tunnel(Box::new(up)), &head, &body).await {
                 Ok((conn, resp, rest)) => return Ok((target, conn, resp, rest)),
                 Err(Exchange::NothingBack) => continue,
                 Err(Exchange::Fail(e)) => return Err(Failure::Upstream(e)),
@@ -498,12 +498,9 @@ impl Relay {
             && let Some(conn) = self.io.take()
         {
             match conn {
-                Upstream::Tunnel(io) => {
-                    let up = crate::http::Upgraded {
-                        io,
-                        read_ahead: bytes::Bytes::new(),
-                    };
-                    f.hub.tunnels.park(&room.info.code, &id, up);
+                Upstream::Tunnel(up) => {
+                    // Refused (shutdown, bounds): the socket closes, the agent opens another.
+                    let _ = f.hub.tunnels.park(&room.info.code, &id, *up);
                 }
                 conn => f.hub.connector.put_idle(&f.target_key, conn),
             }

@@ -11,13 +11,15 @@
 //! used for the first time, so a free one is waiting when demand grows.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use crate::http::Upgraded;
 
@@ -28,63 +30,151 @@ pub const SECRET_HEADER: &str = "gambiarra-tunnel-secret";
 pub const UPGRADE_TOKEN: &str = "gambiarra-tunnel";
 /// Most sockets parked per participant (an agent keeps at most 64); more are closed.
 pub const MAX_PARKED: usize = 64;
+/// Default most sockets parked across the hub (`serve --max-tunnels`); more are closed. Each
+/// also counts against the connection limits for its whole life.
+pub const MAX_PARKED_TOTAL: usize = 4096;
 /// How long a request waits for a parked socket when a participant has none free.
 pub const TUNNEL_WAIT: Duration = Duration::from_secs(2);
 
+/// A parked socket, as the pool sees it: a way to ask its watcher for it. The watcher owns
+/// the socket; when the peer closes it (or sends anything unasked), the watcher closes it at
+/// once and this entry goes stale (`is_closed`), to be pruned.
+struct Parked {
+    handoff: oneshot::Sender<oneshot::Sender<Upgraded>>,
+}
+
+impl Parked {
+    fn live(&self) -> bool {
+        !self.handoff.is_closed()
+    }
+}
+
 #[derive(Default)]
 struct Pool {
-    parked: VecDeque<Upgraded>,
+    parked: VecDeque<Parked>,
     notify: Arc<Notify>,
 }
 
-/// Parked sockets, per (room code, participant id).
-#[derive(Default)]
-pub struct Tunnels {
-    pools: Mutex<HashMap<(String, String), Pool>>,
+/// Why a socket was not parked (it is closed).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParkRefused {
+    /// The hub is shutting down.
+    Closed,
+    /// The client sent bytes after its handshake: not a tunnel.
+    Unexpected,
+    /// This participant has [`MAX_PARKED`] already.
+    ParticipantFull,
+    /// The hub has its most parked sockets.
+    HubFull,
 }
 
-/// Is a parked socket still open, with nothing unexpected waiting on it? Polled once, with a
-/// no-op waker: an open, quiet socket is `Pending` and loses nothing.
-fn alive(up: &mut Upgraded) -> bool {
-    if !up.read_ahead.is_empty() {
-        return false;
+/// Parked sockets, per (room code, participant id).
+pub struct Tunnels {
+    pools: Mutex<HashMap<(String, String), Pool>>,
+    /// Sockets parked now, across the hub (live watchers).
+    total: Arc<AtomicUsize>,
+    max_total: usize,
+    closed: AtomicBool,
+}
+
+impl Default for Tunnels {
+    fn default() -> Self {
+        Tunnels::new(MAX_PARKED_TOTAL)
     }
-    let mut byte = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut byte);
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    matches!(
-        Pin::new(&mut up.io).poll_read(&mut cx, &mut buf),
-        Poll::Pending
-    )
+}
+
+/// Counts one watched socket in `Tunnels::total` while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Own a parked socket until the pool hands it out (`Some`), the pool forgets it, or its peer
+/// closes it or sends anything (a parked tunnel is quiet until the hub writes a request).
+async fn watch(
+    mut up: Upgraded,
+    mut asked: oneshot::Receiver<oneshot::Sender<Upgraded>>,
+    count: Counted,
+) {
+    let handoff = poll_fn(|cx| {
+        if let Poll::Ready(r) = Pin::new(&mut asked).poll(cx) {
+            return Poll::Ready(r.ok());
+        }
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        match Pin::new(&mut up.io).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            // EOF, an error, or bytes nobody asked for: done with this socket.
+            Poll::Ready(_) => Poll::Ready(None),
+        }
+    })
+    .await;
+    drop(count);
+    if let Some(reply) = handoff {
+        // If the taker gave up meanwhile, the socket closes here.
+        let _ = reply.send(up);
+    }
 }
 
 impl Tunnels {
+    /// At most `max_total` sockets parked across the hub.
+    pub fn new(max_total: usize) -> Self {
+        Tunnels {
+            pools: Mutex::new(HashMap::new()),
+            total: Arc::new(AtomicUsize::new(0)),
+            max_total,
+            closed: AtomicBool::new(false),
+        }
+    }
+
     fn pools(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Pool>> {
         self.pools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Park a socket for a participant. Returns false (and closes it) when the pool is full.
-    pub fn park(&self, code: &str, id: &str, up: Upgraded) -> bool {
+    /// Park a socket for a participant; refused (and closed) when it is not quiet, or a bound
+    /// is reached. Must be called inside the tokio runtime (it starts the socket's watcher).
+    pub fn park(&self, code: &str, id: &str, up: Upgraded) -> Result<(), ParkRefused> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ParkRefused::Closed);
+        }
+        if !up.read_ahead.is_empty() {
+            return Err(ParkRefused::Unexpected);
+        }
         let mut pools = self.pools();
         let pool = pools.entry((code.to_string(), id.to_string())).or_default();
-        pool.parked.retain_mut(alive);
+        pool.parked.retain(Parked::live);
         if pool.parked.len() >= MAX_PARKED {
-            return false;
+            return Err(ParkRefused::ParticipantFull);
         }
-        pool.parked.push_back(up);
+        if self.total.fetch_add(1, Ordering::SeqCst) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(ParkRefused::HubFull);
+        }
+        let count = Counted(self.total.clone());
+        let (handoff, asked) = oneshot::channel();
+        tokio::spawn(watch(up, asked, count));
+        pool.parked.push_back(Parked { handoff });
         pool.notify.notify_one();
-        true
+        Ok(())
     }
 
-    /// Sockets parked for a participant now (after dropping dead ones).
+    /// Sockets parked for a participant now.
     pub fn parked(&self, code: &str, id: &str) -> usize {
         let mut pools = self.pools();
         pools
             .get_mut(&(code.to_string(), id.to_string()))
             .map_or(0, |p| {
-                p.parked.retain_mut(alive);
+                p.parked.retain(Parked::live);
                 p.parked.len()
             })
+    }
+
+    /// Sockets parked across the hub now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
     }
 
     /// Close every parked socket of a participant (it left, or re-joined with a new secret).
@@ -92,12 +182,22 @@ impl Tunnels {
         self.pools().remove(&(code.to_string(), id.to_string()));
     }
 
+    /// Close every parked socket and park no more (shutdown).
+    pub fn close_all(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.pools().clear();
+    }
+
     /// Forget the pools of participants that are gone (a request still waiting when its
-    /// participant left can re-create an empty one). Returns how many went.
+    /// participant left can re-create an empty one), and stale entries of the others.
+    /// Returns how many pools went.
     pub fn retain(&self, live: &std::collections::HashSet<(String, String)>) -> usize {
         let mut pools = self.pools();
         let before = pools.len();
-        pools.retain(|key, _| live.contains(key));
+        pools.retain(|key, pool| {
+            pool.parked.retain(Parked::live);
+            live.contains(key)
+        });
         before - pools.len()
     }
 
@@ -105,21 +205,35 @@ impl Tunnels {
     pub async fn take(&self, code: &str, id: &str, wait: Duration) -> Option<Upgraded> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let notify = {
+            // Most recently parked first: a tunnel that just served stays in use, and idle
+            // ones stay idle (each first use makes the agent open another).
+            let next = {
                 let mut pools = self.pools();
                 let pool = pools.entry((code.to_string(), id.to_string())).or_default();
-                // Most recently parked first: a tunnel that just served stays in use, and idle
-                // ones stay idle (each first use makes the agent open another).
-                while let Some(mut up) = pool.parked.pop_back() {
-                    if alive(&mut up) {
-                        return Some(up);
+                loop {
+                    match pool.parked.pop_back() {
+                        Some(p) if p.live() => break Ok(p),
+                        Some(_) => continue,
+                        None => break Err(pool.notify.clone()),
                     }
                 }
-                pool.notify.clone()
             };
-            let notified = notify.notified();
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
+            match next {
+                Ok(parked) => {
+                    let (reply, socket) = oneshot::channel();
+                    if parked.handoff.send(reply).is_ok()
+                        && let Ok(up) = socket.await
+                    {
+                        return Some(up);
+                    }
+                    // Its peer closed it just now: try the next one.
+                }
+                Err(notify) => {
+                    let notified = notify.notified();
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return None;
+                    }
+                }
             }
         }
     }

@@ -486,3 +486,58 @@ async fn out_of_descriptors_the_hub_backs_off_and_recovers() {
     assert!(back, "the hub did not recover after descriptors were freed");
     let _ = hub.kill().await;
 }
+
+#[tokio::test]
+async fn parallel_wrong_passwords_get_429_without_running_argon2() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let r = req(
+        addr,
+        "POST",
+        "/rooms",
+        Some(json!({"name": "locked", "password": "the right one"})),
+    )
+    .await;
+    let code = r.json()["room"]["code"].as_str().unwrap().to_string();
+    // A fresh room: its password has never been verified, so each check would be Argon2.
+    let guesses: Vec<_> = (0..200)
+        .map(|i| {
+            let code = code.clone();
+            tokio::spawn(async move {
+                let mut c = Conn::open(addr).await;
+                c.request_with(
+                    "GET",
+                    &format!("/rooms/{code}/v1/models"),
+                    None,
+                    &format!("Authorization: Bearer guess-{i}\r\n"),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for g in guesses {
+        statuses.push(g.await.unwrap());
+    }
+    let verified = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(verified + refused, 200, "{statuses:?}");
+    // Only the allowance was ever verified; everything else was refused before Argon2.
+    assert!(
+        verified <= gambiarra::hub::auth::FAILURE_BURST as usize,
+        "{verified} guesses were verified"
+    );
+    // Someone else, with the password, is not held up by the attacker.
+    let mut c = Conn::open_from(addr, [127, 0, 0, 2]).await;
+    let r = c
+        .request_with(
+            "GET",
+            &format!("/rooms/{code}/participants"),
+            None,
+            "Authorization: Bearer the right one\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    hub.shutdown().await;
+}

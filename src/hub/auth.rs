@@ -26,6 +26,8 @@ use super::limits::{RateLimiter, retry_secs};
 
 /// Argon2 computations running at once (each holds ~19 MiB for tens of ms).
 pub const MAX_CONCURRENT_HASHES: usize = 2;
+/// Argon2 verifications one address may have queued or running at once; more get 429 at once.
+pub const MAX_HASHES_PER_ADDRESS: usize = 2;
 /// Longest password accepted.
 pub const MAX_PASSWORD: usize = 256;
 /// Failed attempts an address may make in a burst…
@@ -106,8 +108,25 @@ pub fn bearer(head: &crate::http::RequestHead) -> Option<&[u8]> {
 pub struct Auth {
     key: [u8; 32],
     hashing: Semaphore,
+    /// Argon2 verifications queued or running, per client address.
+    hashing_per_ip: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
     failures: RateLimiter,
     admin_token: Option<String>,
+}
+
+/// One Argon2 verification counted against its address until dropped.
+struct HashTicket<'a>(&'a Auth, IpAddr);
+
+impl Drop for HashTicket<'_> {
+    fn drop(&mut self) {
+        let mut map = self.0.hashing_per_ip();
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
 }
 
 impl Auth {
@@ -116,6 +135,7 @@ impl Auth {
         Ok(Auth {
             key: super::ids::random_bytes::<32>()?,
             hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
+            hashing_per_ip: std::sync::Mutex::default(),
             failures: RateLimiter::new(FAILURES_PER_MINUTE / 60.0, FAILURE_BURST),
             admin_token,
         })
@@ -131,10 +151,7 @@ impl Auth {
     /// 429 if `ip` has used up its failed attempts.
     pub fn check_not_blocked(&self, ip: IpAddr) -> Result<(), ApiError> {
         match self.failures.exhausted(ip) {
-            Some(wait) => Err(ApiError::too_many(
-                "Too many failed attempts, try again later",
-                retry_secs(wait),
-            )),
+            Some(wait) => Err(Self::blocked(wait)),
             None => Ok(()),
         }
     }
@@ -157,7 +174,40 @@ impl Auth {
             .map_err(|e| ApiError::new(500, format!("Password hashing failed: {e}")))?
     }
 
+    fn hashing_per_ip(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, usize>> {
+        self.hashing_per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place in `ip`'s Argon2 queue, if it has one free.
+    fn hash_ticket(&self, ip: IpAddr) -> Option<HashTicket<'_>> {
+        let key = super::limits::client_key(ip);
+        let mut map = self.hashing_per_ip();
+        let n = map.entry(key).or_insert(0);
+        if *n >= MAX_HASHES_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(HashTicket(self, key))
+    }
+
+    fn blocked(wait: std::time::Duration) -> ApiError {
+        ApiError::too_many(
+            "Too many failed attempts, try again later",
+            retry_secs(wait),
+        )
+    }
+
     /// Check `offered` against a room's password. Unprotected rooms let everyone in.
+    ///
+    /// Every attempt that could be a guess is paid for before it is checked: once the room's
+    /// password is known, a wrong one takes a token in the same step that finds it wrong; before
+    /// that, an Argon2 verification takes a token *before* it is queued (given back if the
+    /// password was right), and an address has at most [`MAX_HASHES_PER_ADDRESS`] in the
+    /// queue. So parallel guesses beyond the allowance get 429 without touching Argon2.
     pub async fn check_password(
         &self,
         secrets: &RoomSecrets,
@@ -171,36 +221,57 @@ impl Auth {
         let Some(offered) = offered.filter(|o| !o.is_empty()) else {
             return Err(ApiError::unauthorized(msg::INVALID_PASSWORD));
         };
-        let ok = match self.check_remembered(secrets, offered) {
-            Some(ok) => ok,
-            None => {
-                let _slot = self
-                    .hashing
-                    .acquire()
-                    .await
-                    .map_err(|_| ApiError::unavailable("Hub is shutting down"))?;
-                // A verification that finished while this one waited for a slot answers it.
-                match self.check_remembered(secrets, offered) {
-                    Some(ok) => ok,
-                    None => {
-                        let (hash, pw) = (hash.clone(), offered.to_vec());
-                        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
-                            .await
-                            .unwrap_or(false);
-                        if ok {
-                            let _ = secrets.verified.set(self.digest(offered));
-                        }
-                        ok
+        if let Some(ok) = self.check_remembered(secrets, offered) {
+            return self.settle(ok, ip);
+        }
+        // Reserve the attempt, then a place in this address's queue.
+        self.failures.take(ip).map_err(Self::blocked)?;
+        let Some(_ticket) = self.hash_ticket(ip) else {
+            self.failures.give_back(ip);
+            return Err(ApiError::too_many(
+                "Too many password checks at once from your address, try again later",
+                1,
+            ));
+        };
+        let ok = {
+            let _slot = self
+                .hashing
+                .acquire()
+                .await
+                .map_err(|_| ApiError::unavailable("Hub is shutting down"))?;
+            // A verification that finished while this one waited for a slot answers it.
+            match self.check_remembered(secrets, offered) {
+                Some(ok) => ok,
+                None => {
+                    let (hash, pw) = (hash.clone(), offered.to_vec());
+                    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
+                        .await
+                        .unwrap_or(false);
+                    if ok {
+                        let _ = secrets.verified.set(self.digest(offered));
                     }
+                    ok
                 }
             }
         };
         if ok {
+            self.failures.give_back(ip);
             Ok(())
         } else {
-            self.failed(ip);
+            tracing::info!(%ip, "failed authentication attempt");
             Err(ApiError::unauthorized(msg::INVALID_PASSWORD))
         }
+    }
+
+    /// The outcome of a fast check: right passes; wrong takes a token (one step, so parallel
+    /// guesses cannot all slip past the allowance), 429 once there is none.
+    fn settle(&self, ok: bool, ip: IpAddr) -> Result<(), ApiError> {
+        if ok {
+            return Ok(());
+        }
+        self.failures.take(ip).map_err(Self::blocked)?;
+        tracing::info!(%ip, "failed authentication attempt");
+        Err(ApiError::unauthorized(msg::INVALID_PASSWORD))
     }
 
     /// The fast path: once a room's password has been verified, whether `offered` is it

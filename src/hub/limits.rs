@@ -93,6 +93,18 @@ impl RateLimiter {
         }
     }
 
+    /// Give back a token taken by [`RateLimiter::take`] for something that turned out not to
+    /// count (a reserved password attempt that was right).
+    pub fn give_back(&self, ip: IpAddr) {
+        if !self.enabled() {
+            return;
+        }
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get_mut(&client_key(ip)) {
+            b.tokens = (b.tokens + 1.0).min(self.burst);
+        }
+    }
+
     /// Whether `ip` has no token left (without taking one), and for how long.
     pub fn exhausted(&self, ip: IpAddr) -> Option<Duration> {
         if !self.enabled() {

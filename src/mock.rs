@@ -146,11 +146,13 @@ fn now_secs() -> u64 {
 }
 
 impl Handler for MockService {
-    fn body_limit(&self, _head: &RequestHead) -> usize {
-        crate::hub::V1_BODY_LIMIT
+    type Admitted = ();
+
+    async fn admit(&self, _head: &RequestHead, _peer: &Peer) -> Result<((), usize), Response> {
+        Ok(((), crate::hub::V1_BODY_LIMIT))
     }
 
-    async fn handle(&self, req: Request, peer: &Peer) -> Response {
+    async fn handle(&self, req: Request, _admitted: (), peer: &Peer) -> Response {
         if self.stats.record {
             self.stats
                 .requests

@@ -541,3 +541,159 @@ async fn parallel_wrong_passwords_get_429_without_running_argon2() {
     assert_eq!(r.status, 200);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn refused_requests_never_have_their_bodies_read() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let r = req(
+        addr,
+        "POST",
+        "/rooms",
+        Some(json!({"name": "locked", "password": "pw"})),
+    )
+    .await;
+    let locked = r.json()["room"]["code"].as_str().unwrap().to_string();
+    // A 16 MB prompt announced to an unknown room, and to a protected room without its
+    // password: answered from the head, no `100 Continue`, no body byte read.
+    for (path, status) in [
+        ("/rooms/ZZZZZZ/v1/chat/completions".to_string(), 404),
+        (format!("/rooms/{locked}/v1/chat/completions"), 401),
+    ] {
+        let mut c = Conn::open(addr).await;
+        c.send(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 16000000\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let r = c.read_response().await.unwrap();
+        assert_eq!(r.status, status, "{path}");
+        // The connection is closed rather than left waiting for 16 MB nobody will read.
+        assert!(c.closed().await);
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_bodies_share_a_memory_budget() {
+    let mut config = HubConfig::default();
+    config.server.body_memory = 1024 * 1024;
+    let hub = start(config).await;
+    let addr = hub.local_addr();
+    let up = mock().await;
+    let code = room_with(addr, "p", "m", &up.url()).await;
+    let path = format!("/rooms/{code}/v1/chat/completions");
+    let head = |n: usize| {
+        format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n").into_bytes()
+    };
+    // One client trickles a large body: it holds 800 KB of the budget…
+    let mut slow = Conn::open(addr).await;
+    slow.send(&head(800 * 1024)).await;
+    slow.send(b"{\"model\":\"p\",").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // …so another large one is refused at once (503, Retry-After), nothing else disturbed.
+    let mut c = Conn::open(addr).await;
+    c.send(&head(400 * 1024)).await;
+    let r = c.read_response().await.unwrap();
+    assert_eq!(r.status, 503, "{}", r.error());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let small = req(addr, "POST", &path, Some(chat("p"))).await;
+    assert_eq!(small.status, 200);
+    // The trickler leaves: its share comes back.
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pad = "x".repeat(400 * 1024);
+    let body = json!({"model": "p", "messages": [], "pad": pad});
+    let r = req(addr, "POST", &path, Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.error());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_must_arrive_whole_within_its_deadline() {
+    let mut config = HubConfig::default();
+    config.server.body_deadline = Duration::from_millis(400);
+    let hub = start(config).await;
+    let addr = hub.local_addr();
+    let up = mock().await;
+    let code = room_with(addr, "p", "m", &up.url()).await;
+    let mut c = Conn::open(addr).await;
+    c.send(
+        format!("POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    // One byte every 50 ms: each read is well within the per-read timeout, the whole is not.
+    let trickle = async {
+        for _ in 0..100 {
+            if c.stream.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(600), trickle).await;
+    let r = c.read_response().await.unwrap();
+    assert_eq!(r.status, 408);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_frees_everything_at_once() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    // A participant that takes the request and never answers (a model loading for minutes).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                read_request(&mut s).await;
+                // Wait for the hub to hang up.
+                let mut b = [0u8; 16];
+                while let Ok(n) = s.read(&mut b).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = closed_tx.send(()).await;
+            });
+        }
+    });
+    let code = room_with(addr, "p", "m", &format!("http://{up}")).await;
+    let mut sse = Sse::open(addr, &code, "").await.2;
+    let mut c = Conn::open(addr).await;
+    c.send(&build(
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(&chat("p")),
+        "",
+    ))
+    .await;
+    sse.until("llm:request").await;
+    drop(c);
+    // Within moments, not the 300 s time-to-first-byte limit: the upstream is hung up on…
+    tokio::time::timeout(WAIT, closed_rx.recv())
+        .await
+        .expect("the upstream connection was closed");
+    // …the request is reported, and the participant is free again.
+    let e = sse.until("llm:error").await;
+    assert!(e.data["error"].as_str().unwrap().contains("disconnected"));
+    eventually_status(addr, &code, "online").await;
+    hub.shutdown().await;
+}
+
+async fn eventually_status(addr: SocketAddr, code: &str, status: &str) {
+    for _ in 0..200 {
+        let r = req(addr, "GET", &format!("/rooms/{code}/participants"), None).await;
+        if r.json()["participants"][0]["status"] == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("participant never {status}");
+}

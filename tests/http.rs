@@ -211,11 +211,16 @@ async fn body_limits_are_413() {
     )
     .await;
     assert_eq!(c.read_response().await.unwrap().status, 413);
-    // /v1 routes take up to 16 MiB; one byte more is refused from the head alone.
+    // /v1 routes take up to 16 MiB; one byte more is refused from the head alone (once the
+    // room is known to exist: an unknown room is 404 before any size matters).
+    let code = create_room(addr, "big").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut c = Conn::open(addr).await;
     c.send(
         format!(
-            "POST /rooms/ABCDEF/v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
             V1_BODY_LIMIT + 1
         )
         .as_bytes(),
@@ -228,7 +233,7 @@ async fn body_limits_are_413() {
     let big = format!("{{\"model\":\"*\",\"pad\":\"{}\"}}", "p".repeat(200 * 1024));
     c.send(
         format!(
-            "POST /rooms/ABCDEF/v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{big}",
+            "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{big}",
             big.len()
         )
         .as_bytes(),

@@ -85,6 +85,13 @@ pub struct ServeArgs {
     /// so `gambiarra discover` and commands without --hub find it
     #[argh(switch)]
     pub mdns: bool,
+    /// memory for request bodies across the hub, in MiB; a body that would go past
+    /// it gets 503 before it is read (default 64)
+    #[argh(option, default = "(server::DEFAULT_BODY_MEMORY >> 20) as u64")]
+    pub max_body_memory_mb: u64,
+    /// time a whole request body may take to arrive, in ms (default 120000)
+    #[argh(option, default = "server::BODY_DEADLINE.as_millis() as u64")]
+    pub body_deadline_ms: u64,
     /// most reverse-tunnel sockets parked across the hub, each also counted as a connection
     /// of its address (default 4096)
     #[argh(option, default = "hub::tunnel::MAX_PARKED_TOTAL")]
@@ -168,6 +175,10 @@ impl ServeArgs {
         }
         config.control_rate = rate;
         config.control_burst = within("--rate-burst", self.rate_burst, 1, 1_000_000)?;
+        let body_mb = within("--max-body-memory-mb", self.max_body_memory_mb, 16, 1 << 20)?;
+        config.server.body_memory = usize::try_from(body_mb << 20).unwrap_or(usize::MAX);
+        config.server.body_deadline =
+            ms(within("--body-deadline-ms", self.body_deadline_ms, 1_000, DAY_MS)?);
         config.max_tunnels = within("--max-tunnels", self.max_tunnels, 0, MILLION)?;
         if let Some(t) = self.threads {
             within("--threads", t, 1, 1024)?;

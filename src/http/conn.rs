@@ -21,7 +21,7 @@ use tokio::time::{Instant, Sleep, sleep, timeout_at};
 use super::body::{BodyFraming, CRLF, ChunkHeader, ChunkedDecoder, LAST_CHUNK};
 use super::head::{HeadError, MAX_HEAD_BYTES, Method, RequestHead, parse_request};
 use super::response::{Body, BodyStream, Header, Response, WireFraming, encode_head};
-use super::server::{Handler, Peer, Request, ServerConfig, shutdown_signalled};
+use super::server::{BodyBudget, Handler, Peer, Request, ServerConfig, shutdown_signalled};
 
 /// Whole bodies up to this size are copied into the write buffer beside their head (one small
 /// write); larger ones go out as their own slice of a vectored write.
@@ -33,6 +33,11 @@ const WRITE_BATCH_MAX: usize = 64 * 1024;
 const STREAM_READ_AHEAD_MAX: usize = MAX_HEAD_BYTES;
 /// A connection working through a long pipelined burst yields to other tasks this often.
 const YIELD_EVERY: u64 = 32;
+/// After refusing a request whose body it will not read, the connection discards what the
+/// client still sends for at most this long…
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+/// …and at most this many bytes, then closes.
+const LINGER_BYTES: usize = 256 * 1024;
 
 enum ReadFail {
     /// The head was refused: answer with its status, then close.
@@ -41,6 +46,8 @@ enum ReadFail {
     Timeout,
     /// The body was larger than allowed.
     TooLarge,
+    /// The server's memory for request bodies is taken up by others.
+    Busy,
     /// The body's chunked framing was broken.
     BadBody(&'static str),
     /// The peer went away or the socket failed: just close.
@@ -87,12 +94,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     break;
                 }
             };
-            let limit = handler.body_limit(&head);
-            if let BodyFraming::Length(n) = head.framing
-                && n > limit as u64
-            {
-                self.fail(ReadFail::TooLarge).await;
-                break;
+            let is_head = head.method == Method::Head;
+            let http10 = head.minor_version == 0;
+            let wants_keep_alive = head.keep_alive;
+            // Route, room and credentials are decided from the head: nothing of a body is
+            // read (nor `100 Continue` sent) for a request that will be refused.
+            let (admitted, limit) = match handler.admit(&head, &peer).await {
+                Ok(a) => a,
+                Err(resp) => {
+                    let bodiless = head.framing == BodyFraming::Empty;
+                    let keep_alive =
+                        bodiless && wants_keep_alive && !resp.close && !*shutdown.borrow();
+                    match self.write_response(resp, keep_alive, is_head, http10).await {
+                        Ok(true) if keep_alive => continue,
+                        Ok(_) if !bodiless => {
+                            self.linger_close().await;
+                            return;
+                        }
+                        _ => break,
+                    }
+                }
+            };
+            let mut budget = BodyBudget::new(self.config.stats.clone());
+            if let BodyFraming::Length(n) = head.framing {
+                if n > limit as u64 {
+                    self.fail(ReadFail::TooLarge).await;
+                    break;
+                }
+                if !budget.grow(n as usize, self.config.body_memory) {
+                    self.fail(ReadFail::Busy).await;
+                    break;
+                }
             }
             if head.expect_continue && head.framing != BodyFraming::Empty {
                 self.wbuf
@@ -101,7 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     break;
                 }
             }
-            let body = match self.read_body(head.framing, limit).await {
+            let body = match self.read_body(head.framing, limit, &mut budget).await {
                 Ok(b) => b,
                 Err(fail) => {
                     self.fail(fail).await;
@@ -112,10 +144,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             if self.served.is_multiple_of(YIELD_EVERY) {
                 tokio::task::yield_now().await;
             }
-            let is_head = head.method == Method::Head;
-            let http10 = head.minor_version == 0;
-            let wants_keep_alive = head.keep_alive;
-            let mut resp = handler.handle(Request { head, body }, &peer).await;
+            let req = Request {
+                head,
+                body,
+                budget: Some(budget),
+            };
+            let handling = handler.handle(req, admitted, &peer);
+            let rbuf = &mut self.rbuf;
+            let io = &mut self.io;
+            // While the answer is being prepared (a participant loading its model), watch the
+            // client: if it leaves, the handler is dropped and whatever it waited on with it.
+            let mut resp = tokio::select! {
+                biased;
+                resp = handling => resp,
+                () = poll_fn(|cx| if client_gone(cx, rbuf, io) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }) => break,
+            };
             if let Body::Upgrade(_) = resp.body {
                 let Body::Upgrade(on_upgrade) = std::mem::replace(&mut resp.body, Body::Empty)
                 else {
@@ -161,6 +208,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             ReadFail::Head(e) => Response::json_error(e.status(), e.message()),
             ReadFail::Timeout => Response::json_error(408, "Request timeout"),
             ReadFail::TooLarge => Response::json_error(413, "Request body too large"),
+            ReadFail::Busy => Response::json_error(
+                503,
+                "Server is busy receiving other request bodies, try again later",
+            )
+            .header("Retry-After", bytes::Bytes::from_static(b"1")),
             ReadFail::BadBody(m) => Response::json_error(400, m),
             ReadFail::Gone => return,
         };
@@ -269,12 +321,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
     }
 
-    /// Read more body bytes; each read must arrive within the body timeout.
-    async fn read_more(&mut self) -> Result<(), ReadFail> {
+    /// Close after an answer while the client may still be sending a body nobody will read:
+    /// stop writing, then discard what arrives for a moment (bounded in time and bytes), so
+    /// the close does not reset the connection before the client has read the answer.
+    async fn linger_close(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.io.shutdown().await;
+        let mut left = LINGER_BYTES;
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            let mut sink = [0u8; 4096];
+            while left > 0 {
+                match self.io.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Read more body bytes; each read must arrive within the body timeout, and all of them
+    /// before `whole` (the body deadline).
+    async fn read_more(&mut self, whole: Instant) -> Result<(), ReadFail> {
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(16 * 1024);
         }
-        let deadline = Instant::now() + self.config.body_timeout;
+        let deadline = whole.min(Instant::now() + self.config.body_timeout);
         match timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => Err(ReadFail::Gone),
             Ok(Ok(_)) => Ok(()),
@@ -282,7 +354,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
     }
 
-    async fn read_body(&mut self, framing: BodyFraming, limit: usize) -> Result<Bytes, ReadFail> {
+    async fn read_body(
+        &mut self,
+        framing: BodyFraming,
+        limit: usize,
+        budget: &mut BodyBudget,
+    ) -> Result<Bytes, ReadFail> {
+        let whole = Instant::now() + self.config.body_deadline;
+        let max_memory = self.config.body_memory;
         match framing {
             BodyFraming::Empty | BodyFraming::UntilClose => Ok(Bytes::new()),
             BodyFraming::Length(n) => {
@@ -292,7 +371,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     self.rbuf.reserve(n - self.rbuf.len());
                 }
                 while self.rbuf.len() < n {
-                    self.read_more().await?;
+                    self.read_more(whole).await?;
                 }
                 Ok(self.rbuf.split_to(n).freeze())
             }
@@ -300,24 +379,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 let mut decoder = ChunkedDecoder::new();
                 let mut body = BytesMut::new();
                 loop {
-                    let mut over = false;
+                    let mut over = None;
                     let progress = decoder
                         .feed(&self.rbuf, |data| {
-                            if body.len() + data.len() > limit {
-                                over = true;
+                            if over.is_some() {
+                            } else if body.len() + data.len() > limit {
+                                over = Some(ReadFail::TooLarge);
+                            } else if !budget.grow(data.len(), max_memory) {
+                                over = Some(ReadFail::Busy);
                             } else {
                                 body.extend_from_slice(data);
                             }
                         })
                         .map_err(|_| ReadFail::BadBody("Malformed chunked body"))?;
-                    if over {
-                        return Err(ReadFail::TooLarge);
+                    if let Some(fail) = over {
+                        return Err(fail);
                     }
                     self.rbuf.advance(progress.consumed);
                     if progress.done {
                         return Ok(body.freeze());
                     }
-                    self.read_more().await?;
+                    self.read_more(whole).await?;
                 }
             }
         }
@@ -483,21 +565,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let write_timeout = self.config.write_timeout;
         let io = &mut self.io;
         let rbuf = &mut self.rbuf;
-        // Watch the client while waiting: EOF means it has gone, and whatever feeds the stream
-        // must stop. (While the body flows, a closed client shows as a failed write.)
-        let client_gone = |cx: &mut std::task::Context<'_>, rbuf: &mut BytesMut, io: &mut S| loop {
-            if rbuf.len() >= STREAM_READ_AHEAD_MAX {
-                return false;
-            }
-            let mut scratch = [0u8; 1024];
-            let mut rb = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) if rb.filled().is_empty() => return true,
-                Poll::Ready(Ok(())) => rbuf.extend_from_slice(rb.filled()),
-                Poll::Ready(Err(_)) => return true,
-                Poll::Pending => return false,
-            }
-        };
+        // Watch the client while waiting (`client_gone`). (While the body flows, a closed
+        // client shows as a failed write.)
         poll_fn(|cx| {
             loop {
                 if body.poll_cancelled(cx).is_ready() {
@@ -544,6 +613,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
         })
         .await
+    }
+}
+
+/// Whether the client has gone (EOF or a failed read), reading what it sends meanwhile (its
+/// next pipelined requests) into `rbuf`, up to [`STREAM_READ_AHEAD_MAX`]; past that the
+/// socket is left unread and this cannot tell. Registers `cx` to be woken when it can.
+fn client_gone<S: AsyncRead + Unpin>(
+    cx: &mut std::task::Context<'_>,
+    rbuf: &mut BytesMut,
+    io: &mut S,
+) -> bool {
+    loop {
+        if rbuf.len() >= STREAM_READ_AHEAD_MAX {
+            return false;
+        }
+        let mut scratch = [0u8; 1024];
+        let mut rb = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => return true,
+            Poll::Ready(Ok(())) => rbuf.extend_from_slice(rb.filled()),
+            Poll::Ready(Err(_)) => return true,
+            Poll::Pending => return false,
+        }
     }
 }
 

@@ -34,6 +34,12 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// While a body is being read, each read must bring bytes within this long.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A whole body must arrive within this long of its head (a trickle of one byte per
+/// `BODY_TIMEOUT` does not keep a connection and its buffer for ever). Past it → 408.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(120);
+/// Default most bytes of request bodies held in memory across the server at once. A body that
+/// would go past it is refused with 503 before it is read.
+pub const DEFAULT_BODY_MEMORY: usize = 64 * 1024 * 1024;
 /// A write that makes no progress for this long (a client that stopped reading) closes the
 /// connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,6 +64,10 @@ pub struct ServerConfig {
     pub head_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// A whole body must arrive within this long of its head.
+    pub body_deadline: Duration,
+    /// Request-body bytes held in memory across the server at once.
+    pub body_memory: usize,
     pub write_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Headers added to every response (e.g. CORS).
@@ -68,11 +78,51 @@ pub struct ServerConfig {
     pub stats: Arc<ServerStats>,
 }
 
-/// What the server counts as it runs.
+/// What the server counts as it runs, and the budget all connections share.
 #[derive(Debug, Default)]
 pub struct ServerStats {
     /// Connections being served now.
     pub open: std::sync::atomic::AtomicUsize,
+    /// Request-body bytes held now (see [`ServerConfig::body_memory`]).
+    pub body_bytes: std::sync::atomic::AtomicUsize,
+}
+
+/// Request-body bytes counted against [`ServerConfig::body_memory`] until dropped (with the
+/// request).
+#[derive(Debug)]
+pub struct BodyBudget {
+    stats: Arc<ServerStats>,
+    held: usize,
+}
+
+impl BodyBudget {
+    pub(crate) fn new(stats: Arc<ServerStats>) -> Self {
+        BodyBudget { stats, held: 0 }
+    }
+
+    /// Hold `n` more bytes, if the server's budget `max` allows.
+    pub(crate) fn grow(&mut self, n: usize, max: usize) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let fits = self
+            .stats
+            .body_bytes
+            .fetch_update(SeqCst, SeqCst, |held| {
+                held.checked_add(n).filter(|total| *total <= max)
+            })
+            .is_ok();
+        if fits {
+            self.held += n;
+        }
+        fits
+    }
+}
+
+impl Drop for BodyBudget {
+    fn drop(&mut self) {
+        self.stats
+            .body_bytes
+            .fetch_sub(self.held, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -109,6 +159,8 @@ impl Default for ServerConfig {
             head_timeout: HEAD_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             body_timeout: BODY_TIMEOUT,
+            body_deadline: BODY_DEADLINE,
+            body_memory: DEFAULT_BODY_MEMORY,
             write_timeout: WRITE_TIMEOUT,
             shutdown_grace: SHUTDOWN_GRACE,
             default_headers: Vec::new(),
@@ -197,15 +249,43 @@ pub struct Peer {
 pub struct Request {
     pub head: RequestHead,
     pub body: Bytes,
+    /// The body's bytes counted against the server's body memory while the request lives.
+    pub budget: Option<BodyBudget>,
 }
 
-/// What the server calls for each request.
-pub trait Handler: Send + Sync + 'static {
-    /// The largest body accepted for a request with this head; a larger one gets 413.
-    fn body_limit(&self, head: &RequestHead) -> usize;
+impl Request {
+    /// A request not read from a connection (tests, embedders).
+    pub fn new(head: RequestHead, body: Bytes) -> Self {
+        Request {
+            head,
+            body,
+            budget: None,
+        }
+    }
+}
 
-    /// Produce the response.
-    fn handle(&self, req: Request, peer: &Peer) -> impl Future<Output = Response> + Send;
+/// What the server calls for each request: first with the head alone, then with the body.
+pub trait Handler: Send + Sync + 'static {
+    /// What [`Handler::admit`] decided about a request, handed on to [`Handler::handle`].
+    type Admitted: Send;
+
+    /// Decide from the head alone — before a byte of the body is read or `100 Continue` is
+    /// sent — whether to take the request, and the largest body it may have (larger → 413).
+    /// `Err` is the answer, sent at once; the connection is closed if a body was announced.
+    fn admit(
+        &self,
+        head: &RequestHead,
+        peer: &Peer,
+    ) -> impl Future<Output = Result<(Self::Admitted, usize), Response>> + Send;
+
+    /// Produce the response. If the client closes its connection meanwhile, this future is
+    /// dropped: whatever it was waiting on (an upstream answer) is abandoned at once.
+    fn handle(
+        &self,
+        req: Request,
+        admitted: Self::Admitted,
+        peer: &Peer,
+    ) -> impl Future<Output = Response> + Send;
 }
 
 /// Resolve once `shutdown` holds `true` (at once if it already does).

@@ -342,8 +342,8 @@ pub fn models(room: &Room) -> Result<Response> {
 }
 
 /// The raw (still percent-encoded) value of `name` in the query string.
-fn query_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
-    req.head.query()?.split('&').find_map(|kv| {
+fn query_param<'r>(head: &'r crate::http::RequestHead, name: &str) -> Option<&'r str> {
+    head.query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == name).then_some(v)
     })
@@ -355,7 +355,7 @@ fn last_event_id(req: &Request) -> Option<u64> {
     let raw = req
         .head
         .header_str("last-event-id")
-        .or_else(|| query_param(req, "lastEventId"))?
+        .or_else(|| query_param(&req.head, "lastEventId"))?
         .trim();
     Some(raw.parse().unwrap_or(0))
 }
@@ -436,52 +436,75 @@ struct PasswordOnly {
     password: Option<String>,
 }
 
-/// The room password a request offers: `Authorization: Bearer`, else (`/events`) a `password`
-/// query parameter, else (join) a `password` field in the body.
-fn offered_password<'r>(route: &Route<'_>, req: &'r Request) -> Option<std::borrow::Cow<'r, [u8]>> {
+/// The room password a request's head offers: `Authorization: Bearer`, else (`/events`) a
+/// `password` query parameter.
+fn offered_password<'r>(
+    route: &Route<'_>,
+    head: &'r crate::http::RequestHead,
+) -> Option<std::borrow::Cow<'r, [u8]>> {
     use std::borrow::Cow;
-    if let Some(b) = auth::bearer(&req.head) {
+    if let Some(b) = auth::bearer(head) {
         return Some(Cow::Borrowed(b));
     }
     match route {
         Route::Events { .. } => {
-            let raw = query_param(req, "password")?;
+            let raw = query_param(head, "password")?;
             let spaced = raw.replace('+', " ");
             let decoded = super::router::percent_decode(&spaced)?;
             Some(Cow::Owned(decoded.into_owned().into_bytes()))
-        }
-        Route::Join { .. } => {
-            let body: PasswordOnly = serde_json::from_slice(&req.body).ok()?;
-            body.password.map(|p| Cow::Owned(p.into_bytes()))
         }
         _ => None,
     }
 }
 
-/// Before a room's route runs: the room exists (found once, here, and handed to the
-/// handler), and the request carries its password if it is protected (401 "Invalid password"
-/// otherwise; 429 once an address has failed too often). `/metrics` needs the admin token when
-/// the hub has one. `Ok(None)` for routes outside a room.
+/// Before a room's route runs, from the head alone: the room exists (found once, here, and
+/// handed to the handler), and the request carries its password if it is protected (401
+/// "Invalid password" otherwise; 429 once an address has failed too often). A join may carry
+/// the password in its body instead: then it is checked by [`check_body_password`] once the
+/// body is read. `/metrics` needs the admin token when the hub has one.
 pub async fn authorize(
     hub: &HubInner,
     route: &Route<'_>,
-    req: &Request,
+    head: &crate::http::RequestHead,
     ip: IpAddr,
-) -> Result<Option<Arc<Room>>> {
+) -> Result<super::Admission> {
+    use super::Admission;
     if matches!(route, Route::Metrics) && hub.auth.admin_required() {
-        hub.auth.check_admin(auth::bearer(&req.head), ip)?;
-        return Ok(None);
+        hub.auth.check_admin(auth::bearer(head), ip)?;
+        return Ok(Admission::of(None));
     }
     let Some(code) = route.room_code() else {
-        return Ok(None);
+        return Ok(Admission::of(None));
     };
     let room = hub.state.room(code)?;
     // Deleting takes the host token, checked by the handler, not the password.
     if room.secrets.protected() && !matches!(route, Route::DeleteRoom { .. }) {
-        let offered = offered_password(route, req);
+        let offered = offered_password(route, head);
+        if offered.is_none() && matches!(route, Route::Join { .. }) {
+            hub.auth.check_not_blocked(ip)?;
+            return Ok(Admission {
+                room: Some(room),
+                password_in_body: true,
+            });
+        }
         hub.auth
             .check_password(&room.secrets, offered.as_deref(), ip)
             .await?;
     }
-    Ok(Some(room))
+    Ok(Admission::of(Some(room)))
+}
+
+/// A join's `password` body field, for a protected room (see [`authorize`]).
+pub async fn check_body_password(
+    hub: &HubInner,
+    room: &Room,
+    req: &Request,
+    ip: IpAddr,
+) -> Result<()> {
+    let offered = serde_json::from_slice::<PasswordOnly>(&req.body)
+        .ok()
+        .and_then(|b| b.password);
+    hub.auth
+        .check_password(&room.secrets, offered.as_deref().map(str::as_bytes), ip)
+        .await
 }

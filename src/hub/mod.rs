@@ -159,34 +159,77 @@ pub struct HubInner {
 /// The HTTP face of the hub.
 struct Service(Arc<HubInner>);
 
+/// What the hub decided from a request's head, before reading its body.
+pub struct Admission {
+    /// The room of a room route, looked up once.
+    room: Option<Arc<state::Room>>,
+    /// A join into a protected room without `Authorization`: the password is in the body (the
+    /// TypeScript API's style), checked as soon as the (small) body is read.
+    password_in_body: bool,
+}
+
+impl Admission {
+    /// Outside any room, or inside one whose credentials are settled.
+    pub fn of(room: Option<Arc<state::Room>>) -> Self {
+        Admission {
+            room,
+            password_in_body: false,
+        }
+    }
+}
+
+/// The metrics label of a request.
+fn label(method: http::Method, route: &Route<'_>) -> usize {
+    if method == http::Method::Options {
+        12 // preflight
+    } else {
+        route.label()
+    }
+}
+
 impl Handler for Service {
-    fn body_limit(&self, head: &RequestHead) -> usize {
-        if router::route(head.method, head.path()).is_v1() {
+    type Admitted = Admission;
+
+    async fn admit(&self, head: &RequestHead, peer: &Peer) -> Result<(Admission, usize), Response> {
+        let route = router::route(head.method, head.path());
+        let v1 = route.is_v1();
+        let limit = if v1 {
             self.0.config.v1_body_limit
         } else {
             self.0.config.control_body_limit
+        };
+        match self.admit_head(head, &route, peer.addr.ip()).await {
+            Ok(admission) => Ok((admission, limit)),
+            Err(e) => {
+                self.0.metrics.request(label(head.method, &route), e.status);
+                Err(e.render(v1))
+            }
         }
     }
 
-    async fn handle(&self, req: Request, peer: &Peer) -> Response {
+    async fn handle(&self, req: Request, admission: Admission, peer: &Peer) -> Response {
         // Timing costs a clock read; only when the per-request log line will be written.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let _in_flight = self.0.metrics.start();
         let route = router::route(req.head.method, req.head.path());
-        let label = if req.head.method == http::Method::Options {
-            12 // preflight
-        } else {
-            route.label()
-        };
+        let label = label(req.head.method, &route);
         let ip = peer.addr.ip();
         let v1 = route.is_v1();
-        let resp = match self.admit(&req, &route, ip).await {
-            Err(e) => e.render(v1),
-            Ok(Some(room)) => match route {
+        let resp = match admission {
+            Admission {
+                room: Some(room),
+                password_in_body: true,
+            } => match api::check_body_password(&self.0, &room, &req, ip).await {
+                Ok(()) => self.in_room(&req, route, room, ip),
+                Err(e) => e.render(v1),
+            },
+            Admission {
+                room: Some(room), ..
+            } => match route {
                 Route::Proxy { kind, .. } => proxy::handle(&self.0, room, kind, &req).await,
                 route => self.in_room(&req, route, room, ip),
             },
-            Ok(None) => match route {
+            Admission { room: None, .. } => match route {
                 Route::CreateRoom => api::create_room(&self.0, &req, ip)
                     .await
                     .unwrap_or_else(ApiError::into_response),
@@ -206,17 +249,17 @@ impl Handler for Service {
 }
 
 impl Service {
-    /// Let a request through to its handler: within its address's control-route rate (not
-    /// `/v1` or tunnels: those are the product, bounded by connections), and, inside a
-    /// protected room, with the room's password. Returns the room of a room route.
-    async fn admit(
+    /// Let a request through, from its head alone: within its address's control-route rate
+    /// (not `/v1` or tunnels: those are the product, bounded by connections), and, inside a
+    /// protected room, with the room's password.
+    async fn admit_head(
         &self,
-        req: &Request,
+        head: &RequestHead,
         route: &Route<'_>,
         ip: std::net::IpAddr,
-    ) -> Result<Option<Arc<state::Room>>, ApiError> {
-        if req.head.method == http::Method::Options {
-            return Ok(None);
+    ) -> Result<Admission, ApiError> {
+        if head.method == http::Method::Options {
+            return Ok(Admission::of(None));
         }
         if !route.is_v1()
             && !matches!(route, Route::Tunnel { .. })
@@ -227,7 +270,7 @@ impl Service {
                 limits::retry_secs(wait),
             ));
         }
-        api::authorize(&self.0, route, req, ip).await
+        api::authorize(&self.0, route, head, ip).await
     }
 
     /// Answer a request inside `room` (not the proxy), already admitted by `handle`.

@@ -119,7 +119,17 @@ async fn proxy(
             },
         );
         let started = Instant::now();
-        match forward(hub, &lease, kind, req, &scan).await {
+        // If the client leaves while the participant has not answered yet, this future is
+        // dropped (the connection watches the client): the guard reports it.
+        let waiting = Waiting {
+            hub,
+            room: &room,
+            participant_id: &lease.participant_id,
+            armed: true,
+        };
+        let outcome = forward(hub, &lease, kind, req, &scan).await;
+        waiting.disarm();
+        match outcome {
             Ok((target, conn, head, rest)) => {
                 if lease.had_failures {
                     hub.state.connect_ok(&room, &lease.participant_id);
@@ -160,6 +170,34 @@ async fn proxy(
                 llm_error(&room, &lease.participant_id, &e.message);
                 return Err(e);
             }
+        }
+    }
+}
+
+/// Reports a request abandoned by its client before the participant answered (when dropped
+/// armed); the lease, dropped with it, frees the participant.
+struct Waiting<'a> {
+    hub: &'a HubInner,
+    room: &'a Room,
+    participant_id: &'a str,
+    armed: bool,
+}
+
+impl Waiting<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.hub.metrics.proxied(self.participant_id, "client_gone");
+            llm_error(
+                self.room,
+                self.participant_id,
+                "Client disconnected before the participant answered",
+            );
         }
     }
 }

@@ -697,3 +697,185 @@ async fn eventually_status(addr: SocketAddr, code: &str, status: &str) {
     }
     panic!("participant never {status}");
 }
+
+#[tokio::test]
+async fn an_endpoint_that_leads_back_to_the_hub_is_a_loop_not_511_hops() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = create_room(addr, "loop").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The participant's "model server" is this very room.
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(join_body(
+            "mirror",
+            "m",
+            &format!("http://{addr}/rooms/{code}"),
+        )),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let mut sse = Sse::open(addr, &code, "").await.2;
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(chat("mirror")),
+    )
+    .await;
+    assert_eq!(r.status, 508, "{}", r.error());
+    assert!(r.error().contains("Loop"), "{}", r.error());
+    // One hop forwarded, the second refused: exactly one llm:request.
+    sse.until("llm:request").await;
+    let next = sse.until("llm:error").await;
+    assert_eq!(next.data["participantId"], "mirror");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn allowed_endpoint_networks_are_enforced_at_join() {
+    let hub = start(HubConfig {
+        endpoint_rules: gambiarra::hub::endpoints::EndpointRules {
+            allowed: vec!["192.168.77.0/24".parse().unwrap()],
+        },
+        ..HubConfig::default()
+    })
+    .await;
+    let addr = hub.local_addr();
+    let code = create_room(addr, "lan").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (endpoint, status) in [
+        ("http://192.168.77.5:11434", 201),
+        ("http://192.168.78.5:11434", 400),
+        ("http://2130706433:11434", 400),
+        ("http://localhost:11434", 400),
+    ] {
+        let r = req(
+            addr,
+            "POST",
+            &format!("/rooms/{code}/join"),
+            Some(join_body(
+                &format!("p{status}{}", endpoint.len()),
+                "m",
+                endpoint,
+            )),
+        )
+        .await;
+        assert_eq!(r.status, status, "{endpoint}: {}", r.error());
+    }
+    // A tunnelled participant's endpoint is never connected to by the hub: not checked.
+    let mut body = join_body("t", "m", "http://127.0.0.1:11434");
+    body["tunnel"] = json!(true);
+    let r = req(addr, "POST", &format!("/rooms/{code}/join"), Some(body)).await;
+    assert_eq!(r.status, 201);
+    hub.shutdown().await;
+}
+
+/// Two network namespaces joined by a veth pair: the hub in one (10.231.0.1), a "remote"
+/// peer in the other (10.231.0.2). `None` where namespaces cannot be made (not root).
+struct TwoHosts(String, String);
+
+impl TwoHosts {
+    fn create() -> Option<TwoHosts> {
+        let run = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let id = std::process::id();
+        let (a, b) = (format!("gh-a-{id}"), format!("gh-b-{id}"));
+        if !run(&["netns", "add", &a]) {
+            return None;
+        }
+        let hosts = TwoHosts(a.clone(), b.clone());
+        let (va, vb) = (
+            format!("gva{}", id % 100_000),
+            format!("gvb{}", id % 100_000),
+        );
+        let ok = run(&["netns", "add", &b])
+            && run(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
+            && run(&["link", "set", &va, "netns", &a])
+            && run(&["link", "set", &vb, "netns", &b])
+            && run(&["-n", &a, "addr", "add", "10.231.0.1/24", "dev", &va])
+            && run(&["-n", &b, "addr", "add", "10.231.0.2/24", "dev", &vb])
+            && run(&["-n", &a, "link", "set", &va, "up"])
+            && run(&["-n", &b, "link", "set", &vb, "up"])
+            && run(&["-n", &a, "link", "set", "lo", "up"])
+            && run(&["-n", &b, "link", "set", "lo", "up"]);
+        ok.then_some(hosts)
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for ns in [&self.0, &self.1] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_remote_peer_cannot_aim_the_hub_at_the_hub_hosts_own_services() {
+    let Some(hosts) = TwoHosts::create() else {
+        eprintln!("skipped: cannot create network namespaces here (needs root and iproute2)");
+        return;
+    };
+    let mut hub = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &hosts.0, env!("CARGO_BIN_EXE_gambiarra")])
+        .args(["serve", "--host", "0.0.0.0", "--port", "4311", "--quiet"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The remote peer speaks to the hub with Python's standard library.
+    let script = r#"
+import json, sys, time, urllib.request, urllib.error
+hub = "http://10.231.0.1:4311"
+def call(method, path, body=None):
+    req = urllib.request.Request(hub + path, method=method, data=json.dumps(body).encode() if body else None, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+for _ in range(100):
+    try:
+        call("GET", "/health"); break
+    except Exception:
+        time.sleep(0.05)
+code = call("POST", "/rooms", {"name": "lan"})[1]["room"]["code"]
+out = {}
+for ep in ["http://127.0.0.1:22", "http://2130706433:22", "http://[::ffff:127.0.0.1]:22", "http://0x7f.1:22", "http://localhost:22", "http://169.254.169.254", "http://10.231.0.2:11434"]:
+    out[ep] = call("POST", f"/rooms/{code}/join", {"id": ep, "nickname": "n", "model": "m", "endpoint": ep})[0]
+print(json.dumps(out))
+"#;
+    let out = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &hosts.1, "python3", "-c", script])
+        .output()
+        .await
+        .unwrap();
+    let _ = hub.kill().await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let statuses: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for (endpoint, status) in &statuses {
+        let want = if endpoint.contains("10.231.0.2") {
+            201
+        } else {
+            400
+        };
+        assert_eq!(status, want, "{endpoint} joined from another host");
+    }
+}

@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// time a whole request body may take to arrive, in ms (default 120000)
     #[argh(option, default = "server::BODY_DEADLINE.as_millis() as u64")]
     pub body_deadline_ms: u64,
+    /// allow direct participant endpoints only in this network (CIDR, e.g. 192.168.1.0/24;
+    /// repeatable); local addresses of this machine are for participants on it in any case
+    #[argh(option)]
+    pub allow_endpoint: Vec<String>,
     /// most reverse-tunnel sockets parked across the hub, each also counted as a connection
     /// of its address (default 4096)
     #[argh(option, default = "hub::tunnel::MAX_PARKED_TOTAL")]
@@ -177,8 +181,18 @@ impl ServeArgs {
         config.control_burst = within("--rate-burst", self.rate_burst, 1, 1_000_000)?;
         let body_mb = within("--max-body-memory-mb", self.max_body_memory_mb, 16, 1 << 20)?;
         config.server.body_memory = usize::try_from(body_mb << 20).unwrap_or(usize::MAX);
-        config.server.body_deadline =
-            ms(within("--body-deadline-ms", self.body_deadline_ms, 1_000, DAY_MS)?);
+        config.server.body_deadline = ms(within(
+            "--body-deadline-ms",
+            self.body_deadline_ms,
+            1_000,
+            DAY_MS,
+        )?);
+        for cidr in &self.allow_endpoint {
+            config
+                .endpoint_rules
+                .allowed
+                .push(cidr.parse().map_err(|e| format!("--allow-endpoint {e}"))?);
+        }
         config.max_tunnels = within("--max-tunnels", self.max_tunnels, 0, MILLION)?;
         if let Some(t) = self.threads {
             within("--threads", t, 1, 1024)?;

@@ -202,7 +202,7 @@ fn validate_config(config: &GenerationConfig) -> Result<()> {
     Ok(())
 }
 
-pub fn join(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
+pub fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Response> {
     let body: JoinBody = parse_json(&req.body)?;
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let (Some(id), Some(nickname), Some(model), Some(endpoint)) = (
@@ -221,8 +221,18 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
     }
     check_len("nickname", &nickname, MAX_NICKNAME)?;
     check_len("model", &model, MAX_MODEL)?;
-    url::parse(&endpoint)
+    let parsed = url::parse(&endpoint)
         .map_err(|e| ApiError::bad_request(format!("endpoint must be an http(s) URL: {e}")))?;
+    let tunnel = body.tunnel.unwrap_or(false);
+    // Only a participant on the hub's own machine may point the hub at that machine.
+    let local_ok = super::endpoints::canonical(ip).is_loopback();
+    if !tunnel {
+        let host = super::endpoints::host_of(parsed.host);
+        hub.config
+            .endpoint_rules
+            .check_host(&host, local_ok)
+            .map_err(|why| ApiError::bad_request(format!("endpoint not allowed: {why}")))?;
+    }
     let specs = body.specs.unwrap_or_default();
     validate_specs(&specs)?;
     let config = body.config.unwrap_or_default();
@@ -230,7 +240,6 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
     // The participant secret is made here and returned only in this answer; a re-join gets a
     // fresh one, so a secret that leaked stops working. Tunnels authenticate with it too.
     let secret = super::ids::secret()?;
-    let tunnel = body.tunnel.unwrap_or(false);
     let presented = req
         .head
         .header(PARTICIPANT_SECRET_HEADER)
@@ -250,7 +259,7 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
             last_seen: 0,
         },
         auth::token_hash(&secret),
-        tunnel,
+        (tunnel, local_ok),
         presented,
     )?;
     // A re-join replaces the participant: tunnels parked under the old registration go.

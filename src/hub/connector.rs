@@ -50,19 +50,22 @@ impl Target {
         if let Some(b) = base.strip_suffix("/v1") {
             base = b.trim_end_matches('/');
         }
-        let host = u
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        // Numeric hosts in their one canonical form (`2130706433` is 127.0.0.1).
+        let (host, shown) = match super::endpoints::host_of(u.host) {
+            super::endpoints::Host::Ip(std::net::IpAddr::V6(v6)) => {
+                (v6.to_string(), format!("[{v6}]"))
+            }
+            super::endpoints::Host::Ip(ip) => (ip.to_string(), ip.to_string()),
+            super::endpoints::Host::Name(n) => (n.clone(), n),
+        };
         let default_port = match u.scheme {
             Scheme::Http => 80,
             Scheme::Https => 443,
         };
         let authority = if u.port == default_port {
-            u.host.to_ascii_lowercase()
+            shown
         } else {
-            format!("{}:{}", u.host.to_ascii_lowercase(), u.port)
+            format!("{shown}:{}", u.port)
         };
         let scheme_s = match u.scheme {
             Scheme::Http => "http",
@@ -197,6 +200,9 @@ pub enum ConnectError {
     /// A tunnelled participant has no open tunnel (its agent is gone or overloaded).
     NoTunnel,
     Unsupported(&'static str),
+    /// The endpoint resolves only to addresses the hub may not connect to for this
+    /// participant (see `endpoints`).
+    Forbidden(String),
 }
 
 impl ConnectError {
@@ -212,7 +218,10 @@ impl ConnectError {
                         | io::ErrorKind::OutOfMemory
                 ) && e.raw_os_error() != Some(24)
             } // EMFILE
-            ConnectError::Timeout | ConnectError::Tls(_) | ConnectError::NoTunnel => true,
+            ConnectError::Timeout
+            | ConnectError::Tls(_)
+            | ConnectError::NoTunnel
+            | ConnectError::Forbidden(_) => true,
             ConnectError::Unsupported(_) => false,
         }
     }
@@ -226,6 +235,7 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             ConnectError::NoTunnel => f.write_str("Participant has no open tunnel"),
             ConnectError::Unsupported(m) => f.write_str(m),
+            ConnectError::Forbidden(why) => write!(f, "Endpoint not allowed: {why}"),
         }
     }
 }
@@ -296,18 +306,51 @@ impl Connector {
         None
     }
 
-    /// A fresh connection.
     /// A fresh connection; for `https://`, the TLS handshake is part of it (and of its
     /// timeout).
     pub async fn connect_fresh(&self, target: &Target) -> Result<Upstream, ConnectError> {
+        self.connect_checked(target, |_| Ok(())).await
+    }
+
+    /// A fresh connection to the first address `target` resolves to that `allowed` accepts
+    /// (names are resolved here, at each connection, so the check sees what is connected to).
+    pub async fn connect_checked(
+        &self,
+        target: &Target,
+        allowed: impl Fn(std::net::IpAddr) -> Result<(), String>,
+    ) -> Result<Upstream, ConnectError> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        let stream = tokio::time::timeout_at(
+        let addrs = tokio::time::timeout_at(
             deadline,
-            TcpStream::connect((target.host.as_str(), target.port)),
+            tokio::net::lookup_host((target.host.as_str(), target.port)),
         )
         .await
         .map_err(|_| ConnectError::Timeout)?
         .map_err(ConnectError::Refused)?;
+        let mut last = None;
+        let mut stream = None;
+        for addr in addrs {
+            if let Err(why) = allowed(addr.ip()) {
+                last = Some(ConnectError::Forbidden(why));
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                Err(_) => return Err(ConnectError::Timeout),
+                Ok(Err(e)) => last = Some(ConnectError::Refused(e)),
+                Ok(Ok(s)) => {
+                    stream = Some(s);
+                    break;
+                }
+            }
+        }
+        let Some(stream) = stream else {
+            return Err(last.unwrap_or_else(|| {
+                ConnectError::Refused(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the endpoint's name resolves to no address",
+                ))
+            }));
+        };
         let _ = stream.set_nodelay(true);
         if target.scheme == Scheme::Http {
             return Ok(Upstream::Tcp(stream));

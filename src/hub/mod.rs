@@ -17,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod connector;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod ids;
@@ -109,6 +110,9 @@ pub struct HubConfig {
     pub tunnel_wait: Duration,
     /// Most tunnel sockets parked across the hub (each also counts as a connection).
     pub max_tunnels: usize,
+    /// What direct endpoints may be (`--allow-endpoint`); local addresses only for local
+    /// joiners in any case.
+    pub endpoint_rules: endpoints::EndpointRules,
 }
 
 /// Default time a participant may take to start answering.
@@ -140,6 +144,7 @@ impl Default for HubConfig {
             state_file: None,
             tunnel_wait: tunnel::TUNNEL_WAIT,
             max_tunnels: tunnel::MAX_PARKED_TOTAL,
+            endpoint_rules: endpoints::EndpointRules::default(),
         }
     }
 }
@@ -154,6 +159,8 @@ pub struct HubInner {
     pub auth: auth::Auth,
     /// Control-route requests per client address.
     pub control_rate: limits::RateLimiter,
+    /// This hub's random instance id, in the `Gambiarra-Hop` list of requests it forwards.
+    pub instance: String,
 }
 
 /// The HTTP face of the hub.
@@ -261,6 +268,15 @@ impl Service {
         if head.method == http::Method::Options {
             return Ok(Admission::of(None));
         }
+        if matches!(route, Route::Proxy { .. })
+            && endpoints::is_loop(head.header(endpoints::HOP_HEADER), &self.0.instance)
+        {
+            return Err(ApiError::new(
+                508,
+                "Loop detected: this request was already forwarded by this hub (a participant's \
+                 endpoint leads back to the hub)",
+            ));
+        }
         if !route.is_v1()
             && !matches!(route, Route::Tunnel { .. })
             && let Err(wait) = self.0.control_rate.take(ip)
@@ -284,7 +300,7 @@ impl Service {
         let hub = &self.0;
         let result = match &route {
             Route::DeleteRoom { .. } => api::delete_room(hub, room, req, ip),
-            Route::Join { .. } => api::join(hub, &room, req),
+            Route::Join { .. } => api::join(hub, &room, req, ip),
             Route::Leave { id, .. } => api::leave(hub, &room, id, req, ip),
             Route::HealthCheck { .. } => api::health_check(hub, &room, req),
             Route::Participants { .. } => api::participants(&room),
@@ -414,6 +430,7 @@ impl Hub {
             metrics: metrics::Metrics::default(),
             auth: auth::Auth::new(config.admin_token.clone())?,
             control_rate: limits::RateLimiter::new(config.control_rate, config.control_burst),
+            instance: ids::secret()?[..16].to_string(),
             config,
         });
         let restored = inner.state.restore()?;

@@ -222,7 +222,13 @@ async fn forward(
 ) -> Result<(Arc<Target>, Upstream, ResponseHead, BytesMut), Failure> {
     let target = lease.target.clone();
     let body = rewrite::splice(&req.body, scan, &lease.defaults);
-    let head = request_head(&target, kind, req, body.iter().map(Bytes::len).sum());
+    let head = request_head(
+        &target,
+        kind,
+        req,
+        &hub.instance,
+        body.iter().map(Bytes::len).sum(),
+    );
     if lease.tunnel {
         // A parked tunnel the agent dropped meanwhile answers nothing; the next one is tried.
         let code = &lease.room().info.code;
@@ -252,8 +258,9 @@ async fn forward(
             Err(Exchange::Fail(e)) => return Err(Failure::Upstream(e)),
         }
     }
+    let rules = &hub.config.endpoint_rules;
     let conn = connector
-        .connect_fresh(&target)
+        .connect_checked(&target, |ip| rules.permits(ip, lease.local_ok))
         .await
         .map_err(Failure::Connect)?;
     match exchange(hub, conn, &head, &body).await {
@@ -337,8 +344,15 @@ async fn exchange(
     }
 }
 
-/// The upstream request head.
-fn request_head(target: &Target, kind: ProxyKind, req: &Request, body_len: usize) -> Vec<u8> {
+/// The upstream request head. It carries `Via` and the `Gambiarra-Hop` list with this hub
+/// added, so a participant endpoint that leads back here is caught (508) on the next pass.
+fn request_head(
+    target: &Target,
+    kind: ProxyKind,
+    req: &Request,
+    instance: &str,
+    body_len: usize,
+) -> Vec<u8> {
     let mut h = Vec::with_capacity(256);
     h.extend_from_slice(b"POST ");
     h.extend_from_slice(target.base_path.as_bytes());
@@ -356,6 +370,17 @@ fn request_head(target: &Target, kind: ProxyKind, req: &Request, body_len: usize
             h.extend_from_slice(v);
         }
     }
+    h.extend_from_slice(b"\r\nVia: ");
+    if let Some(v) = req.head.header("via") {
+        h.extend_from_slice(v);
+        h.extend_from_slice(b", ");
+    }
+    h.extend_from_slice(b"1.1 gambiarra\r\nGambiarra-Hop: ");
+    if let Some(v) = req.head.header(super::endpoints::HOP_HEADER) {
+        h.extend_from_slice(v);
+        h.extend_from_slice(b", ");
+    }
+    h.extend_from_slice(instance.as_bytes());
     h.extend_from_slice(b"\r\nContent-Length: ");
     h.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
     h.extend_from_slice(b"\r\n\r\n");

@@ -51,6 +51,8 @@ pub struct Participant {
     pub secret_hash: String,
     /// Serves through reverse tunnels (the hub never connects to its endpoint).
     pub tunnel: bool,
+    /// Joined from the hub's own machine: its direct endpoint may be a local address.
+    pub local_ok: bool,
     /// The last sign of life, on the monotonic clock: liveness must not jump when the wall
     /// clock is stepped (a router without a battery-backed clock syncing NTP). `info.lastSeen`
     /// keeps the wall time for the wire.
@@ -156,6 +158,8 @@ pub struct Lease {
     pub defaults: Arc<Defaults>,
     /// Reach it through a parked tunnel socket, not by connecting.
     pub tunnel: bool,
+    /// Its endpoint may be a local address of the hub's machine (it joined from there).
+    pub local_ok: bool,
     /// The request named this participant by id (no failover to others).
     pub explicit: bool,
     /// The participant had failed connections before this request (a success resets them).
@@ -441,7 +445,7 @@ impl State {
         room: &Room,
         mut info: ParticipantInfo,
         secret_hash: String,
-        tunnel: bool,
+        (tunnel, local_ok): (bool, bool),
         presented: Option<&[u8]>,
     ) -> Result<ParticipantInfo, ApiError> {
         let now = now_ms();
@@ -460,6 +464,7 @@ impl State {
             defaults,
             secret_hash,
             tunnel,
+            local_ok,
             seen: std::time::Instant::now(),
         };
         let snapshot = p.snapshot();
@@ -575,6 +580,7 @@ impl State {
                 target: p.target.clone(),
                 defaults: p.defaults.clone(),
                 tunnel: p.tunnel,
+                local_ok: p.local_ok,
                 explicit,
                 had_failures: p.conn_failures > 0,
                 released: false,

@@ -1,0 +1,327 @@
+//! Which participant endpoints the hub will connect to, and how it recognises a request it
+//! forwarded itself.
+//!
+//! * **Hosts are normalised before any check.** `2130706433`, `0x7f000001`, `0177.1`,
+//!   `127.1` and `[::ffff:127.0.0.1]` are all 127.0.0.1 to the resolver, so they are to the
+//!   hub too ([`host_of`] parses IPv4 the way browsers and `inet_aton` do).
+//! * **Local addresses are for local participants.** A direct endpoint on a loopback,
+//!   link-local or unspecified address reaches the hub host's own services; it is accepted only
+//!   from a joiner that itself connects from loopback. A remote peer serving a model on its own
+//!   `localhost` uses a reverse tunnel instead. Names are checked when connecting, against
+//!   every address they resolve to then (so a name cannot be re-pointed after the join).
+//! * **`serve --allow-endpoint CIDR`** (repeatable) narrows direct endpoints to those networks.
+//! * **Loops.** Every request the proxy forwards carries `Via: 1.1 gambiarra` and
+//!   `Gambiarra-Hop`, the list of hubs it went through (each hub's random instance id); a hub
+//!   that finds itself in the list, or a list longer than [`MAX_HOPS`], answers 508.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The header listing the hubs a request was forwarded by.
+pub const HOP_HEADER: &str = "gambiarra-hop";
+/// Most hubs a request may have been forwarded through (hub → participant that is a hub …).
+pub const MAX_HOPS: usize = 8;
+
+/// A URL's host, normalised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    /// A DNS name, lower-case, without a trailing dot.
+    Name(String),
+}
+
+/// Normalise a URL's host (`[v6]` keeps its brackets in URLs). IPv4-mapped IPv6 addresses
+/// become IPv4.
+pub fn host_of(raw: &str) -> Host {
+    if let Some(v6) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']'))
+        && let Ok(ip) = v6.parse::<Ipv6Addr>()
+    {
+        return Host::Ip(canonical(IpAddr::V6(ip)));
+    }
+    let name = raw.trim_end_matches('.').to_ascii_lowercase();
+    match loose_ipv4(&name) {
+        Some(v4) => Host::Ip(IpAddr::V4(v4)),
+        None => Host::Name(name),
+    }
+}
+
+/// IPv4 in any form `inet_aton` accepts: one to four parts, each decimal, `0x` hex or
+/// `0`-prefixed octal, the last filling the remaining bytes (`127.1`, `2130706433`).
+fn loose_ipv4(s: &str) -> Option<Ipv4Addr> {
+    if s.is_empty() {
+        return None;
+    }
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or(p.strip_prefix("0X")) {
+            (h, 16)
+        } else if p.len() > 1 && p.starts_with('0') {
+            (&p[1..], 8)
+        } else {
+            (*p, 10)
+        };
+        if digits.is_empty() && radix != 16 {
+            return None;
+        }
+        let n = if digits.is_empty() {
+            0
+        } else {
+            u64::from_str_radix(digits, radix).ok()?
+        };
+        nums.push(n);
+    }
+    let (last, init) = nums.split_last()?;
+    if init.iter().any(|n| *n > 255) {
+        return None;
+    }
+    let room = 8 * (4 - init.len() as u32);
+    if room < 64 && *last >= 1u64 << room {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for (i, n) in init.iter().enumerate() {
+        v |= n << (24 - 8 * i as u32);
+    }
+    Some(Ipv4Addr::from((v | last) as u32))
+}
+
+/// IPv4-mapped IPv6 as IPv4; everything else as is.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Loopback, link-local or unspecified: an address that means "this machine" or its link.
+pub fn is_local(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.octets()[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// A network: an address and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    /// `10.0.0.0/8`, `fd00::/8`, or a single address.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let net = canonical(
+            addr.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| format!("{s:?} is not an address or network (a.b.c.d/n, x::/n)"))?,
+        );
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { net, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, canonical(ip)) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+/// The hub's rules for direct endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointRules {
+    /// `--allow-endpoint`: when not empty, direct endpoints must lie in one of these.
+    pub allowed: Vec<Cidr>,
+}
+
+impl EndpointRules {
+    /// May the hub connect to `ip` for a participant that joined from loopback (`local_ok`)
+    /// or not? The reason when not.
+    pub fn permits(&self, ip: IpAddr, local_ok: bool) -> Result<(), String> {
+        let ip = canonical(ip);
+        if is_local(ip) && !local_ok {
+            return Err(format!(
+                "{ip} is a local address of the hub's machine: only a participant on that machine \
+                 may use it (from elsewhere, serve through a tunnel: `gambiarra join` without --direct)"
+            ));
+        }
+        if !self.allowed.is_empty() && !self.allowed.iter().any(|c| c.contains(ip)) {
+            return Err(format!(
+                "{ip} is outside the networks this hub allows for endpoints (--allow-endpoint)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The join-time check of a direct endpoint's host: addresses now, `localhost` names as
+    /// loopback; other names are checked at each connection, against what they resolve to.
+    pub fn check_host(&self, host: &Host, local_ok: bool) -> Result<(), String> {
+        match host {
+            Host::Ip(ip) => self.permits(*ip, local_ok),
+            Host::Name(n) if n == "localhost" || n.ends_with(".localhost") => {
+                self.permits(IpAddr::V4(Ipv4Addr::LOCALHOST), local_ok)
+            }
+            Host::Name(_) => Ok(()),
+        }
+    }
+}
+
+/// Whether a request's `Gambiarra-Hop` list shows a loop through the hub `me` (or is longer
+/// than [`MAX_HOPS`]).
+pub fn is_loop(hops: Option<&[u8]>, me: &str) -> bool {
+    let Some(hops) = hops else {
+        return false;
+    };
+    let mut n = 0;
+    for hop in hops.split(|b| *b == b',') {
+        let hop = hop.trim_ascii();
+        if hop.is_empty() {
+            continue;
+        }
+        n += 1;
+        if hop == me.as_bytes() || n > MAX_HOPS {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Host {
+        Host::Ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn numeric_hosts_are_normalised() {
+        for (raw, want) in [
+            ("2130706433", ip("127.0.0.1")),
+            ("0x7f000001", ip("127.0.0.1")),
+            ("0X7F.1", ip("127.0.0.1")),
+            ("0177.0.0.1", ip("127.0.0.1")),
+            ("127.1", ip("127.0.0.1")),
+            ("127.0.1", ip("127.0.0.1")),
+            ("[::ffff:127.0.0.1]", ip("127.0.0.1")),
+            ("[::1]", ip("::1")),
+            ("0", ip("0.0.0.0")),
+            ("169.254.169.254", ip("169.254.169.254")),
+            ("192.168.1.10", ip("192.168.1.10")),
+            ("LocalHost.", Host::Name("localhost".into())),
+            ("llm.lan", Host::Name("llm.lan".into())),
+            ("1.2.3.4.5", Host::Name("1.2.3.4.5".into())),
+            ("256.1.1.1", Host::Name("256.1.1.1".into())),
+            ("4294967296", Host::Name("4294967296".into())),
+            ("0x", ip("0.0.0.0")),
+            ("08", Host::Name("08".into())),
+        ] {
+            assert_eq!(host_of(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn local_addresses_need_a_local_joiner() {
+        let rules = EndpointRules::default();
+        for raw in [
+            "127.0.0.1",
+            "2130706433",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "0.0.0.0",
+            "169.254.169.254",
+            "[fe80::1]",
+            "localhost",
+        ] {
+            assert!(rules.check_host(&host_of(raw), false).is_err(), "{raw}");
+            assert!(rules.check_host(&host_of(raw), true).is_ok(), "{raw}");
+        }
+        for raw in ["192.168.1.10", "10.0.0.2", "llm.lan"] {
+            assert!(rules.check_host(&host_of(raw), false).is_ok(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn allowed_networks() {
+        let rules = EndpointRules {
+            allowed: vec![
+                "192.168.1.0/24".parse().unwrap(),
+                "fd00::/8".parse().unwrap(),
+            ],
+        };
+        assert!(
+            rules
+                .permits("192.168.1.77".parse().unwrap(), false)
+                .is_ok()
+        );
+        assert!(
+            rules
+                .permits("192.168.2.1".parse().unwrap(), false)
+                .is_err()
+        );
+        assert!(rules.permits("fd12::1".parse().unwrap(), false).is_ok());
+        assert!(
+            rules
+                .permits("::ffff:192.168.1.5".parse().unwrap(), false)
+                .is_ok()
+        );
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nope".parse::<Cidr>().is_err());
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn loops() {
+        assert!(!is_loop(None, "me"));
+        assert!(!is_loop(Some(b"a, b"), "me"));
+        assert!(is_loop(Some(b"a, me"), "me"));
+        assert!(is_loop(Some(b"1,2,3,4,5,6,7,8,9"), "me"));
+    }
+}

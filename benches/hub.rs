@@ -12,6 +12,7 @@ use gambiarra::http::head::parse_request;
 use gambiarra::http::sse::encode_event;
 use gambiarra::hub::events::EventLog;
 use gambiarra::hub::router::route;
+use gambiarra::hub::tokens::BodyKind;
 
 const CHAT_HEAD: &[u8] = b"POST /rooms/ABC234/v1/chat/completions HTTP/1.1\r\n\
 Host: 192.168.1.10:3000\r\nUser-Agent: OpenAI/Python 1.54.0\r\nAccept: application/json\r\n\
@@ -162,7 +163,7 @@ fn relay(c: &mut Criterion) {
         .unwrap();
     g.bench_function("token_scanner_200_tokens", |b| {
         b.iter(|| {
-            let mut s = gambiarra::hub::tokens::TokenScanner::new(true);
+            let mut s = gambiarra::hub::tokens::TokenScanner::new(BodyKind::Sse);
             s.feed(black_box(&payload));
             black_box(s.tokens())
         })
@@ -182,7 +183,7 @@ fn relay(c: &mut Criterion) {
         };
         b.iter(|| {
             let mut dec = ChunkedDecoder::new();
-            let mut scanner = gambiarra::hub::tokens::TokenScanner::new(true);
+            let mut scanner = gambiarra::hub::tokens::TokenScanner::new(BodyKind::Sse);
             let mut buf = bytes::BytesMut::with_capacity(4096);
             let mut out = 0;
             for r in &reads {
@@ -194,6 +195,113 @@ fn relay(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Typical stream events, as three real servers write them (150–400 bytes).
+const EVENTS: [(&str, &str); 3] = [
+    (
+        "compact_180",
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1732000000,"model":"llama3","choices":[{"index":0,"delta":{"content":" world"},"finish_reason":null}]}"#,
+    ),
+    (
+        "spaced_260",
+        r#"{"id": "chatcmpl-5b0c0d1e-2f3a-4b5c-8d9e-0f1a2b3c4d5e", "object": "chat.completion.chunk", "created": 1732000000, "model": "smollm2", "choices": [{"index": 0, "delta": {"content": " world"}, "logprobs": null, "finish_reason": null}]}"#,
+    ),
+    (
+        "tool_call_400",
+        r#"{"id":"chatcmpl-7f8e9d0c1b2a","object":"chat.completion.chunk","created":1732000000,"model":"qwen2.5:7b","system_fingerprint":"fp_ollama","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_abc123","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Porto Alegre\", \"unit\": \"celsius\"}"}}]},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+    ),
+];
+
+/// The metrics scanner per stream event: the JSON-parsing scanner, the substring scanner it
+/// replaced (kept here, below, to measure both in one run), and the two JSON parsers on the
+/// design card parsing the same bytes.
+fn scanner(c: &mut Criterion) {
+    use gambiarra::hub::tokens::TokenScanner;
+    let mut g = c.benchmark_group("scanner");
+    g.throughput(Throughput::Elements(1));
+    for (name, event) in EVENTS {
+        let line = format!("data: {event}\n\n");
+        g.bench_function(format!("json_scanner/{name}"), |b| {
+            let mut s = TokenScanner::new(BodyKind::Sse);
+            b.iter(|| s.feed(black_box(line.as_bytes())))
+        });
+        g.bench_function(format!("substring_scanner_before/{name}"), |b| {
+            let mut s = legacy::Scanner::default();
+            b.iter(|| s.feed(black_box(line.as_bytes())))
+        });
+        g.bench_function(format!("parse_serde_json/{name}"), |b| {
+            b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(event.as_bytes())))
+        });
+        g.bench_function(format!("parse_simd_json/{name}"), |b| {
+            // simd-json parses in place: it needs its own mutable copy of the bytes.
+            let mut buf = event.as_bytes().to_vec();
+            b.iter(|| {
+                buf.copy_from_slice(event.as_bytes());
+                simd_json::serde::from_slice::<serde::de::IgnoredAny>(black_box(&mut buf)).is_ok()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The substring scanner the JSON one replaced (from `hub/tokens.rs` before [2 of 8]): it
+/// looked for `"content":"` and missed servers that write `"content": "`.
+mod legacy {
+    use memchr::memmem;
+
+    #[derive(Default)]
+    pub struct Scanner {
+        carry: Vec<u8>,
+        pub content_chunks: u64,
+        pub usage_tokens: Option<u64>,
+    }
+
+    impl Scanner {
+        pub fn feed(&mut self, mut data: &[u8]) {
+            while let Some(nl) = memchr::memchr(b'\n', data) {
+                let (line, rest) = data.split_at(nl);
+                data = &rest[1..];
+                if self.carry.is_empty() {
+                    self.line(line);
+                } else {
+                    self.carry.extend_from_slice(line);
+                    let joined = std::mem::take(&mut self.carry);
+                    self.line(&joined);
+                }
+            }
+            self.carry.extend_from_slice(data);
+        }
+
+        fn line(&mut self, line: &[u8]) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(payload) = line.strip_prefix(b"data:") else {
+                return;
+            };
+            let payload = payload.trim_ascii_start();
+            if payload == b"[DONE]" {
+                return;
+            }
+            if has_text(payload, b"\"content\":\"") || has_text(payload, b"\"text\":\"") {
+                self.content_chunks += 1;
+            }
+            if let Some(i) = memmem::rfind(payload, b"\"completion_tokens\":") {
+                let digits: Vec<u8> = payload[i + 20..]
+                    .iter()
+                    .skip_while(|c| c.is_ascii_whitespace())
+                    .take_while(|c| c.is_ascii_digit())
+                    .copied()
+                    .collect();
+                self.usage_tokens = std::str::from_utf8(&digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok());
+            }
+        }
+    }
+
+    fn has_text(hay: &[u8], key: &[u8]) -> bool {
+        memmem::find_iter(hay, key).any(|i| hay.get(i + key.len()).is_some_and(|&c| c != b'"'))
+    }
 }
 
 /// A protected room's password check: Argon2id once (what the first request pays), then the
@@ -227,6 +335,7 @@ criterion_group!(
     chunked,
     rewrite,
     relay,
+    scanner,
     password
 );
 criterion_main!(benches);

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::http::client::{read_body, read_head};
-use crate::hub::tokens::TokenScanner;
+use crate::hub::tokens::{BodyKind, TokenScanner};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -176,8 +176,14 @@ async fn one(
     sock.write_all(request).await?;
     let head = read_head(sock, buf).await?;
     let head_at = t0.elapsed();
-    let mut scanner = TokenScanner::new(stream);
+    let kind = match head.header("content-type") {
+        Some(ct) => BodyKind::of_content_type(ct),
+        None if stream => BodyKind::Sse,
+        None => BodyKind::Document,
+    };
+    let mut scanner = TokenScanner::new(kind);
     read_body(sock, buf, head.framing, usize::MAX, |d| scanner.feed(d)).await?;
+    scanner.finish();
     let ttft = scanner
         .first_content
         .map_or(head_at, |t| t.duration_since(t0));

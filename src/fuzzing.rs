@@ -146,28 +146,146 @@ pub fn rewrite(data: &[u8]) {
     }
 }
 
-/// The token scanner: feeding the body whole or in pieces (sizes taken from the first byte)
-/// counts the same events and usage, in both modes.
+/// The metrics scanner: splitting the body anywhere changes nothing, and (differentially) the
+/// events it counts are exactly those that `serde_json::Value` finds output in, for every
+/// `data:` line whose JSON has the shape the scanner reads (re-encoded by serde first, so
+/// duplicate keys, which the two parsers treat differently, are out of the picture).
 pub fn tokens(data: &[u8]) {
-    use crate::hub::tokens::TokenScanner;
+    use crate::hub::tokens::{BodyKind, MAX_LINE, TokenScanner};
     let Some((&stride, body)) = data.split_first() else {
         return;
     };
     let stride = usize::from(stride % 17) + 1;
-    for sse in [true, false] {
-        let mut whole = TokenScanner::new(sse);
+    for kind in [BodyKind::Sse, BodyKind::Ndjson, BodyKind::Document] {
+        let mut whole = TokenScanner::new(kind);
         whole.feed(body);
-        let mut split = TokenScanner::new(sse);
+        whole.finish();
+        let mut split = TokenScanner::new(kind);
         for piece in body.chunks(stride) {
             split.feed(piece);
         }
-        if sse {
-            assert_eq!(whole.content_chunks, split.content_chunks);
-            assert_eq!(whole.usage_tokens, split.usage_tokens);
-            assert_eq!(whole.first_content.is_some(), split.first_content.is_some());
-        }
-        let _ = (whole.tokens(), split.tokens());
+        split.finish();
+        assert_eq!(whole.content_chunks, split.content_chunks, "{kind:?}");
+        assert_eq!(whole.usage_tokens, split.usage_tokens, "{kind:?}");
+        assert_eq!(
+            whole.first_content.is_some(),
+            split.first_content.is_some(),
+            "{kind:?}"
+        );
     }
+    // Differential: each well-shaped event, canonicalised, against a `Value` reading.
+    let mut expected = 0u64;
+    let mut canonical = Vec::new();
+    for line in body.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(payload) = line.strip_prefix(b"data:") else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload.trim_ascii()) else {
+            continue;
+        };
+        let Some(output) = reference_output(&v) else {
+            continue;
+        };
+        let Ok(encoded) = serde_json::to_vec(&v) else {
+            continue;
+        };
+        if encoded.len() + 8 > MAX_LINE {
+            continue;
+        }
+        expected += u64::from(output);
+        canonical.extend_from_slice(b"data: ");
+        canonical.extend_from_slice(&encoded);
+        canonical.extend_from_slice(b"\n\n");
+    }
+    let mut s = TokenScanner::new(BodyKind::Sse);
+    s.feed(&canonical);
+    s.finish();
+    assert_eq!(
+        s.content_chunks,
+        expected,
+        "{}",
+        String::from_utf8_lossy(&canonical)
+    );
+}
+
+/// Whether an event carries generated output, read from a `Value`; `None` when it is not
+/// shaped the way the scanner reads events (it then counts nothing, or fails to parse).
+fn reference_output(v: &serde_json::Value) -> Option<bool> {
+    use serde_json::Value;
+    fn text(v: Option<&Value>) -> Option<bool> {
+        match v {
+            None | Some(Value::Null | Value::Bool(_) | Value::Number(_) | Value::Object(_)) => {
+                Some(false)
+            }
+            Some(Value::String(s)) => Some(!s.is_empty()),
+            Some(Value::Array(parts)) => {
+                let mut any = false;
+                for p in parts {
+                    any |= text(object(p)?.get("text"))?;
+                }
+                Some(any)
+            }
+        }
+    }
+    fn object(v: &Value) -> Option<&serde_json::Map<String, Value>> {
+        v.as_object()
+    }
+    fn opt_object(v: Option<&Value>) -> Option<Option<&serde_json::Map<String, Value>>> {
+        match v {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Object(o)) => Some(Some(o)),
+            _ => None,
+        }
+    }
+    fn opt_u64(v: Option<&Value>) -> Option<()> {
+        match v {
+            None | Some(Value::Null) => Some(()),
+            Some(n) => n.as_u64().map(|_| ()),
+        }
+    }
+    fn delta(d: Option<&serde_json::Map<String, Value>>) -> Option<bool> {
+        let Some(d) = d else {
+            return Some(false);
+        };
+        let mut any = false;
+        for key in ["content", "reasoning_content", "reasoning", "thinking"] {
+            any |= text(d.get(key))?;
+        }
+        match d.get("tool_calls") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(calls)) => {
+                for call in calls {
+                    if let Some(f) = opt_object(object(call)?.get("function"))? {
+                        any |= text(f.get("name"))? | text(f.get("arguments"))?;
+                    }
+                }
+            }
+            _ => return None,
+        }
+        Some(any)
+    }
+    let event = object(v)?;
+    let mut any = false;
+    match event.get("choices") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(choices)) => {
+            for c in choices {
+                let c = object(c)?;
+                any |= delta(opt_object(c.get("delta"))?)?;
+                any |= delta(opt_object(c.get("message"))?)?;
+                any |= text(c.get("text"))?;
+            }
+        }
+        _ => return None,
+    }
+    if let Some(u) = opt_object(event.get("usage"))? {
+        opt_u64(u.get("completion_tokens"))?;
+    }
+    opt_u64(event.get("eval_count"))?;
+    any |= delta(opt_object(event.get("message"))?)?;
+    any |= text(event.get("response"))?;
+    Some(any)
 }
 
 /// The upstream response reader: head then body out of the bytes as a socket would give them.

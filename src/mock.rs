@@ -7,7 +7,12 @@
 //! early because the other side went away. Test-only behaviour is asked for in the request
 //! body, since a hub forwards the body untouched: `"mock_status": 500` answers with that status,
 //! `"mock_die_after": 3` drops the connection after three tokens, `"mock_tokens"` and
-//! `"mock_delay_ms"` override the token count and delay.
+//! `"mock_delay_ms"` override the token count and delay, `"mock_style"` the [`Style`].
+//!
+//! Real servers differ in how they write the same JSON, and the hub's metrics must be right for
+//! all of them: the [`Style`]s reproduce what they send (spacing, reasoning deltas, tool-call
+//! deltas, a usage chunk nobody asked for). Embeddings honour `encoding_format: "base64"`
+//! (little-endian `f32`s, as OpenAI sends them and its Node SDK asks by default).
 
 use std::future::Future;
 use std::io;
@@ -25,6 +30,41 @@ use tokio::time::{Instant, Sleep};
 
 use crate::http::{self, Body, BodyStream, Handler, Method, Peer, Request, RequestHead, Response};
 
+/// How the mock writes its JSON, after the servers it stands in for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Style {
+    /// `{"a":1,"b":2}`, as Node, Go and Rust servers write it (Ollama's OpenAI API, vLLM).
+    #[default]
+    Compact,
+    /// `{"a": 1, "b": 2}`, as Python's `json.dumps` writes it (llama-cpp-python, LM Studio's
+    /// older builds).
+    Spaced,
+    /// A reasoning model: the first half of the tokens as `delta.reasoning_content`.
+    Reasoning,
+    /// A tool call: the tokens stream as `delta.tool_calls[0].function.arguments`.
+    ToolCalls,
+    /// A final `usage` chunk in every stream, asked for or not (llama.cpp's own server).
+    UsageChunk,
+}
+
+impl std::str::FromStr for Style {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "compact" => Style::Compact,
+            "spaced" => Style::Spaced,
+            "reasoning" => Style::Reasoning,
+            "tool-calls" => Style::ToolCalls,
+            "usage-chunk" => Style::UsageChunk,
+            other => {
+                return Err(format!(
+                    "unknown style {other:?} (compact, spaced, reasoning, tool-calls, usage-chunk)"
+                ));
+            }
+        })
+    }
+}
+
 /// Behaviour of a mock.
 #[derive(Clone, Debug)]
 pub struct MockConfig {
@@ -34,6 +74,8 @@ pub struct MockConfig {
     pub tokens: u32,
     /// Delay between streamed tokens.
     pub token_delay: Duration,
+    /// How its JSON looks (a request's `"mock_style"` overrides it).
+    pub style: Style,
 }
 
 impl Default for MockConfig {
@@ -42,8 +84,63 @@ impl Default for MockConfig {
             model: "llama3".into(),
             tokens: 50,
             token_delay: Duration::from_millis(20),
+            style: Style::Compact,
         }
     }
+}
+
+/// JSON in a style: compact as serde writes it, or spaced like Python's `json.dumps`.
+fn encode(v: &Value, style: Style) -> Vec<u8> {
+    if style != Style::Spaced {
+        return serde_json::to_vec(v).unwrap_or_default();
+    }
+    struct Spaced;
+    impl serde_json::ser::Formatter for Spaced {
+        fn begin_array_value<W: ?Sized + io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_key<W: ?Sized + io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Spaced);
+    // Serialising a `Value` into memory cannot fail.
+    let _ = serde::Serialize::serialize(v, &mut ser);
+    out
+}
+
+/// Standard base64 (with padding), for `encoding_format: "base64"` embeddings.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A request as the mock received it.
@@ -141,6 +238,10 @@ fn json_response(status: u16, v: &Value) -> Response {
     Response::json(status, Bytes::from(v.to_string()))
 }
 
+fn styled_response(status: u16, v: &Value, style: Style) -> Response {
+    Response::json(status, Bytes::from(encode(v, style)))
+}
+
 fn now_secs() -> u64 {
     crate::types::now_ms() / 1000
 }
@@ -209,18 +310,35 @@ impl MockService {
             .and_then(Value::as_str)
             .unwrap_or(&self.config.model)
             .to_string();
+        let style = body
+            .get("mock_style")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(self.config.style);
         if path == "/v1/embeddings" {
             let inputs = match body.get("input") {
                 Some(Value::Array(a)) => a.len(),
                 _ => 1,
             };
+            let base64_wanted =
+                body.get("encoding_format").and_then(Value::as_str) == Some("base64");
             let data: Vec<Value> = (0..inputs)
-                .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, 0.4, i as f64]}))
+                .map(|i| {
+                    let vector = [0.1f32, 0.2, 0.3, 0.4, i as f32];
+                    let embedding = if base64_wanted {
+                        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        json!(base64(&bytes))
+                    } else {
+                        json!(vector)
+                    };
+                    json!({"object": "embedding", "index": i, "embedding": embedding})
+                })
                 .collect();
             self.stats.completed.fetch_add(1, Ordering::SeqCst);
-            return json_response(
+            return styled_response(
                 200,
                 &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+                style,
             );
         }
         let tokens = body
@@ -237,9 +355,11 @@ impl MockService {
             let usage = body
                 .pointer("/stream_options/include_usage")
                 .and_then(Value::as_bool)
-                == Some(true);
+                == Some(true)
+                || style == Style::UsageChunk;
             let stream = TokenStream {
                 chat,
+                style,
                 model,
                 tokens,
                 delay,
@@ -265,13 +385,14 @@ impl MockService {
             json!({"index": 0, "finish_reason": "stop", "text": text})
         };
         self.stats.completed.fetch_add(1, Ordering::SeqCst);
-        json_response(
+        styled_response(
             200,
             &json!({
                 "id": "chatcmpl-mock", "object": if chat { "chat.completion" } else { "text_completion" },
                 "created": now_secs(), "model": model, "choices": [choice],
                 "usage": {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": tokens + 5}
             }),
+            style,
         )
     }
 }
@@ -279,6 +400,7 @@ impl MockService {
 /// A streamed completion: one SSE event per token, `delay` apart.
 struct TokenStream {
     chat: bool,
+    style: Style,
     model: String,
     tokens: u32,
     delay: Duration,
@@ -302,13 +424,28 @@ impl TokenStream {
         let v = if i < self.tokens {
             let text = format!("tok{i} ");
             if self.chat {
-                base(json!([{"index": 0, "delta": {"content": text}, "finish_reason": null}]))
+                let delta = match self.style {
+                    Style::Reasoning if i < self.tokens / 2 => json!({"reasoning_content": text}),
+                    Style::ToolCalls if i == 0 => {
+                        json!({"tool_calls": [{"index": 0, "id": "call_mock", "type": "function", "function": {"name": "lookup", "arguments": text}}]})
+                    }
+                    Style::ToolCalls => {
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
+                    }
+                    _ => json!({"content": text}),
+                };
+                base(json!([{"index": 0, "delta": delta, "finish_reason": null}]))
             } else {
                 base(json!([{"index": 0, "text": text, "finish_reason": null}]))
             }
         } else if i == self.tokens {
             if self.chat {
-                base(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+                let reason = if self.style == Style::ToolCalls {
+                    "tool_calls"
+                } else {
+                    "stop"
+                };
+                base(json!([{"index": 0, "delta": {}, "finish_reason": reason}]))
             } else {
                 base(json!([{"index": 0, "text": "", "finish_reason": "stop"}]))
             }
@@ -321,7 +458,10 @@ impl TokenStream {
         } else {
             return None;
         };
-        Some(Bytes::from(format!("data: {v}\n\n")))
+        let mut line = b"data: ".to_vec();
+        line.extend_from_slice(&encode(&v, self.style));
+        line.extend_from_slice(b"\n\n");
+        Some(Bytes::from(line))
     }
 }
 

@@ -135,10 +135,20 @@ impl RoomView {
     }
 }
 
+/// How a `Disconnected` error ends when the hub refused a subscription for good (a wrong
+/// password, a room that is gone): the watcher does not retry.
+pub const GIVING_UP: &str = "not retrying";
+
 /// The human sentence for an event (`name` resolves a participant id to a nickname).
 pub fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Option<String> {
     Some(match event {
         HubEvent::Connected { .. } => "connected to the hub".into(),
+        HubEvent::Disconnected { error } if error.ends_with(GIVING_UP) => {
+            format!("cannot watch: {error}")
+        }
+        HubEvent::Disconnected { error } if error.contains("trying again") => {
+            format!("cannot reach the hub ({error})")
+        }
         HubEvent::Disconnected { error } => format!("disconnected ({error}); reconnecting"),
         HubEvent::RoomCreated(r) => format!("room created: {} ({})", r.name, r.code),
         HubEvent::RoomDeleted { code, .. } => format!("room {code} was deleted by its host"),
@@ -155,7 +165,13 @@ pub fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Option<Strin
         HubEvent::LlmRequest {
             participant_id,
             model,
-        } => format!("request for {model} → {}", name(participant_id)),
+            requested,
+        } => match requested {
+            Some(asked) if asked != model => {
+                format!("request for {asked} → {} ({model})", name(participant_id))
+            }
+            _ => format!("request for {model} → {}", name(participant_id)),
+        },
         HubEvent::LlmComplete {
             participant_id,
             metrics,
@@ -209,7 +225,8 @@ mod tests {
         room.apply(
             &HubEvent::LlmRequest {
                 participant_id: "a".into(),
-                model: "*".into(),
+                model: "m".into(),
+                requested: Some("*".into()),
             },
             "t",
         );
@@ -224,7 +241,8 @@ mod tests {
             .apply(
                 &HubEvent::LlmComplete {
                     participant_id: "a".into(),
-                    model: "*".into(),
+                    model: "m".into(),
+                    requested: None,
                     metrics,
                 },
                 "12:00:00",

@@ -148,3 +148,122 @@ async fn metrics_follow_the_traffic() {
     assert_eq!(value(&text, "gambiarra_http_requests_in_flight"), 1.0);
     hub.shutdown().await;
 }
+
+/// `llm:complete` reports what the server generated, whatever JSON style it writes: every
+/// `mock-llm --style`, streamed (with and without a usage chunk) and not.
+#[tokio::test]
+async fn token_metrics_are_right_for_every_server_style() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            model: "served-name".into(),
+            tokens: 12,
+            token_delay: Duration::from_millis(3),
+            ..MockConfig::default()
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let code = create_room(addr, "styles").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(json!({"id": "p", "nickname": "p", "model": "served-name", "endpoint": mock.url()})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let mut sse = Sse::open(addr, &code, "").await.2;
+    let path = format!("/rooms/{code}/v1/chat/completions");
+    for style in [
+        "compact",
+        "spaced",
+        "reasoning",
+        "tool-calls",
+        "usage-chunk",
+    ] {
+        for (stream, usage) in [(false, false), (true, false), (true, true)] {
+            let mut body = json!({
+                "model": "model:served-name", "stream": stream, "mock_style": style,
+                "messages": [{"role": "user", "content": "hi"}],
+            });
+            if usage {
+                body["stream_options"] = json!({"include_usage": true});
+            }
+            let r = req(addr, "POST", &path, Some(body)).await;
+            assert_eq!(r.status, 200, "{style}");
+            let request = sse.until("llm:request").await;
+            assert_eq!(request.data["model"], "model:served-name");
+            assert_eq!(request.data["servedModel"], "served-name");
+            let done = sse.until("llm:complete").await;
+            let m = &done.data["metrics"];
+            let what = format!("{style}, stream {stream}, usage {usage}: {m}");
+            assert_eq!(m["tokens"], 12, "{what}");
+            assert_eq!(done.data["model"], "served-name", "{what}");
+            if stream {
+                assert!(
+                    m["latencyFirstTokenMs"].as_u64() < m["durationMs"].as_u64(),
+                    "{what}"
+                );
+                assert!(m["tokensPerSecond"].as_f64().unwrap() > 0.0, "{what}");
+            }
+        }
+    }
+    hub.shutdown().await;
+}
+
+/// The OpenAI Node SDK asks for base64 embeddings by default: the mock answers in kind.
+#[tokio::test]
+async fn base64_embeddings() {
+    let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), MockConfig::default(), false)
+        .await
+        .unwrap();
+    let r = req(
+        mock.addr(),
+        "POST",
+        "/v1/embeddings",
+        Some(json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64"})),
+    )
+    .await;
+    let v = r.json();
+    let b64 = v["data"][1]["embedding"].as_str().unwrap();
+    // 5 little-endian f32s: 20 bytes, 28 base64 characters.
+    assert_eq!(b64.len(), 28);
+    let bytes = decode_base64(b64);
+    let floats: Vec<f32> = bytes
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(floats, vec![0.1, 0.2, 0.3, 0.4, 1.0]);
+    let plain = req(
+        mock.addr(),
+        "POST",
+        "/v1/embeddings",
+        Some(json!({"model": "m", "input": "a"})),
+    )
+    .await
+    .json();
+    assert!(plain["data"][0]["embedding"].is_array());
+}
+
+fn decode_base64(s: &str) -> Vec<u8> {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|c| *c != b'=') {
+        bits = bits << 6 | ABC.iter().position(|a| *a == c).unwrap() as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}

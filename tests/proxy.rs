@@ -18,6 +18,7 @@ async fn mock(model: &str, tokens: u32, delay_ms: u64) -> MockLlm {
             model: model.into(),
             tokens,
             token_delay: Duration::from_millis(delay_ms),
+            ..MockConfig::default()
         },
         true,
     )
@@ -373,10 +374,15 @@ async fn events_carry_metrics() {
     let r = chat(addr, &code, json!({"model": "model:m", "stream": true})).await;
     assert_eq!(r.status, 200);
     let e = sse.until("llm:request").await;
-    assert_eq!(e.data, json!({"participantId": "p", "model": "model:m"}));
+    // `model` is what the client asked for (the seed's field), `servedModel` what runs.
+    assert_eq!(
+        e.data,
+        json!({"participantId": "p", "model": "model:m", "servedModel": "m"})
+    );
     let e = sse.until("llm:complete").await;
     assert_eq!(e.data["participantId"], "p");
-    assert_eq!(e.data["model"], "model:m");
+    assert_eq!(e.data["model"], "m");
+    assert_eq!(e.data["requested"], "model:m");
     let m = &e.data["metrics"];
     assert_eq!(m["tokens"], 7);
     assert!(m["durationMs"].as_u64().unwrap() >= 30, "{m}");

@@ -40,6 +40,7 @@ async fn mock() -> MockLlm {
             model: "m".into(),
             tokens: 3,
             token_delay: Duration::ZERO,
+            ..MockConfig::default()
         },
         true,
     )

@@ -56,6 +56,7 @@ async fn https_participant_streaming_and_not() {
             model: "secure".into(),
             tokens: 5,
             token_delay: Duration::from_millis(2),
+            ..MockConfig::default()
         },
         true,
     )

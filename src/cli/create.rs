@@ -44,14 +44,20 @@ pub fn run(args: CreateArgs) -> ExitCode {
         super::secret_or_env(args.admin_token.clone(), "GAMBIARRA_ADMIN_TOKEN").as_deref(),
     );
     let password = super::secret_or_env(args.password.clone(), "GAMBIARRA_PASSWORD");
+    if args.json {
+        // The hub's answer as it was sent, not re-serialised from what this version knows.
+        return match rt.block_on(client.create_room_raw(&args.name, password.as_deref())) {
+            Ok(raw) => {
+                println!("{}", raw.trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gambiarra create: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match rt.block_on(client.create_room(&args.name, password.as_deref())) {
-        Ok(created) if args.json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&created).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
         Ok(created) => {
             println!("Room created: {}", created.room.name);
             println!("  code:        {}", created.room.code);
@@ -70,8 +76,14 @@ pub fn run(args: CreateArgs) -> ExitCode {
                 "  OpenAI base: {}",
                 client.openai_base_url(&created.room.code)
             );
+            // With the hub the user named, so the line can be pasted as it is.
+            let hub = args
+                .hub
+                .as_deref()
+                .map(|h| format!(" --hub {h}"))
+                .unwrap_or_default();
             println!(
-                "Join it with: gambiarra join --code {} --model MODEL",
+                "Join it with: gambiarra join --code {} --model MODEL{hub}",
                 created.room.code
             );
             ExitCode::SUCCESS

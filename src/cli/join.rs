@@ -109,8 +109,9 @@ pub fn run(args: JoinArgs) -> ExitCode {
             specs,
             config: None,
             participant_secret: None,
-            // Sent as `Authorization: Bearer` by the client, on every call.
-            password: None,
+            // Sent as `Authorization: Bearer` by the client on every call, and in the join
+            // body too, where hubs of the TypeScript version look for it.
+            password: password.clone(),
             tunnel: !args.direct,
         };
         let code = args.code.to_ascii_uppercase();
@@ -142,6 +143,11 @@ pub fn run(args: JoinArgs) -> ExitCode {
                     )
                 }
                 AgentEvent::Recovered => println!("✓ Hub reachable again."),
+                AgentEvent::TunnelsUnsupported => eprintln!(
+                    "! This hub does not offer tunnels (it sent no tunnel secret): serving \
+                     directly, so the hub must be able to reach {}",
+                    args.endpoint
+                ),
                 AgentEvent::RejoinFailed { error, retry_in } => {
                     eprintln!(
                         "! Could not re-join room {code} ({error}); retrying in {:.1}s",

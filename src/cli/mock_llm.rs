@@ -31,6 +31,11 @@ pub struct MockLlmArgs {
     /// milliseconds between streamed tokens (default 20)
     #[argh(option, default = "20")]
     pub token_delay_ms: u64,
+    /// how the JSON looks, after real servers: compact (default), spaced (Python's
+    /// json.dumps, like llama-cpp-python), reasoning (reasoning_content deltas), tool-calls
+    /// (a streamed tool call), usage-chunk (a usage chunk in every stream)
+    #[argh(option, default = "crate::mock::Style::Compact")]
+    pub style: crate::mock::Style,
 }
 
 pub fn run(args: MockLlmArgs) -> ExitCode {
@@ -51,6 +56,7 @@ pub fn run(args: MockLlmArgs) -> ExitCode {
             model: args.model.clone(),
             tokens: args.tokens,
             token_delay: Duration::from_millis(args.token_delay_ms),
+            style: args.style,
         };
         let mock = match MockLlm::start(addr, config, false).await {
             Ok(m) => m,

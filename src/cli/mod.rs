@@ -21,6 +21,9 @@ pub mod monitor;
 pub mod monitor_tui;
 pub mod serve;
 
+/// SIGINT (Ctrl+C) or, on Unix, SIGTERM: what every long-running command stops on.
+pub use serve::wait_for_signal;
+
 use std::process::ExitCode;
 
 use argh::FromArgs;

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::client::HubClient;
 use crate::client::events::HubEvent;
-use crate::monitor::{RoomView, clock};
+use crate::monitor::{GIVING_UP, RoomView, clock};
 use crate::types::now_ms;
 
 /// Watch rooms live: participants, their status and every request.
@@ -45,21 +45,37 @@ pub struct RoomEvent {
     pub event: HubEvent,
 }
 
-/// Subscribe to `code` and forward its events until the receiver goes away. A refused
-/// reconnect (the room is gone) is forwarded as `Disconnected`; the stream keeps retrying.
+/// Subscribe to `code` and forward its events until the receiver goes away. A hub that cannot
+/// be reached is tried again (1 s, doubling to 30 s); one that refuses (a wrong password, a
+/// room that is gone) is reported once as `Disconnected` ending in [`GIVING_UP`], and not
+/// retried. Once subscribed, the stream reconnects by itself.
 pub async fn follow(hub: HubClient, code: String, tx: mpsc::Sender<RoomEvent>) {
-    let mut stream = match hub.subscribe(&code, None).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx
-                .send(RoomEvent {
-                    code,
-                    event: HubEvent::Disconnected {
-                        error: e.to_string(),
-                    },
-                })
-                .await;
-            return;
+    let mut wait = std::time::Duration::from_secs(1);
+    let mut stream = loop {
+        match hub.subscribe(&code, None).await {
+            Ok(s) => break s,
+            Err(e) => {
+                let refused = matches!(e, crate::client::ClientError::Hub { status, .. } if (400..500).contains(&status));
+                let error = if refused {
+                    format!("{e}; {GIVING_UP}")
+                } else {
+                    format!("{e}; trying again in {} s", wait.as_secs())
+                };
+                let event = HubEvent::Disconnected { error };
+                if tx
+                    .send(RoomEvent {
+                        code: code.clone(),
+                        event,
+                    })
+                    .await
+                    .is_err()
+                    || refused
+                {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
         }
     };
     while let Some(item) = stream.next().await {
@@ -150,29 +166,86 @@ async fn plain_mode(hub: HubClient, wanted: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if rooms.is_empty() {
+    if rooms.is_empty() && !wanted.is_empty() {
         println!("No rooms available.");
         return ExitCode::SUCCESS;
     }
+    let every_room = wanted.is_empty();
     let (tx, mut rx) = mpsc::channel(1024);
     for room in &mut rooms {
-        if let Ok(list) = hub.participants(&room.code).await {
-            room.set_participants(list);
-        }
-        tokio::spawn(follow(hub.clone(), room.code.clone(), tx.clone()));
+        start_watching(&hub, room, &tx).await;
     }
-    drop(tx);
-    let signal = super::serve::wait_for_signal();
+    if rooms.is_empty() {
+        println!(
+            "{} No rooms yet; waiting for one to be created.",
+            clock(now_ms())
+        );
+    }
+    // Hub-wide events (a room created or deleted) arrive on every watched room's stream:
+    // printed once each.
+    let mut announced = std::collections::HashSet::new();
+    let signal = super::wait_for_signal();
     tokio::pin!(signal);
+    // Without rooms to follow there is no stream to hear of new ones: poll the list.
+    let mut poll = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         let ev = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => ev, None => return ExitCode::SUCCESS },
+            _ = poll.tick(), if every_room && rooms.is_empty() => {
+                if let Ok(found) = resolve_rooms(&hub, &[]).await {
+                    for mut room in found {
+                        println!("{} {} room: {}", clock(now_ms()), room.code, room.name);
+                        start_watching(&hub, &mut room, &tx).await;
+                        rooms.push(room);
+                    }
+                }
+                continue;
+            }
             _ = &mut signal => return ExitCode::SUCCESS,
         };
+        let hub_wide = match &ev.event {
+            HubEvent::RoomCreated(r) => Some(("created", r.code.clone())),
+            HubEvent::RoomDeleted { code, .. } if *code != ev.code => {
+                Some(("deleted", code.clone()))
+            }
+            _ => None,
+        };
+        if let Some(key) = hub_wide {
+            if !announced.insert(key.clone()) {
+                continue;
+            }
+            if announced.len() > 4096 {
+                announced.clear();
+            }
+            // Watching every room: follow new ones too.
+            if let HubEvent::RoomCreated(r) = &ev.event
+                && every_room
+                && !rooms.iter().any(|w| w.code == r.code)
+            {
+                let mut room = RoomView::new(&r.code, &r.name);
+                start_watching(&hub, &mut room, &tx).await;
+                rooms.push(room);
+            }
+        }
         if let Some((room, line)) = apply_event(&hub, &mut rooms, &ev).await {
             // `HH:MM:SS CODE text`
             let (time, text) = line.split_once(' ').unwrap_or(("", &line));
             println!("{time} {} {text}", room.code);
         }
     }
+}
+
+/// List who is in `room` now (a line each), then follow its events.
+async fn start_watching(hub: &HubClient, room: &mut RoomView, tx: &mpsc::Sender<RoomEvent>) {
+    if let Ok(list) = hub.participants(&room.code).await {
+        let now = clock(now_ms());
+        for p in &list {
+            println!(
+                "{now} {} {} is here with {} ({:?})",
+                room.code, p.nickname, p.model, p.status
+            );
+        }
+        room.set_participants(list);
+    }
+    tokio::spawn(follow(hub.clone(), room.code.clone(), tx.clone()));
 }

@@ -417,21 +417,24 @@ mod tests {
         lab.apply(
             &HubEvent::LlmRequest {
                 participant_id: "a".into(),
-                model: "*".into(),
+                model: "m".into(),
+                requested: Some("*".into()),
             },
             "10:00:03",
         );
         lab.apply(
             &HubEvent::LlmRequest {
                 participant_id: "b".into(),
-                model: "*".into(),
+                model: "m".into(),
+                requested: Some("*".into()),
             },
             "10:00:04",
         );
         lab.apply(
             &HubEvent::LlmComplete {
                 participant_id: "b".into(),
-                model: "*".into(),
+                model: "m".into(),
+                requested: None,
                 metrics: LlmMetrics {
                     tokens: 42,
                     latency_first_token_ms: 180,

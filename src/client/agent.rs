@@ -138,6 +138,10 @@ pub async fn probe(endpoint: &str, model: &str) -> Result<(), ProbeError> {
 #[derive(Debug)]
 pub enum AgentEvent {
     Joined(ParticipantInfo),
+    /// Tunnels were asked for, but the hub's join answer has no tunnel secret (a hub older
+    /// than tunnels): the agent serves directly, and the hub must be able to reach the
+    /// endpoint.
+    TunnelsUnsupported,
     /// The hub had forgotten the participant; it is registered again.
     Rejoined(ParticipantInfo),
     /// A health check failed; the next try is in `retry_in`.
@@ -175,6 +179,11 @@ pub async fn run(
     // What proves this registration owns its id: re-joins and the leave present it.
     let mut request = request.clone();
     request.participant_secret = joined.participant_secret.clone();
+    if request.tunnel && joined.tunnel_secret.is_none() {
+        // An older hub registered us as a direct participant: say so once, open no tunnels.
+        request.tunnel = false;
+        on_event(AgentEvent::TunnelsUnsupported);
+    }
     let request = &mut request;
     let (stop_tunnels, stopped) = tokio::sync::watch::channel(false);
     let secret = Arc::new(RwLock::new(

@@ -49,11 +49,16 @@ pub enum HubEvent {
     },
     LlmRequest {
         participant_id: String,
+        /// The model the participant serves (what runs).
         model: String,
+        /// What the client asked for (`*`, `model:x`, an id); `None` from older hubs, whose
+        /// `model` was this.
+        requested: Option<String>,
     },
     LlmComplete {
         participant_id: String,
         model: String,
+        requested: Option<String>,
         metrics: LlmMetrics,
     },
     LlmError {
@@ -92,7 +97,11 @@ struct Pid {
 #[serde(rename_all = "camelCase")]
 struct Req {
     participant_id: String,
+    /// As the client sent it (the seed's field).
     model: String,
+    /// The participant's model; hubs before it send none.
+    #[serde(default)]
+    served_model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +109,8 @@ struct Req {
 struct Complete {
     participant_id: String,
     model: String,
+    #[serde(default)]
+    requested: Option<String>,
     metrics: LlmMetrics,
 }
 
@@ -146,13 +157,22 @@ impl HubEvent {
             "participant:online" => p::<Pid>(data).map(|d| HubEvent::ParticipantOnline {
                 participant_id: d.participant_id,
             }),
-            "llm:request" => p::<Req>(data).map(|d| HubEvent::LlmRequest {
-                participant_id: d.participant_id,
-                model: d.model,
+            "llm:request" => p::<Req>(data).map(|d| match d.served_model {
+                Some(served) => HubEvent::LlmRequest {
+                    participant_id: d.participant_id,
+                    model: served,
+                    requested: Some(d.model),
+                },
+                None => HubEvent::LlmRequest {
+                    participant_id: d.participant_id,
+                    model: d.model,
+                    requested: None,
+                },
             }),
             "llm:complete" => p::<Complete>(data).map(|d| HubEvent::LlmComplete {
                 participant_id: d.participant_id,
                 model: d.model,
+                requested: d.requested,
                 metrics: d.metrics,
             }),
             "llm:error" => p::<LlmErr>(data).map(|d| HubEvent::LlmError {
@@ -258,7 +278,11 @@ impl EventStream {
         if head.status != 200 {
             // Read the (small) error body for the hub's message.
             let mut body = buf.to_vec();
+            let whole = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                if whole {
+                    return;
+                }
                 let mut tmp = [0u8; 4096];
                 while body.len() < 65536 {
                     match conn.read(&mut tmp).await {

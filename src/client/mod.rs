@@ -215,20 +215,29 @@ impl HubClient {
 
     /// Create a room.
     pub async fn create_room(&self, name: &str, password: Option<&str>) -> Result<CreatedRoom> {
+        let raw = self.create_room_raw(name, password).await?;
+        serde_json::from_str(&raw).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// [`HubClient::create_room`], answering with the hub's JSON exactly as it was sent
+    /// (whatever fields a hub of another version adds or leaves out).
+    pub async fn create_room_raw(&self, name: &str, password: Option<&str>) -> Result<String> {
         #[derive(Serialize)]
         struct Body<'a> {
             name: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             password: Option<&'a str>,
         }
-        let admin = self.admin_token.clone();
-        self.call(
-            "POST",
-            "/rooms",
-            Some(&Body { name, password }),
-            admin.as_deref(),
+        let body = serde_json::to_vec(&Body { name, password })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (status, answer) = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.exchange("POST", "/rooms", &body, self.admin_token.as_deref(), None),
         )
         .await
+        .map_err(|_| ClientError::Unreachable("timed out".into()))??;
+        decode::<serde::de::IgnoredAny>(status, &answer)?;
+        String::from_utf8(answer).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Delete a room, with its host token (from [`CreatedRoom::host_token`]) or, when `None`,

@@ -111,7 +111,7 @@ impl ApiError {
             429 => "rate_limit_error",
             _ => "server_error",
         };
-        let code = slug(&self.message);
+        let code = self.code();
         let body = json!({ "error": { "message": self.message, "type": kind, "code": code } });
         self.finish(Response::json(
             self.status,
@@ -120,23 +120,34 @@ impl ApiError {
     }
 }
 
-/// "Room not found" → "room_not_found".
-fn slug(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for c in message.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('_') && !out.is_empty() {
-            out.push('_');
-        }
-        if out.len() >= 48 {
-            break;
+impl ApiError {
+    /// The OpenAI-shaped error's `code`: one of a fixed, documented set (README, "HTTP API"),
+    /// so clients can match on it whatever the message says.
+    pub fn code(&self) -> &'static str {
+        match (self.status, self.message.as_ref()) {
+            (404, msg::ROOM_NOT_FOUND) => "room_not_found",
+            (404, m) if m == crate::hub::proxy::NO_PARTICIPANT => "no_participant",
+            (404, _) => "not_found",
+            (503, m) if m == crate::hub::proxy::PARTICIPANT_OFFLINE => "participant_offline",
+            (503, m) if m.contains("tunnel") => "no_tunnel",
+            (503, m) if m == crate::hub::proxy::NO_PARTICIPANT => "no_participant",
+            (503, _) => "unavailable",
+            (400, _) | (422, _) => "invalid_request",
+            (401, msg::INVALID_PASSWORD) => "invalid_password",
+            (401, _) => "unauthorized",
+            (403, _) => "forbidden",
+            (405, _) => "method_not_allowed",
+            (408, _) => "request_timeout",
+            (410, _) => "room_removed",
+            (413, _) => "body_too_large",
+            (429, _) => "rate_limited",
+            (501, _) => "not_implemented",
+            (502, _) => "participant_unreachable",
+            (504, _) => "participant_timeout",
+            (508, _) => "loop_detected",
+            _ => "internal_error",
         }
     }
-    while out.ends_with('_') {
-        out.pop();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -153,5 +164,15 @@ mod tests {
         assert_eq!(v["error"]["message"], "Room not found");
         assert_eq!(v["error"]["type"], "not_found_error");
         assert_eq!(v["error"]["code"], "room_not_found");
+        // Codes come from a fixed set, not from the message.
+        let long = ApiError::new(
+            502,
+            "Participant unreachable: Connection failed: connection refused",
+        );
+        assert_eq!(long.code(), "participant_unreachable");
+        assert_eq!(
+            ApiError::unavailable("Participant is offline").code(),
+            "participant_offline"
+        );
     }
 }

@@ -34,7 +34,7 @@ use super::error::ApiError;
 use super::rewrite;
 use super::router::ProxyKind;
 use super::state::{Lease, Room, SelectError};
-use super::tokens::TokenScanner;
+use super::tokens::{BodyKind, TokenScanner};
 use crate::http::body::{BodyFraming, ChunkedDecoder};
 use crate::http::client::{ResponseHead, is_hop_by_hop, parse_response};
 use crate::http::{Body, BodyStream, Request, Response};
@@ -50,7 +50,10 @@ const READ_CHUNK_MAX: usize = 64 * 1024;
 #[serde(rename_all = "camelCase")]
 struct LlmRequest<'a> {
     participant_id: &'a str,
+    /// What the client asked for (`*`, `model:x`, an id, a name), as the seed specifies.
     model: &'a str,
+    /// The model the participant serves (what runs).
+    served_model: &'a str,
 }
 
 #[derive(serde::Serialize)]
@@ -65,6 +68,7 @@ struct LlmError<'a> {
 struct LlmComplete<'a> {
     participant_id: &'a str,
     model: &'a str,
+    requested: &'a str,
     metrics: LlmMetrics,
 }
 
@@ -116,6 +120,7 @@ async fn proxy(
             &LlmRequest {
                 participant_id: &lease.participant_id,
                 model: &scan.model,
+                served_model: &lease.model,
             },
         );
         let started = Instant::now();
@@ -402,13 +407,18 @@ fn respond(
     rest: BytesMut,
 ) -> Response {
     let mut resp = Response::new(head.status);
-    let mut sse = stream_requested;
+    // What the scanner reads: the answer's Content-Type says; without one, what was asked.
+    let mut kind = if stream_requested {
+        BodyKind::Sse
+    } else {
+        BodyKind::Document
+    };
     for (name, value) in head.headers() {
         if is_hop_by_hop(&name) {
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-type") {
-            sse = value.starts_with(b"text/event-stream");
+            kind = BodyKind::of_content_type(&value);
         }
         resp.headers.push((name, value));
     }
@@ -424,7 +434,7 @@ fn respond(
         },
         passthrough: true,
         pending: VecDeque::new(),
-        scanner: TokenScanner::new(sse),
+        scanner: TokenScanner::new(kind),
         done: matches!(head.framing, BodyFraming::Empty),
         failure: None,
         finish: Some(Finish {
@@ -592,6 +602,7 @@ impl Relay {
             );
         } else {
             let duration = f.started.elapsed();
+            self.scanner.finish();
             let tokens = self.scanner.tokens();
             let ttft = self
                 .scanner
@@ -620,13 +631,15 @@ impl Relay {
             };
             // Release the participant and announce under one lock, so a listing after the event
             // shows it idle.
+            let served = f.lease.model.clone();
             let mut inner = room.lock();
             f.lease.release(&mut inner);
             inner.publish(
                 "llm:complete",
                 &LlmComplete {
                     participant_id: &id,
-                    model: &f.model,
+                    model: &served,
+                    requested: &f.model,
                     metrics,
                 },
             );

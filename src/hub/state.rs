@@ -45,6 +45,8 @@ pub struct Participant {
     pub target: Arc<Target>,
     /// Model name and config defaults, encoded once at join for the body rewrite.
     pub defaults: Arc<Defaults>,
+    /// The model it serves, shared with the leases (events name it).
+    pub model: Arc<str>,
     /// BLAKE2b of the participant secret (hex): what proves ownership of this id on leave and
     /// re-join, and what its tunnels authenticate with. The secret itself is only ever in the
     /// join answer; this is never listed or broadcast.
@@ -156,6 +158,8 @@ pub struct Lease {
     pub participant_id: String,
     pub target: Arc<Target>,
     pub defaults: Arc<Defaults>,
+    /// The model the participant serves (what the upstream is asked for).
+    pub model: Arc<str>,
     /// Reach it through a parked tunnel socket, not by connecting.
     pub tunnel: bool,
     /// Its endpoint may be a local address of the hub's machine (it joined from there).
@@ -456,12 +460,14 @@ impl State {
         let target =
             Arc::new(Target::from_endpoint(&info.endpoint).map_err(ApiError::bad_request)?);
         let defaults = Arc::new(Defaults::new(&info.model, &info.config));
+        let model: Arc<str> = info.model.as_str().into();
         let p = Participant {
             info,
             in_flight: 0,
             conn_failures: 0,
             target,
             defaults,
+            model,
             secret_hash,
             tunnel,
             local_ok,
@@ -579,6 +585,7 @@ impl State {
                 participant_id: p.info.id.clone(),
                 target: p.target.clone(),
                 defaults: p.defaults.clone(),
+                model: p.model.clone(),
                 tunnel: p.tunnel,
                 local_ok: p.local_ok,
                 explicit,

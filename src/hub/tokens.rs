@@ -1,37 +1,77 @@
-//! Measuring a relayed generation without copying it: the scanner reads the body bytes in place
-//! as they pass (only a partial line at a read boundary is carried over) and counts
-//! content-bearing `data:` events of an SSE stream, notes when the first one passed, and picks
-//! up `usage.completion_tokens` where the upstream reports it (non-streaming JSON, or a stream's
-//! final usage chunk).
+//! Measuring a relayed generation without copying it: the scanner looks at the body bytes as
+//! they pass (only a partial line at a read boundary is carried over), parses each complete
+//! event with a real JSON parser, and records how many events carried generated output, when
+//! the first one passed, and the completion tokens the server reports.
+//!
+//! Three body shapes, by the response's `Content-Type`:
+//! * **SSE** (`text/event-stream`, OpenAI-style streams): each `data:` line is one JSON event.
+//! * **NDJSON** (`application/x-ndjson`, Ollama's streams): each line is one JSON event.
+//! * **a JSON document** (non-streaming answers): parsed once at the end, when it is small
+//!   enough to keep ([`MAX_DOCUMENT`]); larger ones (embeddings) are not token-counted.
+//!
+//! What counts as generated output in an event, whatever the server's JSON spacing or string
+//! escaping: a non-empty `choices[].delta.content`, `.delta.reasoning_content` / `.reasoning`
+//! (reasoning models' thinking tokens), `.delta.tool_calls[].function.arguments`, a legacy
+//! `choices[].text`, a `choices[].message.content`; Ollama's `message.content` / `response` /
+//! `message.thinking`. Reported totals win over the count: `usage.completion_tokens` (OpenAI, in
+//! a non-streaming answer or a stream's final usage chunk), `eval_count` (Ollama's last event).
+//!
+//! Parsing borrows from the bytes and allocates nothing: the event types below only note what
+//! they saw (see [`Output`]).
 
+use std::fmt;
 use std::time::Instant;
 
-use memchr::memmem;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// Longest SSE line analysed; the rest of a longer line is skipped (it still counts once).
+/// Longest line (event) analysed; a longer one is skipped.
 pub const MAX_LINE: usize = 64 * 1024;
-const USAGE_KEY: &[u8] = b"\"completion_tokens\":";
+/// Largest non-streaming JSON answer kept to be parsed at its end.
+pub const MAX_DOCUMENT: usize = 64 * 1024;
+
+/// What the body is, for the scanner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Sse,
+    Ndjson,
+    Document,
+}
+
+impl BodyKind {
+    /// From a response's `Content-Type`.
+    pub fn of_content_type(value: &[u8]) -> BodyKind {
+        let v = value.trim_ascii();
+        let starts = |p: &[u8]| v.len() >= p.len() && v[..p.len()].eq_ignore_ascii_case(p);
+        if starts(b"text/event-stream") {
+            BodyKind::Sse
+        } else if starts(b"application/x-ndjson") || starts(b"application/jsonl") {
+            BodyKind::Ndjson
+        } else {
+            BodyKind::Document
+        }
+    }
+}
 
 /// Per-response measurements.
 #[derive(Debug)]
 pub struct TokenScanner {
-    sse: bool,
+    kind: BodyKind,
     carry: Vec<u8>,
-    /// The line in `carry` overflowed `MAX_LINE`.
+    /// The line (or document) in `carry` went past its bound: skip it.
     overflow: bool,
-    /// `data:` events that carried generated text.
+    /// Events that carried generated output.
     pub content_chunks: u64,
-    /// `usage.completion_tokens`, if the upstream sent it.
+    /// Completion tokens the server reported (`usage.completion_tokens`, `eval_count`).
     pub usage_tokens: Option<u64>,
-    /// When the first content-bearing event passed.
+    /// When the first output-bearing event passed.
     pub first_content: Option<Instant>,
 }
 
 impl TokenScanner {
-    /// `sse`: the body is an event stream (else a JSON document).
-    pub fn new(sse: bool) -> Self {
+    pub fn new(kind: BodyKind) -> Self {
         TokenScanner {
-            sse,
+            kind,
             carry: Vec::new(),
             overflow: false,
             content_chunks: 0,
@@ -40,48 +80,44 @@ impl TokenScanner {
         }
     }
 
-    /// The tokens generated: the reported usage, else the content events counted.
+    /// The tokens generated: the reported count, else the output events counted.
     pub fn tokens(&self) -> u64 {
         self.usage_tokens.unwrap_or(self.content_chunks)
     }
 
     /// Look at the next piece of the body.
     pub fn feed(&mut self, data: &[u8]) {
-        if self.sse {
-            self.feed_sse(data);
-        } else {
-            self.feed_json(data);
+        match self.kind {
+            BodyKind::Document => {
+                if self.overflow || self.carry.len() + data.len() > MAX_DOCUMENT {
+                    self.overflow = true;
+                    self.carry = Vec::new();
+                } else {
+                    self.carry.extend_from_slice(data);
+                }
+            }
+            BodyKind::Sse | BodyKind::Ndjson => self.feed_lines(data),
         }
     }
 
-    fn feed_json(&mut self, data: &[u8]) {
-        // Keep just enough of the previous piece to find a key split across two reads.
-        // A number cut by a read boundary is found again, whole, in the next window; the last
-        // find wins.
-        let keep = USAGE_KEY.len() + 24;
-        let mut window = std::mem::take(&mut self.carry);
-        if data.len() <= keep {
-            window.extend_from_slice(data);
-            self.find_usage_in(&window);
-        } else {
-            window.extend_from_slice(&data[..keep]);
-            self.find_usage_in(&window);
-            self.find_usage_in(data);
-            window.clear();
-            window.extend_from_slice(&data[data.len() - keep..]);
+    /// The body ended: parse what was kept for the end (a JSON document, or a last line
+    /// without its newline).
+    pub fn finish(&mut self) {
+        let rest = std::mem::take(&mut self.carry);
+        if !self.overflow && !rest.is_empty() {
+            match self.kind {
+                BodyKind::Document => {
+                    if let Ok(doc) = serde_json::from_slice::<Event>(&rest) {
+                        self.note(&doc, false);
+                    }
+                }
+                _ => self.line(&rest),
+            }
         }
-        let cut = window.len().saturating_sub(keep);
-        window.drain(..cut);
-        self.carry = window;
+        self.overflow = false;
     }
 
-    fn find_usage_in(&mut self, hay: &[u8]) {
-        if let Some(n) = usage_in(hay) {
-            self.usage_tokens = Some(n);
-        }
-    }
-
-    fn feed_sse(&mut self, mut data: &[u8]) {
+    fn feed_lines(&mut self, mut data: &[u8]) {
         while let Some(nl) = memchr::memchr(b'\n', data) {
             let (line, rest) = data.split_at(nl);
             data = &rest[1..];
@@ -90,7 +126,9 @@ impl TokenScanner {
             } else {
                 self.push_carry(line);
                 let joined = std::mem::take(&mut self.carry);
-                self.line(&joined);
+                if !self.overflow {
+                    self.line(&joined);
+                }
                 self.carry = joined;
                 self.carry.clear();
                 self.overflow = false;
@@ -100,49 +138,223 @@ impl TokenScanner {
     }
 
     fn push_carry(&mut self, part: &[u8]) {
-        let room = MAX_LINE.saturating_sub(self.carry.len());
-        if part.len() > room {
+        if self.overflow || self.carry.len() + part.len() > MAX_LINE {
             self.overflow = true;
+            self.carry.clear();
+        } else {
+            self.carry.extend_from_slice(part);
         }
-        self.carry.extend_from_slice(&part[..part.len().min(room)]);
     }
 
     fn line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(payload) = line.strip_prefix(b"data:") else {
-            return;
+        let payload = match self.kind {
+            BodyKind::Sse => match line.strip_prefix(b"data:") {
+                Some(p) => p.trim_ascii(),
+                None => return,
+            },
+            _ => line.trim_ascii(),
         };
-        let payload = payload.trim_ascii_start();
-        if payload == b"[DONE]" {
+        if payload.is_empty() || payload == b"[DONE]" {
             return;
         }
-        if has_text(payload, b"\"content\":\"") || has_text(payload, b"\"text\":\"") {
+        if let Ok(event) = serde_json::from_slice::<Event>(payload) {
+            self.note(&event, true);
+        }
+    }
+
+    fn note(&mut self, event: &Event, streamed: bool) {
+        if event.has_output() {
             self.content_chunks += 1;
-            if self.first_content.is_none() {
+            if streamed && self.first_content.is_none() {
                 self.first_content = Some(Instant::now());
             }
         }
-        if let Some(n) = usage_in(payload) {
+        if let Some(n) = event.reported_tokens() {
             self.usage_tokens = Some(n);
         }
     }
 }
 
-/// `key` followed by a non-empty string value somewhere in `hay`.
-fn has_text(hay: &[u8], key: &[u8]) -> bool {
-    memmem::find_iter(hay, key).any(|i| hay.get(i + key.len()).is_some_and(|&c| c != b'"'))
+/// One event (or a whole answer), as far as measuring goes.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Event {
+    choices: AnyOutput<Choice>,
+    usage: Option<Usage>,
+    // Ollama's shapes: `/api/chat` (message), `/api/generate` (response), the last event's count.
+    message: Option<Delta>,
+    response: Output,
+    eval_count: Option<u64>,
 }
 
-/// The number after `"completion_tokens":`, if any.
-fn usage_in(hay: &[u8]) -> Option<u64> {
-    let i = memmem::rfind(hay, USAGE_KEY)? + USAGE_KEY.len();
-    let digits: Vec<u8> = hay[i..]
-        .iter()
-        .skip_while(|c| c.is_ascii_whitespace())
-        .take_while(|c| c.is_ascii_digit())
-        .copied()
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
+impl Event {
+    fn has_output(&self) -> bool {
+        self.choices.0 || self.message.as_ref().is_some_and(Delta::has_output) || self.response.0
+    }
+
+    fn reported_tokens(&self) -> Option<u64> {
+        self.usage
+            .as_ref()
+            .and_then(|u| u.completion_tokens)
+            .or(self.eval_count)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Usage {
+    completion_tokens: Option<u64>,
+}
+
+/// `choices[i]`: a streamed delta, a whole message, or legacy completion text.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Choice {
+    delta: Option<Delta>,
+    message: Option<Delta>,
+    text: Output,
+}
+
+impl HasOutput for Choice {
+    fn has_output(&self) -> bool {
+        self.delta.as_ref().is_some_and(Delta::has_output)
+            || self.message.as_ref().is_some_and(Delta::has_output)
+            || self.text.0
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Delta {
+    content: Output,
+    reasoning_content: Output,
+    reasoning: Output,
+    /// Ollama's thinking models.
+    thinking: Output,
+    tool_calls: AnyOutput<ToolCall>,
+}
+
+impl Delta {
+    fn has_output(&self) -> bool {
+        self.content.0
+            || self.reasoning_content.0
+            || self.reasoning.0
+            || self.thinking.0
+            || self.tool_calls.0
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ToolCall {
+    function: Option<Function>,
+}
+
+impl HasOutput for ToolCall {
+    fn has_output(&self) -> bool {
+        self.function
+            .as_ref()
+            .is_some_and(|f| f.arguments.0 || f.name.0)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Function {
+    name: Output,
+    arguments: Output,
+}
+
+trait HasOutput {
+    fn has_output(&self) -> bool;
+}
+
+/// Whether a value is generated output: a non-empty string (escaped or not), or content parts
+/// (`[{"type":"text","text":"…"}]`) with a non-empty text; `null`, numbers, objects are not.
+/// Nothing is kept but the answer.
+#[derive(Default)]
+struct Output(bool);
+
+impl<'de> Deserialize<'de> for Output {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Output;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Output, E> {
+                Ok(Output(!s.is_empty()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Output, E> {
+                Ok(Output(false))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Output, E> {
+                Ok(Output(false))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Output, E> {
+                Ok(Output(false))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Output, E> {
+                Ok(Output(false))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Output, E> {
+                Ok(Output(false))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Output, A::Error> {
+                // Content parts: `[{"type": "text", "text": "…"}, …]`.
+                let mut any = false;
+                while let Some(part) = seq.next_element::<Part>()? {
+                    any |= part.text.0;
+                }
+                Ok(Output(any))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Output, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Output(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Part {
+    text: Output,
+}
+
+/// An array whose elements are looked at one by one (none kept): whether any had output.
+struct AnyOutput<T>(bool, std::marker::PhantomData<T>);
+
+impl<T> Default for AnyOutput<T> {
+    fn default() -> Self {
+        AnyOutput(false, std::marker::PhantomData)
+    }
+}
+
+impl<'de, T: Deserialize<'de> + HasOutput> Deserialize<'de> for AnyOutput<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + HasOutput> Visitor<'de> for V<T> {
+            type Value = AnyOutput<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyOutput<T>, A::Error> {
+                let mut any = false;
+                while let Some(item) = seq.next_element::<T>()? {
+                    any |= item.has_output();
+                }
+                Ok(AnyOutput(any, std::marker::PhantomData))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<AnyOutput<T>, E> {
+                Ok(AnyOutput::default())
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[cfg(test)]
@@ -155,13 +367,19 @@ data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n\
 data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
 data: [DONE]\n\n";
 
+    fn scan(kind: BodyKind, body: &[u8], split: usize) -> TokenScanner {
+        let mut s = TokenScanner::new(kind);
+        for piece in body.chunks(split.max(1)) {
+            s.feed(piece);
+        }
+        s.finish();
+        s
+    }
+
     #[test]
     fn counts_content_events_in_any_split() {
         for split in 1..STREAM.len() {
-            let mut s = TokenScanner::new(true);
-            for piece in STREAM.as_bytes().chunks(split) {
-                s.feed(piece);
-            }
+            let s = scan(BodyKind::Sse, STREAM.as_bytes(), split);
             assert_eq!(s.content_chunks, 2, "split {split}");
             assert!(s.first_content.is_some());
             assert_eq!(s.tokens(), 2);
@@ -169,27 +387,109 @@ data: [DONE]\n\n";
     }
 
     #[test]
-    fn usage_wins() {
-        let mut s = TokenScanner::new(true);
-        s.feed(STREAM.as_bytes());
-        s.feed(
-            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\": 17}}\n\n",
+    fn spacing_and_escapes_do_not_matter() {
+        // llama.cpp's server (Python's json.dumps): spaces after colons and commas.
+        let spaced = "data: {\"id\": \"c\", \"choices\": [{\"index\": 0, \"delta\": {\"content\": \"Hey\"}, \"finish_reason\": null}]}\r\n\r\n\
+data: {\"id\": \"c\", \"choices\": [{\"index\": 0, \"delta\": {\"content\": \" \\u00e9\\\"\"}}]}\r\n\r\n\
+data: {\"id\": \"c\", \"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"stop\"}]}\r\n\r\n\
+data: [DONE]\r\n\r\n";
+        for split in [1, 7, 64, 4096] {
+            let s = scan(BodyKind::Sse, spaced.as_bytes(), split);
+            assert_eq!(s.content_chunks, 2, "split {split}");
+        }
+        // An escaped key is the same key.
+        let s = scan(
+            BodyKind::Sse,
+            b"data: {\"choices\":[{\"delta\":{\"cont\\u0065nt\":\"x\"}}]}\n\n",
+            3,
         );
-        assert_eq!(s.tokens(), 17);
-        let body = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":42,"total_tokens":45}}"#;
-        for split in 1..body.len() {
-            let mut s = TokenScanner::new(false);
-            for piece in body.chunks(split) {
-                s.feed(piece);
-            }
-            assert_eq!(s.usage_tokens, Some(42), "split {split}");
+        assert_eq!(s.content_chunks, 1);
+    }
+
+    #[test]
+    fn reasoning_tool_calls_and_legacy_text_count() {
+        for event in [
+            r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning":"hmm"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}}]}"#,
+            r#"{"choices":[{"text":" world","index":0}]}"#,
+            r#"{"choices":[{"delta":{"content":[{"type":"text","text":"part"}]}}]}"#,
+        ] {
+            let s = scan(BodyKind::Sse, format!("data: {event}\n\n").as_bytes(), 5);
+            assert_eq!(s.content_chunks, 1, "{event}");
+        }
+        for event in [
+            r#"{"choices":[{"delta":{"content":null}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":""}}]}}]}"#,
+            r#"{"choices":[]}"#,
+            r#"{"object":"chat.completion.chunk"}"#,
+            r#"not json at all"#,
+        ] {
+            let s = scan(BodyKind::Sse, format!("data: {event}\n\n").as_bytes(), 5);
+            assert_eq!(s.content_chunks, 0, "{event}");
         }
     }
 
     #[test]
-    fn completions_text_counts() {
-        let mut s = TokenScanner::new(true);
-        s.feed(b"data: {\"choices\":[{\"text\":\" world\"}]}\r\n\r\n");
-        assert_eq!(s.content_chunks, 1);
+    fn reported_usage_wins() {
+        let mut body = STREAM.as_bytes().to_vec();
+        body.extend_from_slice(
+            b"data: {\"choices\": [], \"usage\": {\"prompt_tokens\": 3, \"completion_tokens\": 17}}\n\n",
+        );
+        assert_eq!(scan(BodyKind::Sse, &body, 9).tokens(), 17);
+        let doc = br#"{"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 3, "completion_tokens": 42, "total_tokens": 45}}"#;
+        for split in 1..doc.len() {
+            let s = scan(BodyKind::Document, doc, split);
+            assert_eq!(s.usage_tokens, Some(42), "split {split}");
+            assert!(
+                s.first_content.is_none(),
+                "a document has no first token of its own"
+            );
+        }
+    }
+
+    #[test]
+    fn ollama_streams() {
+        let chat = b"{\"model\":\"llama3\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n\
+{\"model\":\"llama3\",\"message\":{\"role\":\"assistant\",\"content\":\"!\"},\"done\":false}\n\
+{\"model\":\"llama3\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"eval_count\":12}";
+        let s = scan(BodyKind::Ndjson, chat, 11);
+        assert_eq!((s.content_chunks, s.tokens()), (2, 12));
+        let generate =
+            b"{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":false}\n";
+        assert_eq!(scan(BodyKind::Ndjson, generate, 4).tokens(), 2);
+    }
+
+    #[test]
+    fn overlong_lines_and_documents_are_skipped() {
+        let long = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\ndata: {{\"choices\":[{{\"delta\":{{\"content\":\"x\"}}}}]}}\n\n",
+            "a".repeat(MAX_LINE)
+        );
+        assert_eq!(scan(BodyKind::Sse, long.as_bytes(), 1000).content_chunks, 1);
+        let big = format!(
+            "{{\"pad\":\"{}\",\"usage\":{{\"completion_tokens\":5}}}}",
+            "a".repeat(MAX_DOCUMENT)
+        );
+        assert_eq!(
+            scan(BodyKind::Document, big.as_bytes(), 4096).usage_tokens,
+            None
+        );
+    }
+
+    #[test]
+    fn kinds_from_content_type() {
+        assert_eq!(
+            BodyKind::of_content_type(b"text/event-stream; charset=utf-8"),
+            BodyKind::Sse
+        );
+        assert_eq!(
+            BodyKind::of_content_type(b"application/x-ndjson"),
+            BodyKind::Ndjson
+        );
+        assert_eq!(
+            BodyKind::of_content_type(b"application/json"),
+            BodyKind::Document
+        );
     }
 }

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""End to end against a real model: two llama.cpp servers (llama-cpp-python) serving
+SmolLM2-135M, joined to a hub by the real `gambiarra join` (one direct, one through a reverse
+tunnel), and the OpenAI Python SDK talking to the room.
+
+    VENV=$(dirname "$(bash tests/real_model/setup.sh | tail -1)")/venv   # once: venv, llama.cpp, model
+    $VENV/bin/python tests/real_model/run.py [--binary target/debug/gambiarra]
+
+Checks that the hub relays what a real server sends (chat, streams, completions, embeddings,
+/v1/models, routing by id and by `model:`) and that the `llm:complete` metrics it announces are
+the server's own: `tokens` equal to the completion tokens the server reports in `usage` (asked
+for in a stream with `stream_options.include_usage`, and without it, where the hub counts the
+streamed tokens itself), a time to first token below the duration, a plausible tokens/s.
+Its last line is `N passed, N failed`.
+"""
+
+import argparse
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.environ.get("GAMBIARRA_REAL_MODEL_DIR") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gambiarra", "real-model")
+MODEL_FILE = os.path.join(CACHE, "SmolLM2-135M-Instruct.Q4_1.gguf")
+ALIAS = "smollm2"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_http(url, seconds, proc=None):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except Exception:  # noqa: BLE001 — not up yet
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up within {seconds} s")
+
+
+def http_json(method, url, body=None):
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+class Events:
+    """The room's event stream, on a raw socket, into a queue of (name, data)."""
+
+    def __init__(self, hub_port, code):
+        self.q = queue.Queue()
+        self.sock = socket.create_connection(("127.0.0.1", hub_port))
+        self.sock.sendall(f"GET /rooms/{code}/events HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        buf = b""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while b"\n\n" in buf:
+                block, buf = buf.split(b"\n\n", 1)
+                name, payload = None, []
+                for line in block.split(b"\n"):
+                    line = line.rstrip(b"\r")
+                    # Chunk-size lines of the chunked framing are not `field: value` lines.
+                    if line.startswith(b"event:"):
+                        name = line[6:].strip().decode()
+                    elif line.startswith(b"data:"):
+                        payload.append(line[5:].strip().decode())
+                if name and payload:
+                    try:
+                        self.q.put((name, json.loads("\n".join(payload))))
+                    except ValueError:
+                        pass
+
+    def next(self, name, timeout=120):
+        deadline = time.time() + timeout
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                raise AssertionError(f"no {name} event within {timeout} s")
+            ev, data = self.q.get(timeout=left)
+            if ev == name:
+                return data
+            if ev == "llm:error":
+                raise AssertionError(f"llm:error while waiting for {name}: {data}")
+
+    def drain(self):
+        while not self.q.empty():
+            self.q.get_nowait()
+
+
+class Suite:
+    def __init__(self):
+        self.passed, self.failed = 0, 0
+
+    def check(self, name, fn):
+        t = time.time()
+        try:
+            fn()
+            self.passed += 1
+            print(f"ok    {name} ({time.time() - t:.1f}s)", flush=True)
+        except Exception as e:  # noqa: BLE001 — reported, then the next check runs
+            self.failed += 1
+            print(f"FAIL  {name}: {type(e).__name__}: {e}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/debug/gambiarra"))
+    ap.add_argument("--model", default=MODEL_FILE)
+    args = ap.parse_args()
+    from openai import OpenAI  # the venv setup.sh made has it
+
+    suite = Suite()
+    procs = []
+    os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
+    logs = open(os.path.join(ROOT, "target/real-model-servers.log"), "w")
+
+    def spawn(cmd):
+        p = subprocess.Popen(cmd, stdout=logs, stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    try:
+        llama_ports = [free_port(), free_port()]
+        llamas = [spawn([sys.executable, "-m", "llama_cpp.server", "--model", args.model,
+                         "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(p),
+                         "--n_ctx", "2048", "--n_threads", "1", "--embedding", "true",
+                         "--verbose", "false"]) for p in llama_ports]
+        hub_port = free_port()
+        hub = spawn([args.binary, "serve", "--host", "127.0.0.1", "--port", str(hub_port), "--quiet"])
+        hub_url = f"http://127.0.0.1:{hub_port}"
+        wait_http(f"{hub_url}/health", 20, hub)
+        for p, proc in zip(llama_ports, llamas):
+            wait_http(f"http://127.0.0.1:{p}/v1/models", 180, proc)
+        code = http_json("POST", f"{hub_url}/rooms", {"name": "real model"})["room"]["code"]
+        events = Events(hub_port, code)
+        joins = [("direct", llama_ports[0], ["--direct"]), ("tunnel", llama_ports[1], [])]
+        for pid, port, extra in joins:
+            spawn([args.binary, "join", "--hub", hub_url, "--code", code, "--model", ALIAS,
+                   "--endpoint", f"http://127.0.0.1:{port}", "--id", pid, "--no-specs",
+                   "--health-interval-ms", "2000"] + extra)
+        for pid, _, _ in joins:
+            joined = events.next("participant:joined", 60)
+            assert joined["id"] in ("direct", "tunnel"), joined
+        time.sleep(0.5)  # the tunnelled agent parks its tunnels
+        client = OpenAI(base_url=f"{hub_url}/rooms/{code}/v1", api_key="unused", max_retries=0)
+        messages = [{"role": "user", "content": "Name three colours."}]
+        params = dict(max_tokens=24, temperature=0, seed=7)
+
+        def metrics_ok(m, streamed):
+            assert m["durationMs"] > 0, m
+            if streamed and m["tokens"] > 1:
+                assert m["latencyFirstTokenMs"] < m["durationMs"], m
+            assert 0 < m["tokensPerSecond"] < 100_000, m
+
+        def models():
+            ids = {m.id for m in client.models.list().data}
+            assert {"direct", "tunnel"} <= ids, ids
+
+        def chat(pid):
+            def run():
+                events.drain()
+                r = client.chat.completions.create(model=pid, messages=messages, **params)
+                assert r.choices[0].message.content, r
+                done = events.next("llm:complete")
+                assert done["participantId"] == pid, done
+                assert done["model"] == ALIAS, done
+                assert done["metrics"]["tokens"] == r.usage.completion_tokens, (done, r.usage)
+                metrics_ok(done["metrics"], streamed=False)
+            return run
+
+        def stream(pid, include_usage):
+            def run():
+                # The same request without streaming says how many tokens this prompt makes.
+                expected = client.chat.completions.create(model=pid, messages=messages, **params)
+                events.drain()
+                extra = {"stream_options": {"include_usage": True}} if include_usage else {}
+                chunks, usage, text = 0, None, ""
+                for chunk in client.chat.completions.create(model=pid, messages=messages, stream=True,
+                                                            **params, **extra):
+                    if chunk.usage:
+                        usage = chunk.usage.completion_tokens
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        chunks += 1
+                        text += chunk.choices[0].delta.content
+                assert text == expected.choices[0].message.content, (text, expected)
+                done = events.next("llm:complete")
+                m = done["metrics"]
+                want = usage if include_usage else expected.usage.completion_tokens
+                assert want is not None
+                assert m["tokens"] == want, (m, want, chunks)
+                metrics_ok(m, streamed=True)
+                assert m["tokens"] > 1
+            return run
+
+        def completions():
+            events.drain()
+            r = client.completions.create(model="direct", prompt="Once upon a time", **params)
+            assert r.choices[0].text, r
+            done = events.next("llm:complete")
+            assert done["metrics"]["tokens"] == r.usage.completion_tokens, (done, r.usage)
+
+        def completions_stream():
+            events.drain()
+            n = 0
+            for chunk in client.completions.create(model="tunnel", prompt="Once upon a time",
+                                                   stream=True, **params):
+                n += bool(chunk.choices and chunk.choices[0].text)
+            done = events.next("llm:complete")
+            assert done["metrics"]["tokens"] >= n > 1, (done, n)
+            metrics_ok(done["metrics"], streamed=True)
+
+        def embeddings():
+            for pid in ("direct", "tunnel"):
+                r = client.embeddings.create(model=pid, input=["hello", "world"])
+                assert len(r.data) == 2 and len(r.data[0].embedding) > 10, r
+
+        def by_model():
+            seen = set()
+            for _ in range(4):
+                events.drain()
+                client.chat.completions.create(model=f"model:{ALIAS}", messages=messages, max_tokens=4)
+                seen.add(events.next("llm:complete")["participantId"])
+            assert seen == {"direct", "tunnel"}, f"model:{ALIAS} went only to {seen}"
+
+        suite.check("models", models)
+        suite.check("chat direct", chat("direct"))
+        suite.check("chat tunnel", chat("tunnel"))
+        suite.check("stream with include_usage (direct)", stream("direct", True))
+        suite.check("stream with include_usage (tunnel)", stream("tunnel", True))
+        suite.check("stream without usage: the hub counts (direct)", stream("direct", False))
+        suite.check("stream without usage: the hub counts (tunnel)", stream("tunnel", False))
+        suite.check("completions", completions)
+        suite.check("completions stream", completions_stream)
+        suite.check("embeddings", embeddings)
+        suite.check("model: routing", by_model)
+    except Exception as e:  # noqa: BLE001 — set-up failed: counted, reported
+        suite.failed += 1
+        print(f"FAIL  set-up: {type(e).__name__}: {e}", flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    print(f"{suite.passed} passed, {suite.failed} failed")
+    sys.exit(1 if suite.failed else 0)
+
+
+if __name__ == "__main__":
+    main()

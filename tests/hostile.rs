@@ -9,24 +9,13 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
-use gambiarra::mock::{MockConfig, MockLlm};
+use gambiarra::mock::MockLlm;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 async fn mock() -> MockLlm {
-    MockLlm::start(
-        "127.0.0.1:0".parse().unwrap(),
-        MockConfig {
-            model: "m".into(),
-            tokens: 3,
-            token_delay: Duration::ZERO,
-            ..MockConfig::default()
-        },
-        true,
-    )
-    .await
-    .unwrap()
+    quick_mock().await
 }
 
 fn join_body(id: &str, model: &str, endpoint: &str) -> Value {
@@ -492,14 +481,7 @@ async fn out_of_descriptors_the_hub_backs_off_and_recovers() {
 async fn parallel_wrong_passwords_get_429_without_running_argon2() {
     let hub = start_default().await;
     let addr = hub.local_addr();
-    let r = req(
-        addr,
-        "POST",
-        "/rooms",
-        Some(json!({"name": "locked", "password": "the right one"})),
-    )
-    .await;
-    let code = r.json()["room"]["code"].as_str().unwrap().to_string();
+    let code = create_locked(addr, "the right one").await;
     // A fresh room: its password has never been verified, so each check would be Argon2.
     let guesses: Vec<_> = (0..200)
         .map(|i| {
@@ -547,14 +529,7 @@ async fn parallel_wrong_passwords_get_429_without_running_argon2() {
 async fn refused_requests_never_have_their_bodies_read() {
     let hub = start_default().await;
     let addr = hub.local_addr();
-    let r = req(
-        addr,
-        "POST",
-        "/rooms",
-        Some(json!({"name": "locked", "password": "pw"})),
-    )
-    .await;
-    let locked = r.json()["room"]["code"].as_str().unwrap().to_string();
+    let locked = create_locked(addr, "pw").await;
     // A 16 MB prompt announced to an unknown room, and to a protected room without its
     // password: answered from the head, no `100 Continue`, no body byte read.
     for (path, status) in [

@@ -177,14 +177,7 @@ async fn monitor_plain_watches_a_whole_hub() {
             .status,
         201
     );
-    let r = req(
-        addr,
-        "POST",
-        "/rooms",
-        Some(json!({"name": "locked", "password": "secret"})),
-    )
-    .await;
-    let locked = r.json()["room"]["code"].as_str().unwrap().to_string();
+    let locked = create_locked(addr, "secret").await;
     let mut monitor = tokio::process::Command::new(BIN)
         .args(["monitor", "--plain", "--hub", &format!("http://{addr}")])
         .env_remove("GAMBIARRA_HUB")

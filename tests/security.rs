@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
-use gambiarra::mock::{MockConfig, MockLlm};
+use gambiarra::mock::MockLlm;
 use serde_json::{Value, json};
 
 const PW: &str = "correct horse battery";
@@ -34,18 +34,7 @@ fn join_body(id: &str, endpoint: &str) -> Value {
 }
 
 async fn mock() -> MockLlm {
-    MockLlm::start(
-        "127.0.0.1:0".parse().unwrap(),
-        MockConfig {
-            model: "m".into(),
-            tokens: 3,
-            token_delay: Duration::ZERO,
-            ..MockConfig::default()
-        },
-        true,
-    )
-    .await
-    .unwrap()
+    quick_mock().await
 }
 
 #[tokio::test]

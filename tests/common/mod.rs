@@ -277,6 +277,37 @@ pub async fn join(addr: SocketAddr, code: &str, id: &str, endpoint: &str) -> Res
     .await
 }
 
+/// A recording mock LLM serving model `m`: 3 tokens, no delay.
+#[cfg(feature = "tools")]
+pub async fn quick_mock() -> gambiarra::mock::MockLlm {
+    use gambiarra::mock::{MockConfig, MockLlm};
+    MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            model: "m".into(),
+            tokens: 3,
+            token_delay: Duration::ZERO,
+            ..MockConfig::default()
+        },
+        true,
+    )
+    .await
+    .unwrap()
+}
+
+/// A room protected by `password`; its code.
+pub async fn create_locked(addr: SocketAddr, password: &str) -> String {
+    let r = req(
+        addr,
+        "POST",
+        "/rooms",
+        Some(serde_json::json!({"name": "locked", "password": password})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    r.json()["room"]["code"].as_str().unwrap().to_string()
+}
+
 /// The `participantSecret` of a join answer.
 pub fn secret_of(joined: &Resp) -> String {
     joined.json()["participantSecret"]

@@ -267,3 +267,51 @@ fn decode_base64(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// SDKs stop reading at `data: [DONE]` and hang up; an upstream that sends its terminating
+/// chunk a moment later has still answered in full: `llm:complete`, not `llm:error`.
+#[tokio::test]
+async fn a_client_hanging_up_after_done_got_a_complete_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let events = "data: {\"choices\": [{\"delta\": {\"content\": \"a\"}}]}\n\ndata: {\"choices\": [{\"delta\": {\"content\": \"b\"}}]}\n\ndata: [DONE]\n\n";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n",
+                    events.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = s.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    let code = create_room(addr, "done").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    join(addr, &code, "p", &format!("http://{up}")).await;
+    let mut sse = Sse::open(addr, &code, "").await.2;
+    let mut c = Conn::open(addr).await;
+    c.send(&build(
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(&json!({"model": "p", "stream": true})),
+        "",
+    ))
+    .await;
+    while find(&c.buf, b"[DONE]").is_none() {
+        assert!(c.fill().await, "closed before [DONE]");
+    }
+    drop(c);
+    let done = sse.until("llm:complete").await;
+    assert_eq!(done.data["metrics"]["tokens"], 2);
+    hub.shutdown().await;
+}

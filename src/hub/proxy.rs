@@ -562,10 +562,14 @@ impl Relay {
         };
         let room = f.lease.room().clone();
         let id = f.lease.participant_id.clone();
-        let complete = self.done && self.failure.is_none();
+        // Complete: the body ended as framed — or the stream said it was done (`[DONE]`) and
+        // the client hung up before the terminating chunk (SDKs stop reading at `[DONE]`).
+        // Only the first leaves the connection reusable.
+        let complete = (self.done || self.scanner.finished) && self.failure.is_none();
         // A connection whose answer ended cleanly serves the next request: a direct one from
         // the connector's pool, a tunnel from the participant's parked tunnels.
-        if complete
+        if self.done
+            && self.failure.is_none()
             && f.keep_alive
             && self.buf.is_empty()
             && let Some(conn) = self.io.take()

@@ -66,6 +66,9 @@ pub struct TokenScanner {
     pub usage_tokens: Option<u64>,
     /// When the first output-bearing event passed.
     pub first_content: Option<Instant>,
+    /// The stream said it is complete (`data: [DONE]`; Ollama's `"done": true`): a client that
+    /// hangs up after this has its whole answer.
+    pub finished: bool,
 }
 
 impl TokenScanner {
@@ -77,6 +80,7 @@ impl TokenScanner {
             content_chunks: 0,
             usage_tokens: None,
             first_content: None,
+            finished: false,
         }
     }
 
@@ -155,7 +159,11 @@ impl TokenScanner {
             },
             _ => line.trim_ascii(),
         };
-        if payload.is_empty() || payload == b"[DONE]" {
+        if payload == b"[DONE]" {
+            self.finished = true;
+            return;
+        }
+        if payload.is_empty() {
             return;
         }
         if let Ok(event) = serde_json::from_slice::<Event>(payload) {
@@ -164,6 +172,7 @@ impl TokenScanner {
     }
 
     fn note(&mut self, event: &Event, streamed: bool) {
+        self.finished |= event.done == Some(true);
         if event.has_output() {
             self.content_chunks += 1;
             if streamed && self.first_content.is_none() {
@@ -186,6 +195,7 @@ struct Event {
     message: Option<Delta>,
     response: Output,
     eval_count: Option<u64>,
+    done: Option<bool>,
 }
 
 impl Event {
@@ -381,7 +391,7 @@ data: [DONE]\n\n";
         for split in 1..STREAM.len() {
             let s = scan(BodyKind::Sse, STREAM.as_bytes(), split);
             assert_eq!(s.content_chunks, 2, "split {split}");
-            assert!(s.first_content.is_some());
+            assert!(s.first_content.is_some() && s.finished);
             assert_eq!(s.tokens(), 2);
         }
     }
@@ -454,7 +464,7 @@ data: [DONE]\r\n\r\n";
 {\"model\":\"llama3\",\"message\":{\"role\":\"assistant\",\"content\":\"!\"},\"done\":false}\n\
 {\"model\":\"llama3\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"eval_count\":12}";
         let s = scan(BodyKind::Ndjson, chat, 11);
-        assert_eq!((s.content_chunks, s.tokens()), (2, 12));
+        assert_eq!((s.content_chunks, s.tokens(), s.finished), (2, 12, true));
         let generate =
             b"{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":false}\n";
         assert_eq!(scan(BodyKind::Ndjson, generate, 4).tokens(), 2);

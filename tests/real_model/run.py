@@ -185,19 +185,20 @@ def main():
             def run():
                 events.drain()
                 r = client.chat.completions.create(model=pid, messages=messages, **params)
-                assert r.choices[0].message.content, r
+                assert r.choices[0].message.content, r.choices
                 done = events.next("llm:complete")
                 assert done["participantId"] == pid, done
                 assert done["model"] == ALIAS, done
-                assert done["metrics"]["tokens"] == r.usage.completion_tokens, (done, r.usage)
+                assert done["metrics"]["tokens"] == r.usage.completion_tokens, (done["metrics"], r.usage)
                 metrics_ok(done["metrics"], streamed=False)
             return run
 
         def stream(pid, include_usage):
             def run():
-                # The same request without streaming says how many tokens this prompt makes.
+                # The same request without streaming says how many tokens this prompt makes
+                # (temperature 0: the same tokens). Its own llm:complete is consumed here.
                 expected = client.chat.completions.create(model=pid, messages=messages, **params)
-                events.drain()
+                events.next("llm:complete")
                 extra = {"stream_options": {"include_usage": True}} if include_usage else {}
                 chunks, usage, text = 0, None, ""
                 for chunk in client.chat.completions.create(model=pid, messages=messages, stream=True,
@@ -207,11 +208,13 @@ def main():
                     if chunk.choices and chunk.choices[0].delta.content:
                         chunks += 1
                         text += chunk.choices[0].delta.content
-                assert text == expected.choices[0].message.content, (text, expected)
+                assert text == expected.choices[0].message.content, (text[:80], expected.choices[0].message.content[:80])
                 done = events.next("llm:complete")
                 m = done["metrics"]
-                want = usage if include_usage else expected.usage.completion_tokens
-                assert want is not None
+                # llama-cpp-python sends no usage chunk even when asked; where a server does,
+                # the hub reports that, else it counts the streamed tokens itself.
+                want = expected.usage.completion_tokens
+                assert usage is None or usage == want, (usage, want)
                 assert m["tokens"] == want, (m, want, chunks)
                 metrics_ok(m, streamed=True)
                 assert m["tokens"] > 1
@@ -220,9 +223,9 @@ def main():
         def completions():
             events.drain()
             r = client.completions.create(model="direct", prompt="Once upon a time", **params)
-            assert r.choices[0].text, r
+            assert r.choices[0].text, r.choices
             done = events.next("llm:complete")
-            assert done["metrics"]["tokens"] == r.usage.completion_tokens, (done, r.usage)
+            assert done["metrics"]["tokens"] == r.usage.completion_tokens, (done["metrics"], r.usage)
 
         def completions_stream():
             events.drain()
@@ -231,18 +234,23 @@ def main():
                                                    stream=True, **params):
                 n += bool(chunk.choices and chunk.choices[0].text)
             done = events.next("llm:complete")
-            assert done["metrics"]["tokens"] >= n > 1, (done, n)
+            assert done["metrics"]["tokens"] >= n > 1, (done["metrics"], n)
             metrics_ok(done["metrics"], streamed=True)
 
         def embeddings():
             for pid in ("direct", "tunnel"):
                 r = client.embeddings.create(model=pid, input=["hello", "world"])
-                assert len(r.data) == 2 and len(r.data[0].embedding) > 10, r
+                events.next("llm:complete")
+                assert len(r.data) == 2, len(r.data)
+                vector = r.data[0].embedding
+                # A model without pooling answers one vector per token: [[...], ...].
+                if vector and isinstance(vector[0], list):
+                    vector = vector[0]
+                assert len(vector) > 10 and all(isinstance(x, float) for x in vector), len(vector)
 
         def by_model():
             seen = set()
             for _ in range(4):
-                events.drain()
                 client.chat.completions.create(model=f"model:{ALIAS}", messages=messages, max_tokens=4)
                 seen.add(events.next("llm:complete")["participantId"])
             assert seen == {"direct", "tunnel"}, f"model:{ALIAS} went only to {seen}"

@@ -219,6 +219,11 @@ async fn monitor_plain_watches_a_whole_hub() {
         l.contains("room created") && l.contains(&c)
     })
     .await;
+    // Once its stream is live (`connected`), nothing that happens in it is missed.
+    next_until(&mut out, &|l: &str| {
+        l.contains(&c) && l.contains("connected")
+    })
+    .await;
     assert_eq!(
         join(addr, &c, "newcomer", "http://127.0.0.1:1")
             .await

@@ -345,9 +345,38 @@ impl EventStream {
     }
 
     /// Read from the connection and queue every complete event.
+    /// Decode what is buffered; read more only when that yields no whole event. (A buffer
+    /// that holds only part of a chunk-size line decodes to nothing: it must be read into, not
+    /// decoded again — that would spin.)
     async fn read_some(&mut self) -> Result<(), String> {
-        let live = self.live.as_mut().ok_or("not connected")?;
-        if live.buf.is_empty() {
+        loop {
+            let live = self.live.as_mut().ok_or("not connected")?;
+            match live.chunked.as_mut() {
+                Some(dec) => {
+                    let text = &mut live.text;
+                    let p = dec
+                        .feed(&live.buf, |d| text.extend_from_slice(d))
+                        .map_err(|e| e.to_string())?;
+                    let _ = live.buf.split_to(p.consumed);
+                    if p.done {
+                        live.buf.clear();
+                        self.split_events();
+                        return Err("the hub ended the stream".into());
+                    }
+                }
+                None => {
+                    live.text.extend_from_slice(&live.buf);
+                    live.buf.clear();
+                }
+            }
+            if live.text.len() > MAX_EVENT {
+                return Err("event too large".into());
+            }
+            self.split_events();
+            if !self.pending.is_empty() {
+                return Ok(());
+            }
+            let live = self.live.as_mut().ok_or("not connected")?;
             let n = live
                 .conn
                 .read_buf(&mut live.buf)
@@ -357,29 +386,6 @@ impl EventStream {
                 return Err("the hub closed the stream".into());
             }
         }
-        match live.chunked.as_mut() {
-            Some(dec) => {
-                let text = &mut live.text;
-                let p = dec
-                    .feed(&live.buf, |d| text.extend_from_slice(d))
-                    .map_err(|e| e.to_string())?;
-                let _ = live.buf.split_to(p.consumed);
-                if p.done {
-                    live.buf.clear();
-                    self.split_events();
-                    return Err("the hub ended the stream".into());
-                }
-            }
-            None => {
-                live.text.extend_from_slice(&live.buf);
-                live.buf.clear();
-            }
-        }
-        if self.live.as_ref().is_some_and(|l| l.text.len() > MAX_EVENT) {
-            return Err("event too large".into());
-        }
-        self.split_events();
-        Ok(())
     }
 
     fn split_events(&mut self) {

@@ -61,12 +61,23 @@ async fn every_call_and_its_errors() {
     assert_eq!(ps[0].nickname, "nick-p 1");
     assert_eq!(hub_error(client.participants("ZZZZZZ").await).0, 404);
 
-    client.health_check(&code, "p 1").await.unwrap();
+    // Without the secret while none was ever sent (the seed's agents), with it, and then only
+    // with it.
+    client.health_check(&code, "p 1", None).await.unwrap();
+    let secret = joined.participant_secret.as_deref();
+    client.health_check(&code, "p 1", secret).await.unwrap();
     assert_eq!(
-        hub_error(client.health_check(&code, "nobody").await),
+        hub_error(client.health_check(&code, "p 1", None).await).0,
+        403
+    );
+    assert_eq!(
+        hub_error(client.health_check(&code, "p 1", Some("forged")).await).0,
+        403
+    );
+    assert_eq!(
+        hub_error(client.health_check(&code, "nobody", None).await),
         (404, "Participant not found".into())
     );
-    let secret = joined.participant_secret.as_deref();
     assert_eq!(secret.map(str::len), Some(64));
     // Nobody else can make it leave.
     assert_eq!(hub_error(client.leave(&code, "p 1", None).await).0, 403);

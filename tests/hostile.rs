@@ -553,9 +553,9 @@ async fn refused_requests_never_have_their_bodies_read() {
 }
 
 #[tokio::test]
-async fn request_bodies_share_a_memory_budget() {
+async fn request_bodies_share_a_memory_budget_fairly() {
     let mut config = HubConfig::default();
-    config.server.body_memory = 1024 * 1024;
+    config.server.body_memory = 1024 * 1024; // each address: a quarter, 256 KiB
     let hub = start(config).await;
     let addr = hub.local_addr();
     let up = mock().await;
@@ -564,25 +564,31 @@ async fn request_bodies_share_a_memory_budget() {
     let head = |n: usize| {
         format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n").into_bytes()
     };
-    // One client trickles a large body: it holds 800 KB of the budget…
-    let mut slow = Conn::open(addr).await;
-    slow.send(&head(800 * 1024)).await;
+    // One address trickles a large body: it holds its share of the body memory…
+    let mut slow = Conn::open_from(addr, [127, 0, 0, 2]).await;
+    slow.send(&head(250 * 1024)).await;
     slow.send(b"{\"model\":\"p\",").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    // …so another large one is refused at once (503, Retry-After), nothing else disturbed.
-    let mut c = Conn::open(addr).await;
-    c.send(&head(400 * 1024)).await;
+    // …so its next large one is refused at once (503, Retry-After)…
+    let mut c = Conn::open_from(addr, [127, 0, 0, 2]).await;
+    c.send(&head(200 * 1024)).await;
     let r = c.read_response().await.unwrap();
     assert_eq!(r.status, 503, "{}", r.error());
     assert_eq!(r.header("retry-after"), Some("1"));
-    let small = req(addr, "POST", &path, Some(chat("p"))).await;
-    assert_eq!(small.status, 200);
+    // …while its small requests (a health check, a join, a chat) are never held up by bodies,
+    let mut c = Conn::open_from(addr, [127, 0, 0, 2]).await;
+    let r = c.request("POST", &path, Some(&chat("p"))).await;
+    assert_eq!(r.status, 200);
+    // and other addresses keep their own share.
+    let pad = "x".repeat(200 * 1024);
+    let big = json!({"model": "p", "messages": [], "pad": pad});
+    let mut other = Conn::open_from(addr, [127, 0, 0, 3]).await;
+    assert_eq!(other.request("POST", &path, Some(&big)).await.status, 200);
     // The trickler leaves: its share comes back.
     drop(slow);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let pad = "x".repeat(400 * 1024);
-    let body = json!({"model": "p", "messages": [], "pad": pad});
-    let r = req(addr, "POST", &path, Some(body)).await;
+    let mut again = Conn::open_from(addr, [127, 0, 0, 2]).await;
+    let r = again.request("POST", &path, Some(&big)).await;
     assert_eq!(r.status, 200, "{}", r.error());
     hub.shutdown().await;
 }
@@ -854,4 +860,102 @@ print(json.dumps(out))
         };
         assert_eq!(status, want, "{endpoint} joined from another host");
     }
+}
+
+#[tokio::test]
+async fn a_participant_knocked_offline_by_load_still_owns_its_id() {
+    let hub = start(HubConfig {
+        tunnel_wait: Duration::from_millis(50),
+        ..HubConfig::default()
+    })
+    .await;
+    let addr = hub.local_addr();
+    // A tunnelled victim whose tunnels are all busy, and a direct one whose endpoint refuses.
+    let (code, secret) = tunnelled(addr, "victim").await;
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(join_body("flaky", "m", "http://127.0.0.1:1")),
+    )
+    .await;
+    let flaky_secret = secret_of(&r);
+    let chat_path = format!("/rooms/{code}/v1/chat/completions");
+    for _ in 0..4 {
+        req(addr, "POST", &chat_path, Some(chat("victim"))).await;
+        req(addr, "POST", &chat_path, Some(chat("flaky"))).await;
+    }
+    // Both keep checking in, with their secrets.
+    for (id, s) in [("victim", &secret), ("flaky", &flaky_secret)] {
+        let r = Conn::open(addr)
+            .await
+            .request_with(
+                "POST",
+                &format!("/rooms/{code}/health"),
+                Some(&json!({"id": id})),
+                &format!("Gambiarra-Participant-Secret: {s}\r\n"),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // Whatever their routing status, an attacker cannot take their ids while they live.
+    for id in ["victim", "flaky"] {
+        let r = req(
+            addr,
+            "POST",
+            &format!("/rooms/{code}/join"),
+            Some(join_body(id, "m", "http://127.0.0.1:2")),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{id}: {}", r.error());
+    }
+    // Nor keep them alive for them once they have authenticated their checks.
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/health"),
+        Some(json!({"id": "victim"})),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn ids_cannot_shadow_models_and_entries_are_bounded() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let up = mock().await;
+    let code = room_with(addr, "honest", "llama3", &up.url()).await;
+    let path = format!("/rooms/{code}/join");
+    // An id equal to a model served here would capture that model's requests.
+    let r = req(
+        addr,
+        "POST",
+        &path,
+        Some(join_body("llama3", "x", "http://127.0.0.1:2")),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.error());
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(chat("llama3")),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // Fields at their length bounds, full of characters JSON escapes: one entry would be
+    // ~28 KB in every listing; refused.
+    let quotes = "\"".repeat(128);
+    let fat = json!({
+        "id": quotes, "nickname": quotes, "model": "\"".repeat(256),
+        "endpoint": format!("http://127.0.0.1:2/{}", "a".repeat(2000)),
+        "specs": {"gpu": "\"".repeat(256), "cpu": "\"".repeat(256)},
+        "config": {"stop": vec!["\"".repeat(256); 16]},
+    });
+    let r = req(addr, "POST", &path, Some(fat)).await;
+    assert_eq!(r.status, 400, "{}", r.error());
+    assert!(r.error().contains("too large"), "{}", r.error());
+    hub.shutdown().await;
 }

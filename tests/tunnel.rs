@@ -159,7 +159,9 @@ async fn chats_go_through_the_tunnel() {
         "Participant has no open tunnel"
     );
     assert!(t0.elapsed() < WAIT);
-    // Three such failures mark it offline.
+    // No free tunnel is load, not death: however many times, it does not mark the participant
+    // offline (else anyone could, by keeping its tunnels busy, and then take its id). Its
+    // health checks stopping does.
     req(addr, "POST", &path, Some(json!({"model": "t"}))).await;
     req(addr, "POST", &path, Some(json!({"model": "t"}))).await;
     let r = req(
@@ -169,7 +171,7 @@ async fn chats_go_through_the_tunnel() {
         None,
     )
     .await;
-    assert_eq!(r.json()["participants"][0]["status"], "offline");
+    assert_eq!(r.json()["participants"][0]["status"], "online");
     s.hub.shutdown().await;
 }
 

@@ -211,7 +211,10 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
             _ = &mut shutdown => break,
         }
-        match hub.health_check(code, &request.id).await {
+        match hub
+            .health_check(code, &request.id, request.participant_secret.as_deref())
+            .await
+        {
             Ok(()) => {
                 if failing {
                     on_event(AgentEvent::Recovered);

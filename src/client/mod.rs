@@ -295,20 +295,23 @@ impl HubClient {
             .participants)
     }
 
-    /// Report a participant alive.
-    pub async fn health_check(&self, code: &str, id: &str) -> Result<()> {
+    /// Report a participant alive, with the `participant_secret` of its join (then nobody
+    /// else can keep it alive: the hub refuses checks without it from then on).
+    pub async fn health_check(&self, code: &str, id: &str, secret: Option<&str>) -> Result<()> {
         #[derive(Serialize)]
         struct Body<'a> {
             id: &'a str,
         }
-        self.call::<serde_json::Value, _>(
-            "POST",
-            &format!("/rooms/{}/health", enc(code)),
-            Some(&Body { id }),
-            self.password.as_deref(),
+        let body =
+            serde_json::to_vec(&Body { id }).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let path = format!("/rooms/{}/health", enc(code));
+        let (status, answer) = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.exchange("POST", &path, &body, self.password.as_deref(), secret),
         )
         .await
-        .map(|_| ())
+        .map_err(|_| ClientError::Unreachable("timed out".into()))??;
+        decode::<serde::de::IgnoredAny>(status, &answer).map(|_| ())
     }
 
     /// `GET path` (below the URL's path), decoded as JSON; with the room password when set.

@@ -115,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     }
                 }
             };
-            let mut budget = BodyBudget::new(self.config.stats.clone());
+            let mut budget = BodyBudget::new(self.config.stats.clone(), peer.addr.ip());
             if let BodyFraming::Length(n) = head.framing {
                 if n > limit as u64 {
                     self.fail(ReadFail::TooLarge).await;

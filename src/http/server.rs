@@ -83,45 +83,94 @@ pub struct ServerConfig {
 pub struct ServerStats {
     /// Connections being served now.
     pub open: std::sync::atomic::AtomicUsize,
-    /// Request-body bytes held now (see [`ServerConfig::body_memory`]).
+    /// Request-body bytes held now, past each body's free allowance (see [`BodyBudget`]).
     pub body_bytes: std::sync::atomic::AtomicUsize,
+    /// The same, per client address (see [`client_key`]).
+    body_bytes_per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// Request-body bytes counted against [`ServerConfig::body_memory`] until dropped (with the
-/// request).
+/// The first bytes of every body that the server's body memory does not count: a body this
+/// small (every control route's) is bounded by the connection limits alone, so a few clients
+/// holding large bodies can never stop a participant's health check or join.
+pub const BODY_FREE: usize = 64 * 1024;
+/// One client address may hold at most this share (1/N) of the server's body memory.
+pub const BODY_SHARE_PER_IP: usize = 4;
+
+/// Request-body bytes counted against [`ServerConfig::body_memory`] (and the client address's
+/// share of it) until dropped, with the request.
 #[derive(Debug)]
 pub struct BodyBudget {
     stats: Arc<ServerStats>,
+    ip: IpAddr,
+    /// Bytes of the body so far (the first [`BODY_FREE`] are not counted).
+    seen: usize,
     held: usize,
 }
 
 impl BodyBudget {
-    pub(crate) fn new(stats: Arc<ServerStats>) -> Self {
-        BodyBudget { stats, held: 0 }
+    pub(crate) fn new(stats: Arc<ServerStats>, ip: IpAddr) -> Self {
+        BodyBudget {
+            stats,
+            ip: client_key(ip),
+            seen: 0,
+            held: 0,
+        }
     }
 
-    /// Hold `n` more bytes, if the server's budget `max` allows.
+    /// The body grows by `n` bytes: allowed if the server's memory `max` and this address's
+    /// share of it allow.
     pub(crate) fn grow(&mut self, n: usize, max: usize) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
-        let fits = self
-            .stats
-            .body_bytes
-            .fetch_update(SeqCst, SeqCst, |held| {
-                held.checked_add(n).filter(|total| *total <= max)
-            })
-            .is_ok();
-        if fits {
-            self.held += n;
+        let before = self.seen.saturating_sub(BODY_FREE);
+        let after = self.seen.saturating_add(n).saturating_sub(BODY_FREE);
+        let extra = after - before;
+        if extra > 0 {
+            let mut per_ip = self
+                .stats
+                .body_bytes_per_ip
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let mine = per_ip.get(&self.ip).copied().unwrap_or(0);
+            if mine + extra > max / BODY_SHARE_PER_IP {
+                return false;
+            }
+            let fits = self
+                .stats
+                .body_bytes
+                .fetch_update(SeqCst, SeqCst, |held| {
+                    held.checked_add(extra).filter(|total| *total <= max)
+                })
+                .is_ok();
+            if !fits {
+                return false;
+            }
+            *per_ip.entry(self.ip).or_insert(0) += extra;
+            self.held += extra;
         }
-        fits
+        self.seen = self.seen.saturating_add(n);
+        true
     }
 }
 
 impl Drop for BodyBudget {
     fn drop(&mut self) {
+        if self.held == 0 {
+            return;
+        }
         self.stats
             .body_bytes
             .fetch_sub(self.held, std::sync::atomic::Ordering::SeqCst);
+        let mut per_ip = self
+            .stats
+            .body_bytes_per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(self.held);
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -436,4 +485,44 @@ async fn reject(mut stream: TcpStream, config: &ServerConfig, status: u16, body:
         io::Result::Ok(())
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_budget_free_allowance_share_and_total() {
+        let stats = Arc::new(ServerStats::default());
+        let max = 1024 * 1024;
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        // Small bodies are free.
+        let mut small = BodyBudget::new(stats.clone(), ip(1));
+        assert!(small.grow(BODY_FREE, max));
+        assert_eq!(
+            stats.body_bytes.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+        // One address: at most a quarter.
+        let mut a = BodyBudget::new(stats.clone(), ip(1));
+        assert!(a.grow(BODY_FREE + max / 4, max));
+        let mut a2 = BodyBudget::new(stats.clone(), ip(1));
+        assert!(!a2.grow(BODY_FREE + 1, max));
+        // Three more addresses fill the rest; a fifth gets nothing.
+        let mut others: Vec<_> = (2..5)
+            .map(|n| BodyBudget::new(stats.clone(), ip(n)))
+            .collect();
+        for b in &mut others {
+            assert!(b.grow(BODY_FREE + max / 4, max));
+        }
+        assert!(!BodyBudget::new(stats.clone(), ip(9)).grow(BODY_FREE + 1, max));
+        drop(a);
+        assert!(BodyBudget::new(stats.clone(), ip(9)).grow(BODY_FREE + 1, max));
+        drop(others);
+        assert_eq!(
+            stats.body_bytes.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+        assert!(stats.body_bytes_per_ip.lock().unwrap().is_empty());
+    }
 }

@@ -313,17 +313,33 @@ pub fn leave(hub: &HubInner, room: &Room, id: &str, req: &Request, ip: IpAddr) -
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct HealthBody {
     id: Option<String>,
+    participant_secret: Option<String>,
 }
 
-pub fn health_check(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
+/// `POST /rooms/:code/health`: a sign of life. Our agent sends its secret (header or body),
+/// after which this participant's checks must carry it; the seed's agent sends none.
+pub fn health_check(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Response> {
     let body: HealthBody = parse_json(&req.body)?;
     let id = body
         .id
         .filter(|s| !s.is_empty())
         .ok_or(ApiError::bad_request(msg::PARTICIPANT_ID_REQUIRED))?;
-    hub.state.health(room, &id)?;
+    let presented = req
+        .head
+        .header(PARTICIPANT_SECRET_HEADER)
+        .map(<[u8]>::trim_ascii)
+        .or(body.participant_secret.as_deref().map(str::as_bytes));
+    if presented.is_some() {
+        hub.auth.check_not_blocked(ip)?;
+    }
+    hub.state.health(room, &id, presented).inspect_err(|e| {
+        if e.status == 403 {
+            hub.auth.failed(ip);
+        }
+    })?;
     Ok(json(200, &json!({ "success": true })))
 }
 

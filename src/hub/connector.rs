@@ -218,10 +218,11 @@ impl ConnectError {
                         | io::ErrorKind::OutOfMemory
                 ) && e.raw_os_error() != Some(24)
             } // EMFILE
-            ConnectError::Timeout
-            | ConnectError::Tls(_)
-            | ConnectError::NoTunnel
-            | ConnectError::Forbidden(_) => true,
+            ConnectError::Timeout | ConnectError::Tls(_) | ConnectError::Forbidden(_) => true,
+            // Every tunnel busy is load, not a dead participant: an agent that is alive parks
+            // more, and its health checks say it lives (counting these as strikes let anyone
+            // knock a participant offline by keeping its tunnels busy).
+            ConnectError::NoTunnel => false,
             ConnectError::Unsupported(_) => false,
         }
     }

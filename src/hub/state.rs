@@ -30,6 +30,10 @@ pub struct Limits {
     pub max_subscribers: usize,
     pub event_ring: usize,
     pub subscriber_queue: usize,
+    /// Silence after which a participant's id may be taken by a new join (its liveness, not
+    /// its routing status: a participant marked offline because its connections failed still
+    /// owns its id while it checks in).
+    pub participant_timeout: std::time::Duration,
 }
 
 /// One participant as the hub tracks it.
@@ -55,6 +59,9 @@ pub struct Participant {
     pub tunnel: bool,
     /// Joined from the hub's own machine: its direct endpoint may be a local address.
     pub local_ok: bool,
+    /// Its health checks have carried its secret: from then on, those that do not are
+    /// refused, so nobody else can keep this registration alive once its agent is gone.
+    pub health_authenticated: bool,
     /// The last sign of life, on the monotonic clock: liveness must not jump when the wall
     /// clock is stepped (a router without a battery-backed clock syncing NTP). `info.lastSeen`
     /// keeps the wall time for the wire.
@@ -147,6 +154,9 @@ pub enum HealthOutcome {
     /// The participant had been offline and is back.
     BackOnline,
 }
+
+/// Largest participant entry, encoded as JSON (what every listing and event carries).
+pub const MAX_PARTICIPANT_JSON: usize = 8 * 1024;
 
 /// Consecutive connection failures after which a participant is marked offline.
 pub const STRIKES_OFFLINE: u32 = 3;
@@ -471,16 +481,36 @@ impl State {
             secret_hash,
             tunnel,
             local_ok,
+            health_authenticated: false,
             seen: std::time::Instant::now(),
         };
         let snapshot = p.snapshot();
+        // Every listing and event carries the entry: its encoded size is bounded, whatever mix
+        // of long fields (and characters JSON escapes) it has.
+        let encoded = serde_json::to_vec(&snapshot).map_or(usize::MAX, |v| v.len());
+        if encoded > MAX_PARTICIPANT_JSON {
+            return Err(ApiError::bad_request(format!(
+                "participant entry too large ({encoded} bytes as JSON, at most {MAX_PARTICIPANT_JSON})"
+            )));
+        }
         let mut inner = room.lock();
+        // An id that is another participant's model name would capture the requests for that
+        // model (an id wins over a model name): refused. `model:NAME` is never ambiguous.
+        if inner
+            .participants
+            .iter()
+            .any(|other| other.info.id != p.info.id && *other.model == *p.info.id)
+        {
+            return Err(ApiError::bad_request(format!(
+                "id {:?} is the name of a model served in this room: choose another id",
+                p.info.id
+            )));
+        }
         match inner.find(&p.info.id) {
             Some(i) => {
                 let old = &inner.participants[i];
-                if old.info.status != ParticipantStatus::Offline
-                    && !owns(&old.secret_hash, presented)
-                {
+                let silent = old.seen.elapsed() > self.limits.participant_timeout;
+                if !silent && !owns(&old.secret_hash, presented) {
                     return Err(ApiError::new(
                         403,
                         "This participant id is in use; re-joining it needs its participantSecret",
@@ -526,12 +556,30 @@ impl State {
     }
 
     /// Record a health check; an offline participant comes back online (announced once).
-    pub fn health(&self, room: &Room, id: &str) -> Result<HealthOutcome, ApiError> {
+    /// `presented`: the participant secret the check carried, if any. A wrong one is refused;
+    /// none is accepted (the seed's agents send none) until the participant has once sent its
+    /// secret, and refused after.
+    pub fn health(
+        &self,
+        room: &Room,
+        id: &str,
+        presented: Option<&[u8]>,
+    ) -> Result<HealthOutcome, ApiError> {
         let mut inner = room.lock();
         let i = inner
             .find(id)
             .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
         let p = &mut inner.participants[i];
+        match presented {
+            Some(_) if owns(&p.secret_hash, presented) => p.health_authenticated = true,
+            None if !p.health_authenticated => {}
+            _ => {
+                return Err(ApiError::new(
+                    403,
+                    "This participant's health checks need its participantSecret",
+                ));
+            }
+        }
         p.info.last_seen = now_ms().max(p.info.last_seen + 1);
         p.seen = std::time::Instant::now();
         if p.info.status == ParticipantStatus::Offline {

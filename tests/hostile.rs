@@ -374,13 +374,24 @@ async fn parked_tunnels_are_capped_across_the_hub_and_chatty_ones_closed() {
     let _one = open_tunnel(addr, &a, "a", &sa).await;
     let _two = open_tunnel(addr, &a, "a", &sa).await;
     eventually("2 parked", || hub.tunnels().total() == 2).await;
-    // Over the hub-wide cap: answered 101, then closed.
-    let mut three = open_tunnel(addr, &b, "b", &sb).await;
-    assert!(three.closed().await);
+    // Over the hub-wide cap: refused before the upgrade, with a status the agent backs off on.
+    let mut three = Conn::open(addr).await;
+    three
+        .send(
+            format!(
+                "GET /rooms/{b}/tunnel/b HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: gambiarra-tunnel\r\nGambiarra-Tunnel-Secret: {sb}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    let r = three.read_response().await.unwrap();
+    assert_eq!(r.status, 503, "{}", r.error());
+    assert!(r.header("retry-after").is_some());
     assert_eq!(hub.tunnels().parked(&b, "b"), 0);
     // A parked tunnel that speaks before it is asked is not a tunnel: closed.
+    drop(_two);
+    eventually("one parked", || hub.tunnels().total() == 1).await;
     let mut chatty = open_tunnel(addr, &b, "b", &sb).await;
-    // (It may or may not have been parked before the cap freed; either way it ends closed.)
     chatty.send(b"surprise").await;
     assert!(chatty.closed().await);
     hub.shutdown().await;
@@ -957,5 +968,113 @@ async fn ids_cannot_shadow_models_and_entries_are_bounded() {
     let r = req(addr, "POST", &path, Some(fat)).await;
     assert_eq!(r.status, 400, "{}", r.error());
     assert!(r.error().contains("too large"), "{}", r.error());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_web_page_cannot_register_the_machines_local_services() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = create_room(addr, "r").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A browser on the hub's machine connects from loopback too, but says where the page came
+    // from: not a local joiner.
+    let body = join_body("page", "m", "http://127.0.0.1:22");
+    let r = Conn::open(addr)
+        .await
+        .request_with(
+            "POST",
+            &format!("/rooms/{code}/join"),
+            Some(&body),
+            "Origin: https://evil.example\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.error());
+    // The same join from a program on the machine is fine.
+    let r = req(addr, "POST", &format!("/rooms/{code}/join"), Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.error());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_request_tries_a_few_participants_not_the_whole_room() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = create_room(addr, "r").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..20 {
+        let r = req(
+            addr,
+            "POST",
+            &format!("/rooms/{code}/join"),
+            Some(join_body(&format!("dead{i}"), "refm", "http://127.0.0.1:1")),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    }
+    let mut sse = Sse::open(addr, &code, "").await.2;
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(chat("model:refm")),
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    let mut attempts = 0;
+    while let Ok(e) =
+        tokio::time::timeout(Duration::from_millis(300), sse.until("llm:request")).await
+    {
+        attempts += 1;
+        let _ = e;
+    }
+    assert_eq!(attempts, gambiarra::hub::proxy::MAX_ATTEMPTS);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn protected_rooms_are_hashed_a_few_at_a_time_per_address() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let creates: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                req(
+                    addr,
+                    "POST",
+                    "/rooms",
+                    Some(json!({"name": "r", "password": "x".repeat(256)})),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for c in creates {
+        statuses.push(c.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "ten parallel hashes from one address: {statuses:?}"
+    );
+    // Another address is not held up.
+    let r = Conn::open_from(addr, [127, 0, 0, 2])
+        .await
+        .request(
+            "POST",
+            "/rooms",
+            Some(&json!({"name": "mine", "password": "pw"})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
     hub.shutdown().await;
 }

@@ -99,6 +99,10 @@ enum Event {
     End(SlotEnd),
 }
 
+/// A parked tunnel the hub closes this soon after opening it was refused, not retired: the next
+/// one backs off like after a failed connection.
+const REFUSED_WITHIN: Duration = Duration::from_secs(2);
+
 /// One tunnel's life: open it, wait for its first request, then carry requests until either
 /// side closes.
 async fn slot(
@@ -109,6 +113,7 @@ async fn slot(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    let opened = tokio::time::Instant::now();
     let (mut io, mut first) = match open(&spec).await {
         Ok(t) => t,
         Err(_) => {
@@ -118,8 +123,10 @@ async fn slot(
     };
     // Parked at the hub: wait for the first request's bytes.
     if first.is_empty() && io.read_buf(&mut first).await.unwrap_or(0) == 0 {
-        // The hub closed it (restart, re-join, too many parked).
-        let _ = events.send(Event::End(SlotEnd::Unused { failed: false }));
+        // The hub closed it (restart, re-join, too many parked). At once: it has no room for
+        // this tunnel, so the next one waits (backs off) rather than spinning.
+        let failed = opened.elapsed() < REFUSED_WITHIN;
+        let _ = events.send(Event::End(SlotEnd::Unused { failed }));
         return;
     }
     let _ = events.send(Event::FirstUse);

@@ -107,7 +107,7 @@ pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Re
                 auth::MAX_PASSWORD
             )));
         }
-        Some(p) => Some(hub.auth.hash(p).await?),
+        Some(p) => Some(hub.auth.hash(p, ip).await?),
     };
     let host_token = super::ids::secret()?;
     let secrets = RoomSecrets::new(password_hash, Some(auth::token_hash(&host_token)));
@@ -224,8 +224,11 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Re
     let parsed = url::parse(&endpoint)
         .map_err(|e| ApiError::bad_request(format!("endpoint must be an http(s) URL: {e}")))?;
     let tunnel = body.tunnel.unwrap_or(false);
-    // Only a participant on the hub's own machine may point the hub at that machine.
-    let local_ok = super::endpoints::canonical(ip).is_loopback();
+    // Only a participant on the hub's own machine may point the hub at that machine — and not
+    // a web page in a browser there (it sends `Origin`): any site could otherwise register
+    // the machine's local services and read them through the room.
+    let local_ok =
+        super::endpoints::canonical(ip).is_loopback() && req.head.header("origin").is_none();
     if !tunnel {
         let host = super::endpoints::host_of(parsed.host);
         hub.config
@@ -442,6 +445,11 @@ pub fn tunnel(
             426,
             format!("Expected Connection: Upgrade and Upgrade: {UPGRADE_TOKEN}"),
         ));
+    }
+    if let Err(why) = hub.tunnels.has_room(&room.info.code, id) {
+        let mut e = ApiError::unavailable(format!("No room for another tunnel ({why:?})"));
+        e.retry_after = Some(5);
+        return Err(e);
     }
     let hub = hub.clone();
     let (code, id) = (room.info.code.clone(), id.to_string());

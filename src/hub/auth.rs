@@ -163,7 +163,15 @@ impl Auth {
     }
 
     /// Run Argon2 off the async threads, within the concurrency bound.
-    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+    /// At most [`MAX_HASHES_PER_ADDRESS`] per address at once, like verifications (else one
+    /// address creating protected rooms in parallel would queue Argon2 without bound).
+    pub async fn hash(&self, password: String, ip: IpAddr) -> Result<String, ApiError> {
+        let Some(_ticket) = self.hash_ticket(ip) else {
+            return Err(ApiError::too_many(
+                "Too many password hashes at once from your address, try again later",
+                1,
+            ));
+        };
         let _slot = self
             .hashing
             .acquire()

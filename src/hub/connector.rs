@@ -111,6 +111,11 @@ impl Upstream {
         }
     }
 
+    /// The address of the participant's end, for a direct connection.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.tcp()?.peer_addr().ok().map(|a| a.ip())
+    }
+
     /// An idle connection is reusable only if nothing is waiting on it: no EOF, and no bytes
     /// (for TLS, likely a close_notify). Peeking leaves the bytes in place, so a TLS stream is
     /// never corrupted by the check.

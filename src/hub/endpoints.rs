@@ -96,16 +96,27 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Loopback, link-local or unspecified: an address that means "this machine" or its link.
+/// Loopback, link-local or unspecified: an address that means "this machine" or its link —
+/// also when it is an IPv4 one inside an IPv6 form that a resolver or a translator would turn
+/// back into it (IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`).
 pub fn is_local(ip: IpAddr) -> bool {
     match canonical(ip) {
-        IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.octets()[0] == 0
-        }
+        IpAddr::V4(v4) => local_v4(v4),
         IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[..6] == [0; 6] && local_v4(embedded(s[6], s[7])))
+                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && local_v4(embedded(s[6], s[7])))
+                || (s[0] == 0x2002 && local_v4(embedded(s[1], s[2])))
         }
     }
+}
+
+fn local_v4(v4: Ipv4Addr) -> bool {
+    v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.octets()[0] == 0
 }
 
 /// A network: an address and a prefix length.
@@ -273,12 +284,22 @@ mod tests {
             "0.0.0.0",
             "169.254.169.254",
             "[fe80::1]",
+            "[::127.0.0.1]",
+            "[64:ff9b::7f00:1]",
+            "[2002:7f00:1::]",
+            "[64:ff9b::a9fe:a9fe]",
             "localhost",
         ] {
             assert!(rules.check_host(&host_of(raw), false).is_err(), "{raw}");
             assert!(rules.check_host(&host_of(raw), true).is_ok(), "{raw}");
         }
-        for raw in ["192.168.1.10", "10.0.0.2", "llm.lan"] {
+        for raw in [
+            "192.168.1.10",
+            "10.0.0.2",
+            "llm.lan",
+            "[2001:db8::1]",
+            "[64:ff9b::c0a8:10a]",
+        ] {
             assert!(rules.check_host(&host_of(raw), false).is_ok(), "{raw}");
         }
     }

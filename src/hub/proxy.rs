@@ -72,6 +72,9 @@ struct LlmComplete<'a> {
     metrics: LlmMetrics,
 }
 
+/// Most participants one request is offered to (the first and its failovers).
+pub const MAX_ATTEMPTS: usize = 3;
+
 pub const NO_PARTICIPANT: &str = "No available participant for the requested model";
 pub const PARTICIPANT_OFFLINE: &str = "Participant is offline";
 
@@ -106,6 +109,11 @@ async fn proxy(
     let mut tried: Vec<String> = Vec::new();
     let mut last_error: Option<ApiError> = None;
     loop {
+        // One request tries a few participants, not every one in the room (a room full of
+        // unreachable endpoints must not turn a request into a burst of connection attempts).
+        if tried.len() >= MAX_ATTEMPTS {
+            return Err(last_error.unwrap_or(ApiError::unavailable(NO_PARTICIPANT)));
+        }
         let lease = match hub.state.select(&room, &scan.model, &tried) {
             Ok(l) => l,
             Err(SelectError::NoMatch) => return Err(ApiError::not_found(NO_PARTICIPANT)),
@@ -256,14 +264,20 @@ async fn forward(
     // A pooled connection may have been closed by the participant just now; if it fails before
     // any byte of an answer, the request goes again on a fresh connection (the participant
     // cannot have processed it).
-    if let Some(conn) = connector.take_idle(&target) {
+    let rules = &hub.config.endpoint_rules;
+    // Pooled by endpoint: a connection another participant (one joined from the hub's machine)
+    // opened is used only if this participant may reach that address too.
+    let pooled = connector.take_idle(&target).filter(|c| {
+        c.peer_ip()
+            .is_some_and(|ip| rules.permits(ip, lease.local_ok).is_ok())
+    });
+    if let Some(conn) = pooled {
         match exchange(hub, conn, &head, &body).await {
             Ok((conn, resp, rest)) => return Ok((target, conn, resp, rest)),
             Err(Exchange::NothingBack) => {}
             Err(Exchange::Fail(e)) => return Err(Failure::Upstream(e)),
         }
     }
-    let rules = &hub.config.endpoint_rules;
     let conn = connector
         .connect_checked(&target, |ip| rules.permits(ip, lease.local_ok))
         .await
@@ -325,6 +339,15 @@ async fn exchange(
                 502,
                 "Participant closed the connection mid-answer",
             )));
+        }
+        // Parse only once the blank line that ends a head may be in: a participant trickling a
+        // 64 KiB head byte by byte must not cost a parse of the whole buffer per read.
+        let fresh = buf.len() - n;
+        if memchr::memmem::find(&buf[fresh.saturating_sub(3)..], b"\r\n\r\n").is_none()
+            && memchr::memmem::find(&buf[fresh.saturating_sub(1)..], b"\n\n").is_none()
+            && buf.len() <= crate::http::client::MAX_RESPONSE_HEAD
+        {
+            continue;
         }
         // Skip informational answers (100 Continue) the participant may send.
         loop {

@@ -161,6 +161,21 @@ impl Tunnels {
         Ok(())
     }
 
+    /// Whether a socket for this participant would be parked now (checked before answering
+    /// `101`, so a full hub says so with a status instead of closing an accepted tunnel).
+    pub fn has_room(&self, code: &str, id: &str) -> Result<(), ParkRefused> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ParkRefused::Closed);
+        }
+        if self.total.load(Ordering::SeqCst) >= self.max_total {
+            return Err(ParkRefused::HubFull);
+        }
+        if self.parked(code, id) >= MAX_PARKED {
+            return Err(ParkRefused::ParticipantFull);
+        }
+        Ok(())
+    }
+
     /// Sockets parked for a participant now.
     pub fn parked(&self, code: &str, id: &str) -> usize {
         let mut pools = self.pools();

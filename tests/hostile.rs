@@ -201,7 +201,7 @@ async fn a_non_chunked_coding_is_read_to_the_close() {
     let addr = hub.local_addr();
     // Content-Length says 3, but a Transfer-Encoding other than chunked means "until close".
     let up = raw_upstream(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nabcdef"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: session=evil\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nabcdef"
             .to_vec(),
     )
     .await;
@@ -214,6 +214,8 @@ async fn a_non_chunked_coding_is_read_to_the_close() {
     )
     .await;
     assert_eq!((r.status, &r.body[..]), (200, &b"abcdef"[..]));
+    // A participant sets no cookies on the hub's origin.
+    assert_eq!(r.header("set-cookie"), None);
     hub.shutdown().await;
 }
 
@@ -847,7 +849,7 @@ for _ in range(100):
         time.sleep(0.05)
 code = call("POST", "/rooms", {"name": "lan"})[1]["room"]["code"]
 out = {}
-for ep in ["http://127.0.0.1:22", "http://2130706433:22", "http://[::ffff:127.0.0.1]:22", "http://0x7f.1:22", "http://localhost:22", "http://169.254.169.254", "http://10.231.0.2:11434"]:
+for ep in ["http://127.0.0.1:22", "http://10.231.0.1:22", "http://2130706433:22", "http://[::ffff:127.0.0.1]:22", "http://0x7f.1:22", "http://localhost:22", "http://169.254.169.254", "http://10.231.0.2:11434"]:
     out[ep] = call("POST", f"/rooms/{code}/join", {"id": ep, "nickname": "n", "model": "m", "endpoint": ep})[0]
 print(json.dumps(out))
 "#;
@@ -1076,5 +1078,49 @@ async fn protected_rooms_are_hashed_a_few_at_a_time_per_address() {
         )
         .await;
     assert_eq!(r.status, 201);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_fill_the_hub_with_rooms_or_a_room_with_the_departed() {
+    let hub = start(HubConfig {
+        max_rooms_per_ip: 3,
+        health_interval: Duration::from_millis(20),
+        participant_timeout: Duration::from_millis(100),
+        forget_after: Duration::from_millis(300),
+        control_rate: 0.0,
+        ..HubConfig::default()
+    })
+    .await;
+    let addr = hub.local_addr();
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(
+            create_room(addr, "mine").await["code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let r = req(addr, "POST", "/rooms", Some(json!({"name": "one more"}))).await;
+    assert_eq!(r.status, 429, "{}", r.error());
+    // Another address has its own allowance.
+    let r = Conn::open_from(addr, [127, 0, 0, 2])
+        .await
+        .request("POST", "/rooms", Some(&json!({"name": "theirs"})))
+        .await;
+    assert_eq!(r.status, 201);
+    // A participant that never checks in is forgotten after a while: its place comes back.
+    let code = &codes[0];
+    assert_eq!(
+        join(addr, code, "ghost", "http://127.0.0.1:1").await.status,
+        201
+    );
+    let mut sse = Sse::open(addr, code, "").await.2;
+    sse.until("participant:offline").await;
+    let left = sse.until("participant:left").await;
+    assert_eq!(left.data["participantId"], "ghost");
+    let r = req(addr, "GET", &format!("/rooms/{code}/participants"), None).await;
+    assert_eq!(r.json()["participants"], json!([]));
     hub.shutdown().await;
 }

@@ -42,6 +42,14 @@ pub struct ServeArgs {
     /// most rooms on this hub (default 10000)
     #[argh(option, default = "hub::DEFAULT_MAX_ROOMS")]
     pub max_rooms: usize,
+    /// most rooms one address may have at once; the admin is not bounded (default 64; 0: no
+    /// bound)
+    #[argh(option, default = "hub::DEFAULT_MAX_ROOMS_PER_IP")]
+    pub max_rooms_per_ip: usize,
+    /// silence in ms after which a participant is forgotten: removed, announced as left
+    /// (default 3600000, an hour)
+    #[argh(option, default = "hub::FORGET_AFTER.as_millis() as u64")]
+    pub forget_after_ms: u64,
     /// most participants in one room (default 1000)
     #[argh(option, default = "hub::DEFAULT_MAX_PARTICIPANTS")]
     pub max_participants: usize,
@@ -153,6 +161,16 @@ impl ServeArgs {
             DAY_MS,
         )?);
         config.max_rooms = within("--max-rooms", self.max_rooms, 1, MILLION)?;
+        config.max_rooms_per_ip = within("--max-rooms-per-ip", self.max_rooms_per_ip, 0, MILLION)?;
+        config.forget_after = ms(within(
+            "--forget-after-ms",
+            self.forget_after_ms,
+            1_000,
+            30 * DAY_MS,
+        )?);
+        if config.forget_after < config.participant_timeout {
+            return Err("--forget-after-ms must be at least --participant-timeout-ms".into());
+        }
         config.max_participants_per_room =
             within("--max-participants", self.max_participants, 1, MILLION)?;
         config.max_subscribers_per_room =

@@ -111,7 +111,9 @@ pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Re
     };
     let host_token = super::ids::secret()?;
     let secrets = RoomSecrets::new(password_hash, Some(auth::token_hash(&host_token)));
-    let room = hub.state.create_room(name, secrets)?;
+    // The admin is not bounded per address; everyone else is.
+    let creator = (!hub.auth.is_admin(auth::bearer(&req.head))).then_some(ip);
+    let room = hub.state.create_room(name, secrets, creator)?;
     tracing::info!(code = %room.info.code, name = %room.info.name, protected = room.info.password_protected, "room created");
     Ok(json(
         201,
@@ -227,8 +229,9 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Re
     // Only a participant on the hub's own machine may point the hub at that machine — and not
     // a web page in a browser there (it sends `Origin`): any site could otherwise register
     // the machine's local services and read them through the room.
-    let local_ok =
-        super::endpoints::canonical(ip).is_loopback() && req.head.header("origin").is_none();
+    let on_this_machine =
+        super::endpoints::canonical(ip).is_loopback() || super::endpoints::is_own_address(ip);
+    let local_ok = on_this_machine && req.head.header("origin").is_none();
     if !tunnel {
         let host = super::endpoints::host_of(parsed.host);
         hub.config

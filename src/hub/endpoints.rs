@@ -7,7 +7,8 @@
 //! * **Local addresses are for local participants.** A direct endpoint on a loopback,
 //!   link-local or unspecified address reaches the hub host's own services; it is accepted only
 //!   from a joiner that itself connects from loopback. A remote peer serving a model on its own
-//!   `localhost` uses a reverse tunnel instead. Names are checked when connecting, against
+//!   `localhost` uses a reverse tunnel instead. The machine's other addresses (its LAN address)
+//!   count as local too: a service listening on every interface answers there. Names are checked when connecting, against
 //!   every address they resolve to then (so a name cannot be re-pointed after the join).
 //! * **`serve --allow-endpoint CIDR`** (repeatable) narrows direct endpoints to those networks.
 //! * **Loops.** Every request the proxy forwards carries `Via: 1.1 gambiarra` and
@@ -115,6 +116,20 @@ pub fn is_local(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether `ip` is one of this machine's own addresses (its LAN address, say): a service that
+/// listens on every interface answers there as on loopback. Asked of the kernel by binding a
+/// socket to it, which only an address of this machine allows — unless the system allows
+/// binding to any address (`ip_nonlocal_bind`), which a bind to a documentation address
+/// reveals: then nothing is known, and only [`is_local`] applies.
+pub fn is_own_address(ip: IpAddr) -> bool {
+    use std::net::{SocketAddr, UdpSocket};
+    static NONLOCAL_BIND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let binds = |ip: IpAddr| UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok();
+    let anything_binds =
+        *NONLOCAL_BIND.get_or_init(|| binds(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77))));
+    !anything_binds && binds(canonical(ip))
+}
+
 fn local_v4(v4: Ipv4Addr) -> bool {
     v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.octets()[0] == 0
 }
@@ -192,7 +207,7 @@ impl EndpointRules {
     /// or not? The reason when not.
     pub fn permits(&self, ip: IpAddr, local_ok: bool) -> Result<(), String> {
         let ip = canonical(ip);
-        if is_local(ip) && !local_ok {
+        if (is_local(ip) || is_own_address(ip)) && !local_ok {
             return Err(format!(
                 "{ip} is a local address of the hub's machine: only a participant on that machine \
                  may use it (from elsewhere, serve through a tunnel: `gambiarra join` without --direct)"

@@ -54,6 +54,10 @@ pub const CONTROL_BODY_LIMIT: usize = 64 * 1024;
 pub const V1_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// Default most rooms on one hub.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
+/// Default most rooms one address may have at once.
+pub const DEFAULT_MAX_ROOMS_PER_IP: usize = 64;
+/// Default silence after which a participant is forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// Default most participants in one room.
 pub const DEFAULT_MAX_PARTICIPANTS: usize = 1_000;
 /// Default most event subscribers on one room.
@@ -76,6 +80,10 @@ pub struct HubConfig {
     /// Silence after which a participant is offline.
     pub participant_timeout: Duration,
     pub max_rooms: usize,
+    /// Rooms one address may have at once (the admin is not bounded); 0: no bound.
+    pub max_rooms_per_ip: usize,
+    /// Silence after which a participant is forgotten (removed, `participant:left`).
+    pub forget_after: Duration,
     pub max_participants_per_room: usize,
     pub max_subscribers_per_room: usize,
     /// Event subscribers across all rooms.
@@ -125,6 +133,8 @@ impl Default for HubConfig {
             health_interval: Duration::from_millis(HEALTH_CHECK_INTERVAL_MS),
             participant_timeout: Duration::from_millis(PARTICIPANT_TIMEOUT_MS),
             max_rooms: DEFAULT_MAX_ROOMS,
+            max_rooms_per_ip: DEFAULT_MAX_ROOMS_PER_IP,
+            forget_after: FORGET_AFTER,
             max_participants_per_room: DEFAULT_MAX_PARTICIPANTS,
             max_subscribers_per_room: DEFAULT_MAX_SUBSCRIBERS,
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS_TOTAL,
@@ -418,6 +428,8 @@ impl Hub {
                     event_ring: config.event_ring,
                     subscriber_queue: config.subscriber_queue,
                     participant_timeout: config.participant_timeout,
+                    max_rooms_per_ip: config.max_rooms_per_ip,
+                    forget_after: config.forget_after,
                 },
                 store,
             ),

@@ -437,7 +437,8 @@ fn respond(
         BodyKind::Document
     };
     for (name, value) in head.headers() {
-        if is_hop_by_hop(&name) {
+        // A participant does not set cookies on the hub's origin (where the room page lives).
+        if is_hop_by_hop(&name) || name.eq_ignore_ascii_case(b"set-cookie") {
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-type") {

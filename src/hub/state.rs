@@ -30,6 +30,10 @@ pub struct Limits {
     pub max_subscribers: usize,
     pub event_ring: usize,
     pub subscriber_queue: usize,
+    /// Rooms one address may have at once (0: no bound).
+    pub max_rooms_per_ip: usize,
+    /// Silence after which a participant is forgotten (removed, `participant:left`).
+    pub forget_after: std::time::Duration,
     /// Silence after which a participant's id may be taken by a new join (its liveness, not
     /// its routing status: a participant marked offline because its connections failed still
     /// owns its id while it checks in).
@@ -113,6 +117,9 @@ pub struct Room {
     pub info: RoomInfo,
     /// Password hash and host-token hash; never listed or broadcast.
     pub secrets: RoomSecrets,
+    /// The address (IPv6: its /64) that created it, for the per-address room bound; `None`
+    /// for rooms restored from the state file and those an admin created.
+    pub creator: Option<std::net::IpAddr>,
     inner: Mutex<RoomInner>,
 }
 
@@ -299,12 +306,30 @@ impl State {
     }
 
     /// Create a room and announce it to every subscriber of every room.
-    pub fn create_room(&self, name: String, secrets: RoomSecrets) -> Result<Arc<Room>, ApiError> {
+    /// `creator`: the creating address, counted against `max_rooms_per_ip` (`None`: not
+    /// bounded, for the admin).
+    pub fn create_room(
+        &self,
+        name: String,
+        secrets: RoomSecrets,
+        creator: Option<std::net::IpAddr>,
+    ) -> Result<Arc<Room>, ApiError> {
         let now = now_ms();
+        let creator = creator.map(super::limits::client_key);
         let room = {
             let mut rooms = self.rooms_mut();
             if rooms.len() >= self.limits.max_rooms {
                 return Err(ApiError::unavailable("Room limit reached on this hub"));
+            }
+            if let Some(ip) = creator
+                && self.limits.max_rooms_per_ip > 0
+                && rooms.values().filter(|r| r.creator == Some(ip)).count()
+                    >= self.limits.max_rooms_per_ip
+            {
+                return Err(ApiError::too_many(
+                    "Too many rooms created from your address: delete one first",
+                    60,
+                ));
             }
             let code = loop {
                 let c = ids::room_code()?;
@@ -322,6 +347,7 @@ impl State {
                     password_protected: secrets.protected(),
                 },
                 secrets,
+                creator,
             );
             rooms.insert(code, room.clone());
             room
@@ -374,12 +400,18 @@ impl State {
         Ok(room)
     }
 
-    fn new_room(&self, info: RoomInfo, secrets: RoomSecrets) -> Arc<Room> {
+    fn new_room(
+        &self,
+        info: RoomInfo,
+        secrets: RoomSecrets,
+        creator: Option<std::net::IpAddr>,
+    ) -> Arc<Room> {
         // Event ids start from now: ids a client saw before a restart are recognised as foreign.
         let base = now_ms().saturating_mul(1000);
         Arc::new(Room {
             info,
             secrets,
+            creator,
             inner: Mutex::new(RoomInner {
                 participants: Vec::new(),
                 events: EventLog::new(base, self.limits.event_ring),
@@ -412,7 +444,7 @@ impl State {
             info.password_protected = saved.password_hash.is_some();
             let code = info.code.clone();
             let secrets = RoomSecrets::new(saved.password_hash, saved.host_token_hash);
-            rooms.insert(code, self.new_room(info, secrets));
+            rooms.insert(code, self.new_room(info, secrets, None));
         }
         Ok(rooms.len())
     }
@@ -613,6 +645,20 @@ impl State {
                 );
             }
             n += gone.len();
+            // Silent for much longer: forgotten, so a room's places are not held for ever by
+            // participants that never come back.
+            let forget = self.limits.forget_after;
+            let mut forgotten = Vec::new();
+            inner.participants.retain(|p| {
+                let keep = now.saturating_duration_since(p.seen) <= forget;
+                if !keep {
+                    forgotten.push(p.info.id.clone());
+                }
+                keep
+            });
+            for id in &forgotten {
+                inner.publish("participant:left", &ParticipantRef { participant_id: id });
+            }
         }
         n
     }

@@ -63,10 +63,7 @@ async fn read_request(s: &mut tokio::net::TcpStream) -> Vec<u8> {
 }
 
 async fn room_with(addr: SocketAddr, id: &str, model: &str, endpoint: &str) -> String {
-    let code = create_room(addr, "r").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = room_code(addr, "r").await;
     let r = req(
         addr,
         "POST",
@@ -297,10 +294,7 @@ async fn bytes_sent_after_an_answer_never_reach_the_next_client() {
 
 /// Join a tunnelled participant; returns (room code, participant secret).
 async fn tunnelled(addr: SocketAddr, id: &str) -> (String, String) {
-    let code = create_room(addr, "tunnels").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = room_code(addr, "tunnels").await;
     let mut body = join_body(id, "m", "http://127.0.0.1:1");
     body["tunnel"] = json!(true);
     let r = req(addr, "POST", &format!("/rooms/{code}/join"), Some(body)).await;
@@ -697,10 +691,7 @@ async fn eventually_status(addr: SocketAddr, code: &str, status: &str) {
 async fn an_endpoint_that_leads_back_to_the_hub_is_a_loop_not_511_hops() {
     let hub = start_default().await;
     let addr = hub.local_addr();
-    let code = create_room(addr, "loop").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = room_code(addr, "loop").await;
     // The participant's "model server" is this very room.
     let r = req(
         addr,
@@ -741,10 +732,7 @@ async fn allowed_endpoint_networks_are_enforced_at_join() {
     })
     .await;
     let addr = hub.local_addr();
-    let code = create_room(addr, "lan").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = room_code(addr, "lan").await;
     for (endpoint, status) in [
         ("http://192.168.77.5:11434", 201),
         ("http://192.168.78.5:11434", 400),
@@ -977,10 +965,7 @@ async fn ids_cannot_shadow_models_and_entries_are_bounded() {
 async fn a_web_page_cannot_register_the_machines_local_services() {
     let hub = start_default().await;
     let addr = hub.local_addr();
-    let code = create_room(addr, "r").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = room_code(addr, "r").await;
     // A browser on the hub's machine connects from loopback too, but says where the page came
     // from: not a local joiner.
     let body = join_body("page", "m", "http://127.0.0.1:22");
@@ -1004,10 +989,7 @@ async fn a_web_page_cannot_register_the_machines_local_services() {
 async fn one_request_tries_a_few_participants_not_the_whole_room() {
     let hub = start_default().await;
     let addr = hub.local_addr();
-    let code = create_room(addr, "r").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = room_code(addr, "r").await;
     for i in 0..20 {
         let r = req(
             addr,
@@ -1095,12 +1077,7 @@ async fn one_address_cannot_fill_the_hub_with_rooms_or_a_room_with_the_departed(
     let addr = hub.local_addr();
     let mut codes = Vec::new();
     for _ in 0..3 {
-        codes.push(
-            create_room(addr, "mine").await["code"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        codes.push(room_code(addr, "mine").await);
     }
     let r = req(addr, "POST", "/rooms", Some(json!({"name": "one more"}))).await;
     assert_eq!(r.status, 429, "{}", r.error());

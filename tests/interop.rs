@@ -163,14 +163,8 @@ async fn create_json_prints_the_hubs_answer_as_it_came() {
 async fn monitor_plain_watches_a_whole_hub() {
     let hub = start_default().await;
     let addr = hub.local_addr();
-    let a = create_room(addr, "alpha").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let b = create_room(addr, "beta").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let a = room_code(addr, "alpha").await;
+    let b = room_code(addr, "beta").await;
     assert_eq!(
         join(addr, &a, "early-bird", "http://127.0.0.1:1")
             .await
@@ -211,10 +205,7 @@ async fn monitor_plain_watches_a_whole_hub() {
     })
     .await;
     // A new room is announced once, not once per watched room — and then watched too.
-    let c = create_room(addr, "gamma").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let c = room_code(addr, "gamma").await;
     next_until(&mut out, &|l: &str| {
         l.contains("room created") && l.contains(&c)
     })

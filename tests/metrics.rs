@@ -30,10 +30,7 @@ async fn metrics_follow_the_traffic() {
     )
     .await
     .unwrap();
-    let code = create_room(addr, "metered").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = room_code(addr, "metered").await;
     join(addr, &code, "p", &mock.url()).await;
     let path = format!("/rooms/{code}/v1/chat/completions");
     assert_eq!(
@@ -167,10 +164,7 @@ async fn token_metrics_are_right_for_every_server_style() {
     )
     .await
     .unwrap();
-    let code = create_room(addr, "styles").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = room_code(addr, "styles").await;
     let r = req(
         addr,
         "POST",
@@ -293,10 +287,7 @@ async fn a_client_hanging_up_after_done_got_a_complete_answer() {
             });
         }
     });
-    let code = create_room(addr, "done").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = room_code(addr, "done").await;
     join(addr, &code, "p", &format!("http://{up}")).await;
     let mut sse = Sse::open(addr, &code, "").await.2;
     let mut c = Conn::open(addr).await;

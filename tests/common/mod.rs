@@ -295,6 +295,14 @@ pub async fn quick_mock() -> gambiarra::mock::MockLlm {
     .unwrap()
 }
 
+/// A new open room's code.
+pub async fn room_code(addr: SocketAddr, name: &str) -> String {
+    create_room(addr, name).await["code"]
+        .as_str()
+        .expect("a room has a code")
+        .to_string()
+}
+
 /// A room protected by `password`; its code.
 pub async fn create_locked(addr: SocketAddr, password: &str) -> String {
     let r = req(

@@ -22,22 +22,35 @@ fn join_body(id: &str, model: &str, endpoint: &str) -> Value {
     json!({"id": id, "nickname": id, "model": model, "endpoint": endpoint})
 }
 
-/// An upstream that reads one request (head and Content-Length body) per connection and
-/// answers each with `answer`, then closes.
-async fn raw_upstream(answer: Vec<u8>) -> SocketAddr {
+/// A hand-written upstream: `serve` runs for each connection it accepts.
+async fn upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                read_request(&mut s).await;
-                let _ = s.write_all(&answer).await;
-                let _ = s.shutdown().await;
-            });
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(serve(s));
         }
     });
     addr
+}
+
+/// An upstream that reads one request (head and Content-Length body) per connection and
+/// answers each with `answer`, then closes.
+async fn raw_upstream(answer: Vec<u8>) -> SocketAddr {
+    let answer = std::sync::Arc::new(answer);
+    upstream(move |mut s| {
+        let answer = answer.clone();
+        async move {
+            read_request(&mut s).await;
+            let _ = s.write_all(&answer).await;
+            let _ = s.shutdown().await;
+        }
+    })
+    .await
 }
 
 /// Read one request's head and Content-Length body.
@@ -255,28 +268,23 @@ async fn bytes_sent_after_an_answer_never_reach_the_next_client() {
     let addr = hub.local_addr();
     // Each connection: a proper keep-alive answer, then, a moment later and unasked, a second
     // "answer" meant for whoever is next on the pooled connection.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                loop {
-                    if read_request(&mut s).await.is_empty() {
-                        return;
-                    }
-                    let good = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"ok\":1} ";
-                    if s.write_all(good).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let evil = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"evil\":1} ";
-                    if s.write_all(evil).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let up = upstream(|mut s| async move {
+        loop {
+            if read_request(&mut s).await.is_empty() {
+                return;
+            }
+            let good = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"ok\":1} ";
+            if s.write_all(good).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let evil = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"evil\":1} ";
+            if s.write_all(evil).await.is_err() {
+                return;
+            }
         }
-    });
+    })
+    .await;
     let code = room_with(addr, "p", "m", &format!("http://{up}")).await;
     for _ in 0..3 {
         let r = req(
@@ -634,25 +642,22 @@ async fn a_client_that_leaves_before_the_answer_frees_everything_at_once() {
     let hub = start_default().await;
     let addr = hub.local_addr();
     // A participant that takes the request and never answers (a model loading for minutes).
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = listener.local_addr().unwrap();
     let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let closed_tx = closed_tx.clone();
-            tokio::spawn(async move {
-                read_request(&mut s).await;
-                // Wait for the hub to hang up.
-                let mut b = [0u8; 16];
-                while let Ok(n) = s.read(&mut b).await {
-                    if n == 0 {
-                        break;
-                    }
+    let up = upstream(move |mut s| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            read_request(&mut s).await;
+            // Wait for the hub to hang up.
+            let mut b = [0u8; 16];
+            while let Ok(n) = s.read(&mut b).await {
+                if n == 0 {
+                    break;
                 }
-                let _ = closed_tx.send(()).await;
-            });
+            }
+            let _ = closed_tx.send(()).await;
         }
-    });
+    })
+    .await;
     let code = room_with(addr, "p", "m", &format!("http://{up}")).await;
     let mut sse = Sse::open(addr, &code, "").await.2;
     let mut c = Conn::open(addr).await;

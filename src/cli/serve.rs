@@ -47,9 +47,9 @@ pub struct ServeArgs {
     #[argh(option, default = "hub::DEFAULT_MAX_ROOMS_PER_IP")]
     pub max_rooms_per_ip: usize,
     /// silence in ms after which a participant is forgotten: removed, announced as left
-    /// (default 3600000, an hour)
-    #[argh(option, default = "hub::FORGET_AFTER.as_millis() as u64")]
-    pub forget_after_ms: u64,
+    /// (default an hour, or the participant timeout if that is longer)
+    #[argh(option)]
+    pub forget_after_ms: Option<u64>,
     /// most participants in one room (default 1000)
     #[argh(option, default = "hub::DEFAULT_MAX_PARTICIPANTS")]
     pub max_participants: usize,
@@ -162,12 +162,10 @@ impl ServeArgs {
         )?);
         config.max_rooms = within("--max-rooms", self.max_rooms, 1, MILLION)?;
         config.max_rooms_per_ip = within("--max-rooms-per-ip", self.max_rooms_per_ip, 0, MILLION)?;
-        config.forget_after = ms(within(
-            "--forget-after-ms",
-            self.forget_after_ms,
-            1_000,
-            30 * DAY_MS,
-        )?);
+        config.forget_after = match self.forget_after_ms {
+            Some(f) => ms(within("--forget-after-ms", f, 1_000, 30 * DAY_MS)?),
+            None => hub::FORGET_AFTER.max(config.participant_timeout),
+        };
         if config.forget_after < config.participant_timeout {
             return Err("--forget-after-ms must be at least --participant-timeout-ms".into());
         }
@@ -422,7 +420,13 @@ mod tests {
             let e = args(bad).unwrap().config().unwrap_err();
             assert!(e.contains(bad[0]) || e.contains("--health"), "{bad:?}: {e}");
         }
-        for good in [&["--rate-limit", "0"][..], &["--rate-limit", "0.5"], &[]] {
+        for good in [
+            &["--rate-limit", "0"][..],
+            &["--rate-limit", "0.5"],
+            &[],
+            // A long participant timeout moves the default forgetting past it.
+            &["--participant-timeout-ms", "86400000"],
+        ] {
             args(good).unwrap().config().unwrap();
         }
     }

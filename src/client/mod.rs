@@ -230,12 +230,9 @@ impl HubClient {
         }
         let body = serde_json::to_vec(&Body { name, password })
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let (status, answer) = tokio::time::timeout(
-            CALL_TIMEOUT,
-            self.exchange("POST", "/rooms", &body, self.admin_token.as_deref(), None),
-        )
-        .await
-        .map_err(|_| ClientError::Unreachable("timed out".into()))??;
+        let (status, answer) = self
+            .timed_exchange("POST", "/rooms", &body, self.admin_token.as_deref(), None)
+            .await?;
         decode::<serde::de::IgnoredAny>(status, &answer)?;
         String::from_utf8(answer).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -273,13 +270,10 @@ impl HubClient {
     /// answered with (`None` only for a hub that issued none).
     pub async fn leave(&self, code: &str, id: &str, secret: Option<&str>) -> Result<()> {
         let path = format!("/rooms/{}/leave/{}", enc(code), enc(id));
-        let (status, answer) = tokio::time::timeout(
-            CALL_TIMEOUT,
-            self.exchange("DELETE", &path, &[], self.password.as_deref(), secret),
-        )
-        .await
-        .map_err(|_| ClientError::Unreachable("timed out".into()))??;
-        decode::<serde_json::Value>(status, &answer).map(|_| ())
+        let pw = self.password.as_deref();
+        self.call_as::<serde_json::Value, ()>("DELETE", &path, None, pw, secret)
+            .await
+            .map(|_| ())
     }
 
     /// A room's participants.
@@ -302,16 +296,11 @@ impl HubClient {
         struct Body<'a> {
             id: &'a str,
         }
-        let body =
-            serde_json::to_vec(&Body { id }).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let path = format!("/rooms/{}/health", enc(code));
-        let (status, answer) = tokio::time::timeout(
-            CALL_TIMEOUT,
-            self.exchange("POST", &path, &body, self.password.as_deref(), secret),
-        )
-        .await
-        .map_err(|_| ClientError::Unreachable("timed out".into()))??;
-        decode::<serde::de::IgnoredAny>(status, &answer).map(|_| ())
+        let pw = self.password.as_deref();
+        self.call_as::<serde::de::IgnoredAny, _>("POST", &path, Some(&Body { id }), pw, secret)
+            .await
+            .map(|_| ())
     }
 
     /// `GET path` (below the URL's path), decoded as JSON; with the room password when set.
@@ -328,17 +317,43 @@ impl HubClient {
         body: Option<&B>,
         bearer: Option<&str>,
     ) -> Result<T> {
+        self.call_as(method, path, body, bearer, None).await
+    }
+
+    /// [`HubClient::call`], also proving a participant's ownership with its secret.
+    async fn call_as<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+        bearer: Option<&str>,
+        participant_secret: Option<&str>,
+    ) -> Result<T> {
         let body = match body {
             Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Protocol(e.to_string()))?,
             None => Vec::new(),
         };
-        let (status, answer) = tokio::time::timeout(
+        let (status, answer) = self
+            .timed_exchange(method, path, &body, bearer, participant_secret)
+            .await?;
+        decode(status, &answer)
+    }
+
+    /// [`HubClient::exchange`] within [`CALL_TIMEOUT`].
+    async fn timed_exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        bearer: Option<&str>,
+        participant_secret: Option<&str>,
+    ) -> Result<(u16, Vec<u8>)> {
+        tokio::time::timeout(
             CALL_TIMEOUT,
-            self.exchange(method, path, &body, bearer, None),
+            self.exchange(method, path, body, bearer, participant_secret),
         )
         .await
-        .map_err(|_| ClientError::Unreachable("timed out".into()))??;
-        decode(status, &answer)
+        .map_err(|_| ClientError::Unreachable("timed out".into()))?
     }
 }
 

@@ -235,15 +235,17 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Connections open per client address.
+/// Things in progress per client address (see [`client_key`]): connections here, Argon2
+/// computations in `hub::auth`.
 #[derive(Default)]
-struct PerIp(std::sync::Mutex<HashMap<IpAddr, usize>>);
+pub(crate) struct PerIp(std::sync::Mutex<HashMap<IpAddr, usize>>);
 
-/// One connection counted against its address; dropping it uncounts it.
-struct IpSlot(Arc<PerIp>, IpAddr);
+/// One thing counted against its address; dropping it uncounts it.
+pub(crate) struct IpSlot(Arc<PerIp>, IpAddr);
 
 impl PerIp {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+    /// Count one more for `ip`, unless it has `max` already (0: no bound).
+    pub(crate) fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
         if max == 0 {
             return Some(IpSlot(self.clone(), ip));
         }

@@ -161,6 +161,16 @@ struct JoinBody {
 /// `participantSecret` works too.
 pub const PARTICIPANT_SECRET_HEADER: &str = "gambiarra-participant-secret";
 
+/// The participant secret a request presents: the header, else the body's field.
+fn presented_secret<'a>(
+    head: &'a crate::http::RequestHead,
+    field: Option<&'a str>,
+) -> Option<&'a [u8]> {
+    head.header(PARTICIPANT_SECRET_HEADER)
+        .map(<[u8]>::trim_ascii)
+        .or(field.map(str::as_bytes))
+}
+
 /// Ids a participant cannot take: they are what requests use to mean "any participant" or
 /// "by model", and a participant holding one would receive those requests.
 fn reserved_id(id: &str) -> bool {
@@ -246,11 +256,7 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Re
     // The participant secret is made here and returned only in this answer; a re-join gets a
     // fresh one, so a secret that leaked stops working. Tunnels authenticate with it too.
     let secret = super::ids::secret()?;
-    let presented = req
-        .head
-        .header(PARTICIPANT_SECRET_HEADER)
-        .map(<[u8]>::trim_ascii)
-        .or(body.participant_secret.as_deref().map(str::as_bytes));
+    let presented = presented_secret(&req.head, body.participant_secret.as_deref());
     let participant = hub.state.join(
         room,
         ParticipantInfo {
@@ -295,14 +301,12 @@ pub const HOST_TOKEN_HEADER: &str = "gambiarra-host-token";
 /// `DELETE /rooms/:code/leave/:id`: with the participant's secret (header or body), or the
 /// room's host token / the admin token in `Gambiarra-Host-Token` (removing someone).
 pub fn leave(hub: &HubInner, room: &Room, id: &str, req: &Request, ip: IpAddr) -> Result<Response> {
-    let from_body;
-    let presented = match req.head.header(PARTICIPANT_SECRET_HEADER) {
-        Some(h) => Some(h.trim_ascii()),
-        None => {
-            from_body = parse_json::<LeaveBody>(&req.body)?.participant_secret;
-            from_body.as_deref().map(str::as_bytes)
-        }
+    // The body is only read when the header is absent (a DELETE usually has none).
+    let field = match req.head.header(PARTICIPANT_SECRET_HEADER) {
+        Some(_) => None,
+        None => parse_json::<LeaveBody>(&req.body)?.participant_secret,
     };
+    let presented = presented_secret(&req.head, field.as_deref());
     let host = req.head.header(HOST_TOKEN_HEADER).map(<[u8]>::trim_ascii);
     let by_host = match host {
         Some(token) if presented.is_none() => {
@@ -333,11 +337,7 @@ pub fn health_check(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> R
         .id
         .filter(|s| !s.is_empty())
         .ok_or(ApiError::bad_request(msg::PARTICIPANT_ID_REQUIRED))?;
-    let presented = req
-        .head
-        .header(PARTICIPANT_SECRET_HEADER)
-        .map(<[u8]>::trim_ascii)
-        .or(body.participant_secret.as_deref().map(str::as_bytes));
+    let presented = presented_secret(&req.head, body.participant_secret.as_deref());
     if presented.is_some() {
         hub.auth.check_not_blocked(ip)?;
     }

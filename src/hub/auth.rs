@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use super::error::{ApiError, msg};
 use super::limits::{RateLimiter, retry_secs};
+use crate::http::server::{IpSlot, PerIp};
 
 /// Argon2 computations running at once (each holds ~19 MiB for tens of ms).
 pub const MAX_CONCURRENT_HASHES: usize = 2;
@@ -108,25 +109,10 @@ pub fn bearer(head: &crate::http::RequestHead) -> Option<&[u8]> {
 pub struct Auth {
     key: [u8; 32],
     hashing: Semaphore,
-    /// Argon2 verifications queued or running, per client address.
-    hashing_per_ip: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    /// Argon2 computations queued or running, per client address.
+    hashing_per_ip: std::sync::Arc<PerIp>,
     failures: RateLimiter,
     admin_token: Option<String>,
-}
-
-/// One Argon2 verification counted against its address until dropped.
-struct HashTicket<'a>(&'a Auth, IpAddr);
-
-impl Drop for HashTicket<'_> {
-    fn drop(&mut self) {
-        let mut map = self.0.hashing_per_ip();
-        if let Some(n) = map.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.1);
-            }
-        }
-    }
 }
 
 impl Auth {
@@ -135,7 +121,7 @@ impl Auth {
         Ok(Auth {
             key: super::ids::random_bytes::<32>()?,
             hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
-            hashing_per_ip: std::sync::Mutex::default(),
+            hashing_per_ip: std::sync::Arc::default(),
             failures: RateLimiter::new(FAILURES_PER_MINUTE / 60.0, FAILURE_BURST),
             admin_token,
         })
@@ -182,24 +168,9 @@ impl Auth {
             .map_err(|e| ApiError::new(500, format!("Password hashing failed: {e}")))?
     }
 
-    fn hashing_per_ip(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, usize>> {
-        self.hashing_per_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A place in `ip`'s Argon2 queue, if it has one free.
-    fn hash_ticket(&self, ip: IpAddr) -> Option<HashTicket<'_>> {
-        let key = super::limits::client_key(ip);
-        let mut map = self.hashing_per_ip();
-        let n = map.entry(key).or_insert(0);
-        if *n >= MAX_HASHES_PER_ADDRESS {
-            return None;
-        }
-        *n += 1;
-        Some(HashTicket(self, key))
+    fn hash_ticket(&self, ip: IpAddr) -> Option<IpSlot> {
+        self.hashing_per_ip.take(ip, MAX_HASHES_PER_ADDRESS)
     }
 
     fn blocked(wait: std::time::Duration) -> ApiError {

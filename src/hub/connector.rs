@@ -111,11 +111,6 @@ impl Upstream {
         }
     }
 
-    /// The address of the participant's end, for a direct connection.
-    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
-        self.tcp()?.peer_addr().ok().map(|a| a.ip())
-    }
-
     /// An idle connection is reusable only if nothing is waiting on it: no EOF, and no bytes
     /// (for TLS, likely a close_notify). Peeking leaves the bytes in place, so a TLS stream is
     /// never corrupted by the check.
@@ -301,9 +296,9 @@ impl Connector {
     /// A pooled connection to `target`, if a live one is idle. Every one is checked (one
     /// `peek`) before reuse: a participant that sent anything after its last answer — a close,
     /// or bytes that would be read as the next client's answer — has its connection dropped.
-    pub fn take_idle(&self, target: &Target) -> Option<Upstream> {
+    pub fn take_idle(&self, pool_key: &str) -> Option<Upstream> {
         let mut pool = self.pool();
-        let list = pool.get_mut(&target.key)?;
+        let list = pool.get_mut(pool_key)?;
         while let Some((conn, since)) = list.pop() {
             if since.elapsed() < self.idle_timeout && conn.is_reusable() {
                 return Some(conn);
@@ -371,12 +366,9 @@ impl Connector {
         Ok(Upstream::Tls(Box::new(tls)))
     }
 
-    /// Give a connection whose last response was complete back to the pool, unless something
-    /// is already waiting on it (checked again when it is taken).
+    /// Give a connection whose last response was complete back to the pool. Whether anything
+    /// arrived on it since is checked once, when it is taken ([`Connector::take_idle`]).
     pub fn put_idle(&self, target_key: &str, conn: Upstream) {
-        if !conn.is_reusable() {
-            return;
-        }
         let mut pool = self.pool();
         if !pool.contains_key(target_key) {
             pool.insert(target_key.to_string(), Vec::new());

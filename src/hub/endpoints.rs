@@ -207,7 +207,8 @@ impl EndpointRules {
     /// or not? The reason when not.
     pub fn permits(&self, ip: IpAddr, local_ok: bool) -> Result<(), String> {
         let ip = canonical(ip);
-        if (is_local(ip) || is_own_address(ip)) && !local_ok {
+        // `local_ok` first: a local joiner may reach anything, without the kernel being asked.
+        if !local_ok && (is_local(ip) || is_own_address(ip)) {
             return Err(format!(
                 "{ip} is a local address of the hub's machine: only a participant on that machine \
                  may use it (from elsewhere, serve through a tunnel: `gambiarra join` without --direct)"

@@ -143,7 +143,7 @@ async fn proxy(
         let outcome = forward(hub, &lease, kind, req, &scan).await;
         waiting.disarm();
         match outcome {
-            Ok((target, conn, head, rest)) => {
+            Ok((conn, head, rest)) => {
                 if lease.had_failures {
                     hub.state.connect_ok(&room, &lease.participant_id);
                 }
@@ -154,7 +154,6 @@ async fn proxy(
                     scan.stream,
                     req.head.minor_version,
                     started,
-                    target,
                     conn,
                     head,
                     rest,
@@ -232,11 +231,11 @@ async fn forward(
     kind: ProxyKind,
     req: &Request,
     scan: &rewrite::BodyScan,
-) -> Result<(Arc<Target>, Upstream, ResponseHead, BytesMut), Failure> {
-    let target = lease.target.clone();
+) -> Result<(Upstream, ResponseHead, BytesMut), Failure> {
+    let target = &lease.target;
     let body = rewrite::splice(&req.body, scan, &lease.defaults);
     let head = request_head(
-        &target,
+        target,
         kind,
         req,
         &hub.instance,
@@ -254,7 +253,7 @@ async fn forward(
                 return Err(Failure::Connect(ConnectError::NoTunnel));
             };
             match exchange(hub, Upstream::Tunnel(Box::new(up)), &head, &body).await {
-                Ok((conn, resp, rest)) => return Ok((target, conn, resp, rest)),
+                Ok(answer) => return Ok(answer),
                 Err(Exchange::NothingBack) => continue,
                 Err(Exchange::Fail(e)) => return Err(Failure::Upstream(e)),
             }
@@ -264,26 +263,22 @@ async fn forward(
     // A pooled connection may have been closed by the participant just now; if it fails before
     // any byte of an answer, the request goes again on a fresh connection (the participant
     // cannot have processed it).
-    let rules = &hub.config.endpoint_rules;
-    // Pooled by endpoint: a connection another participant (one joined from the hub's machine)
-    // opened is used only if this participant may reach that address too.
-    let pooled = connector.take_idle(&target).filter(|c| {
-        c.peer_ip()
-            .is_some_and(|ip| rules.permits(ip, lease.local_ok).is_ok())
-    });
-    if let Some(conn) = pooled {
+    // The pool is partitioned by what the participant may reach (`Lease::pool_key`): a
+    // connection opened for one joined on the hub's machine never serves another.
+    if let Some(conn) = connector.take_idle(&lease.pool_key) {
         match exchange(hub, conn, &head, &body).await {
-            Ok((conn, resp, rest)) => return Ok((target, conn, resp, rest)),
+            Ok(answer) => return Ok(answer),
             Err(Exchange::NothingBack) => {}
             Err(Exchange::Fail(e)) => return Err(Failure::Upstream(e)),
         }
     }
+    let rules = &hub.config.endpoint_rules;
     let conn = connector
-        .connect_checked(&target, |ip| rules.permits(ip, lease.local_ok))
+        .connect_checked(target, |ip| rules.permits(ip, lease.local_ok))
         .await
         .map_err(Failure::Connect)?;
     match exchange(hub, conn, &head, &body).await {
-        Ok((conn, resp, rest)) => Ok((target, conn, resp, rest)),
+        Ok(answer) => Ok(answer),
         Err(Exchange::NothingBack) => Err(Failure::Upstream(ApiError::new(
             502,
             "Participant closed the connection without answering",
@@ -424,7 +419,6 @@ fn respond(
     stream_requested: bool,
     client_minor: u8,
     started: Instant,
-    target: Arc<Target>,
     conn: Upstream,
     head: ResponseHead,
     rest: BytesMut,
@@ -467,7 +461,6 @@ fn respond(
             model,
             started,
             status: head.status,
-            target_key: target.key.clone(),
             keep_alive: head.keep_alive,
         }),
     };
@@ -507,7 +500,6 @@ struct Finish {
     model: String,
     started: Instant,
     status: u16,
-    target_key: String,
     keep_alive: bool,
 }
 
@@ -603,7 +595,7 @@ impl Relay {
                     // Refused (shutdown, bounds): the socket closes, the agent opens another.
                     let _ = f.hub.tunnels.park(&room.info.code, &id, *up);
                 }
-                conn => f.hub.connector.put_idle(&f.target_key, conn),
+                conn => f.hub.connector.put_idle(&f.lease.pool_key, conn),
             }
         }
         let metrics = &f.hub.metrics;

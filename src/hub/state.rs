@@ -63,6 +63,9 @@ pub struct Participant {
     pub tunnel: bool,
     /// Joined from the hub's own machine: its direct endpoint may be a local address.
     pub local_ok: bool,
+    /// Its idle connections' pool: the endpoint's, apart for participants joined on the hub's
+    /// machine (their connections may reach what others may not, so they are never shared).
+    pub pool_key: Arc<str>,
     /// Its health checks have carried its secret: from then on, those that do not are
     /// refused, so nobody else can keep this registration alive once its agent is gone.
     pub health_authenticated: bool,
@@ -181,6 +184,8 @@ pub struct Lease {
     pub tunnel: bool,
     /// Its endpoint may be a local address of the hub's machine (it joined from there).
     pub local_ok: bool,
+    /// Where its idle connections are pooled (see `Participant::pool_key`).
+    pub pool_key: Arc<str>,
     /// The request named this participant by id (no failover to others).
     pub explicit: bool,
     /// The participant had failed connections before this request (a success resets them).
@@ -482,10 +487,11 @@ impl State {
             .collect()
     }
 
-    /// Add a participant (or replace the one with the same id) and announce it. An id that an
-    /// online participant holds is replaced only when `presented` is that participant's secret
-    /// (403 otherwise); an offline one may be taken by anyone. `secret_hash` is the hash of the
-    /// fresh secret the new registration gets.
+    /// Add a participant (or replace the one with the same id) and announce it. An id whose
+    /// participant showed a sign of life within the participant timeout is replaced only when
+    /// `presented` is that participant's secret (403 otherwise); a silent one may be taken by
+    /// anyone, whatever its routing status. `secret_hash` is the hash of the fresh secret the
+    /// new registration gets.
     pub fn join(
         &self,
         room: &Room,
@@ -503,6 +509,11 @@ impl State {
             Arc::new(Target::from_endpoint(&info.endpoint).map_err(ApiError::bad_request)?);
         let defaults = Arc::new(Defaults::new(&info.model, &info.config));
         let model: Arc<str> = info.model.as_str().into();
+        let pool_key: Arc<str> = if local_ok {
+            format!("{} (joined on the hub's machine)", target.key).into()
+        } else {
+            target.key.as_str().into()
+        };
         let p = Participant {
             info,
             in_flight: 0,
@@ -513,6 +524,7 @@ impl State {
             secret_hash,
             tunnel,
             local_ok,
+            pool_key,
             health_authenticated: false,
             seen: std::time::Instant::now(),
         };
@@ -623,9 +635,11 @@ impl State {
         Ok(HealthOutcome::Ok)
     }
 
-    /// Mark participants silent for longer than `timeout` offline (by the monotonic clock),
-    /// announcing each once. Returns how many went offline.
-    pub fn sweep(&self, now: std::time::Instant, timeout: std::time::Duration) -> usize {
+    /// Mark participants silent for longer than the participant timeout offline (by the
+    /// monotonic clock), announcing each once, and forget those silent past `forget_after`.
+    /// Returns how many went offline.
+    pub fn sweep(&self, now: std::time::Instant) -> usize {
+        let timeout = self.limits.participant_timeout;
         let mut n = 0;
         for room in self.all_rooms() {
             let mut inner = room.lock();
@@ -682,6 +696,7 @@ impl State {
                 model: p.model.clone(),
                 tunnel: p.tunnel,
                 local_ok: p.local_ok,
+                pool_key: p.pool_key.clone(),
                 explicit,
                 had_failures: p.conn_failures > 0,
                 released: false,

@@ -27,7 +27,7 @@ pub async fn run(hub: Arc<HubInner>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let n = hub.state.sweep(std::time::Instant::now(), hub.config.participant_timeout);
+                let n = hub.state.sweep(std::time::Instant::now());
                 if n > 0 {
                     tracing::info!(count = n, "participants went offline");
                 }

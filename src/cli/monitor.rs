@@ -50,6 +50,11 @@ pub struct RoomEvent {
 /// room that is gone) is reported once as `Disconnected` ending in [`GIVING_UP`], and not
 /// retried. Once subscribed, the stream reconnects by itself.
 pub async fn follow(hub: HubClient, code: String, tx: mpsc::Sender<RoomEvent>) {
+    // False once nobody listens any more.
+    let forward = async |event: HubEvent| {
+        let code = code.clone();
+        tx.send(RoomEvent { code, event }).await.is_ok()
+    };
     let mut wait = std::time::Duration::from_secs(1);
     let mut stream = loop {
         match hub.subscribe(&code, None).await {
@@ -61,16 +66,7 @@ pub async fn follow(hub: HubClient, code: String, tx: mpsc::Sender<RoomEvent>) {
                 } else {
                     format!("{e}; trying again in {} s", wait.as_secs())
                 };
-                let event = HubEvent::Disconnected { error };
-                if tx
-                    .send(RoomEvent {
-                        code: code.clone(),
-                        event,
-                    })
-                    .await
-                    .is_err()
-                    || refused
-                {
+                if !forward(HubEvent::Disconnected { error }).await || refused {
                     return;
                 }
                 tokio::time::sleep(wait).await;
@@ -85,14 +81,7 @@ pub async fn follow(hub: HubClient, code: String, tx: mpsc::Sender<RoomEvent>) {
                 error: e.to_string(),
             },
         };
-        if tx
-            .send(RoomEvent {
-                code: code.clone(),
-                event,
-            })
-            .await
-            .is_err()
-        {
+        if !forward(event).await {
             return;
         }
     }

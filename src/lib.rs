@@ -2,26 +2,24 @@
 //!
 //! - [`http`]: a hand-rolled HTTP/1.1 server on tokio (no knowledge of rooms).
 //! - [`hub`]: rooms, participants, events, the proxy; [`hub::Hub`] embeds a hub.
-//! - [`bench`]: the load generator behind `gambiarra bench`.
-//! - [`mock`]: a fake OpenAI-compatible LLM for trying the hub and for tests.
+//! - [`tools`]: a fake OpenAI-compatible LLM (`mock`) and a load generator (`bench`).
 //! - [`types`]: the protocol's types and constants.
 //! - [`client`]: the Rust SDK — typed calls to a hub.
 //! - [`cli`]: the `gambiarra` command's subcommands.
 
-#[cfg(feature = "tools")]
-pub mod bench;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod mdns;
-#[cfg(feature = "tools")]
-pub mod mock;
-#[cfg(feature = "client")]
-pub mod monitor;
+pub mod tools;
 pub mod types;
+
+/// What benches, fuzz targets and tests reach inside the crate; not an API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::tools::fuzzing;
+}
 
 pub use hub::{Hub, HubConfig, ShutdownHandle};

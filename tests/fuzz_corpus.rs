@@ -22,35 +22,35 @@ fn replay(target: &str, entry: fn(&[u8])) -> usize {
 
 #[test]
 fn head_corpus() {
-    replay("head", gambiarra::fuzzing::head);
+    replay("head", gambiarra::internals::fuzzing::head);
 }
 
 #[test]
 fn chunked_corpus() {
-    replay("chunked", gambiarra::fuzzing::chunked);
+    replay("chunked", gambiarra::internals::fuzzing::chunked);
 }
 
 #[test]
 fn router_corpus() {
-    replay("router", gambiarra::fuzzing::router);
+    replay("router", gambiarra::internals::fuzzing::router);
 }
 
 #[test]
 fn rewrite_corpus() {
-    replay("rewrite", gambiarra::fuzzing::rewrite);
+    replay("rewrite", gambiarra::internals::fuzzing::rewrite);
 }
 
 #[test]
 fn tokens_corpus() {
-    replay("tokens", gambiarra::fuzzing::tokens);
+    replay("tokens", gambiarra::internals::fuzzing::tokens);
 }
 
 #[test]
 fn response_corpus() {
-    replay("response", gambiarra::fuzzing::response);
+    replay("response", gambiarra::internals::fuzzing::response);
 }
 
 #[test]
 fn mdns_corpus() {
-    replay("mdns", gambiarra::fuzzing::mdns);
+    replay("mdns", gambiarra::internals::fuzzing::mdns);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
-use gambiarra::mock::MockLlm;
+use gambiarra::tools::mock::MockLlm;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -523,7 +523,7 @@ async fn parallel_wrong_passwords_get_429_without_running_argon2() {
     assert_eq!(verified + refused, 200, "{statuses:?}");
     // Only the allowance was ever verified; everything else was refused before Argon2.
     assert!(
-        verified <= gambiarra::hub::auth::FAILURE_BURST as usize,
+        verified <= gambiarra::hub::guard::auth::FAILURE_BURST as usize,
         "{verified} guesses were verified"
     );
     // Someone else, with the password, is not held up by the attacker.
@@ -730,7 +730,7 @@ async fn an_endpoint_that_leads_back_to_the_hub_is_a_loop_not_511_hops() {
 #[tokio::test]
 async fn allowed_endpoint_networks_are_enforced_at_join() {
     let hub = start(HubConfig {
-        endpoint_rules: gambiarra::hub::endpoints::EndpointRules {
+        endpoint_rules: gambiarra::hub::guard::endpoints::EndpointRules {
             allowed: vec!["192.168.77.0/24".parse().unwrap()],
         },
         ..HubConfig::default()

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use gambiarra::mock::{MockConfig, MockLlm};
+use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::{Value, json};
 
 /// A hub, the mock LLM answering `tokens` tokens, and a room named `name`.

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gambiarra::mock::{MockConfig, MockLlm};
+use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::json;
 
 fn value(text: &str, series: &str) -> f64 {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use gambiarra::HubConfig;
 #[cfg(all(feature = "client", feature = "tools"))]
-use gambiarra::mock::{MockConfig, MockLlm};
+use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::{Value, json};
 
 fn state_path(name: &str) -> PathBuf {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
-use gambiarra::mock::{MockConfig, MockLlm};
+use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::{Value, json};
 
 async fn mock(model: &str, tokens: u32, delay_ms: u64) -> MockLlm {

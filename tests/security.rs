@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
-use gambiarra::mock::MockLlm;
+use gambiarra::tools::mock::MockLlm;
 use serde_json::{Value, json};
 
 const PW: &str = "correct horse battery";

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
-use gambiarra::mock::{MockConfig, MockLlm};
+use gambiarra::tools::mock::{MockConfig, MockLlm};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -153,7 +153,7 @@ async fn sdk_talks_to_an_https_hub() {
 async fn tunnels_work_through_an_https_hub() {
     use gambiarra::client::tunnel::{TunnelSpec, run as run_tunnels};
     use gambiarra::client::{HubClient, JoinRequest};
-    use gambiarra::hub::connector::Target;
+    use gambiarra::http::upstream::Target;
     use std::sync::{Arc, RwLock};
     let hub = start_default().await;
     let addr = hub.local_addr();

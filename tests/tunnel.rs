@@ -11,8 +11,8 @@ use common::*;
 use gambiarra::HubConfig;
 use gambiarra::client::tunnel::{TunnelSpec, run as run_tunnels};
 use gambiarra::client::{HubClient, JoinRequest};
-use gambiarra::hub::connector::Target;
-use gambiarra::mock::{MockConfig, MockLlm};
+use gambiarra::http::upstream::Target;
+use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::json;
 
 struct Setup {

@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see `gambiarra::fuzzing::head` for what it checks.
+//! Fuzz target: see `gambiarra::internals::fuzzing::head` for what it checks.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| gambiarra::fuzzing::head(data));
+fuzz_target!(|data: &[u8]| gambiarra::internals::fuzzing::head(data));

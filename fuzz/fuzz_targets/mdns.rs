@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see `gambiarra::fuzzing::mdns` for what it checks.
+//! Fuzz target: see `gambiarra::internals::fuzzing::mdns` for what it checks.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| gambiarra::fuzzing::mdns(data));
+fuzz_target!(|data: &[u8]| gambiarra::internals::fuzzing::mdns(data));

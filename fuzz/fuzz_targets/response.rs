@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see `gambiarra::fuzzing::response` for what it checks.
+//! Fuzz target: see `gambiarra::internals::fuzzing::response` for what it checks.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| gambiarra::fuzzing::response(data));
+fuzz_target!(|data: &[u8]| gambiarra::internals::fuzzing::response(data));

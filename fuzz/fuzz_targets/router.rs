@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see `gambiarra::fuzzing::router` for what it checks.
+//! Fuzz target: see `gambiarra::internals::fuzzing::router` for what it checks.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| gambiarra::fuzzing::router(data));
+fuzz_target!(|data: &[u8]| gambiarra::internals::fuzzing::router(data));

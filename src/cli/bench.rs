@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::bench::{BenchConfig, run as run_bench};
 use crate::http::url::{self, Scheme};
+use crate::tools::bench::{BenchConfig, run as run_bench};
 
 /// Benchmark a room: chat completions back to back on N keep-alive connections.
 #[derive(FromArgs, Debug)]

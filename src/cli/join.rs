@@ -91,7 +91,11 @@ pub fn run(args: JoinArgs) -> ExitCode {
             }
             Some(s)
         };
-        let id = match args.id.clone().map_or_else(crate::hub::ids::uuid_v4, Ok) {
+        let id = match args
+            .id
+            .clone()
+            .map_or_else(crate::hub::rooms::ids::uuid_v4, Ok)
+        {
             Ok(id) => id,
             Err(e) => {
                 eprintln!("gambiarra join: cannot make an id: {e}");
@@ -122,7 +126,7 @@ pub fn run(args: JoinArgs) -> ExitCode {
             &request,
             interval,
             args.tunnels,
-            super::serve::wait_for_signal(),
+            super::wait_for_signal(),
             |event| match event {
                 AgentEvent::Joined(p) => {
                     println!("✓ Joined room {code} as {} (id {})", p.nickname, p.id);

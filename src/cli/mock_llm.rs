@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::mock::{MockConfig, MockLlm};
+use crate::tools::mock::{MockConfig, MockLlm};
 
 /// Run a fake OpenAI-compatible LLM (chat, completions, embeddings, /v1/models, /api/tags).
 #[derive(FromArgs, Debug)]
@@ -34,8 +34,8 @@ pub struct MockLlmArgs {
     /// how the JSON looks, after real servers: compact (default), spaced (Python's
     /// json.dumps, like llama-cpp-python), reasoning (reasoning_content deltas), tool-calls
     /// (a streamed tool call), usage-chunk (a usage chunk in every stream)
-    #[argh(option, default = "crate::mock::Style::Compact")]
-    pub style: crate::mock::Style,
+    #[argh(option, default = "crate::tools::mock::Style::Compact")]
+    pub style: crate::tools::mock::Style,
 }
 
 pub fn run(args: MockLlmArgs) -> ExitCode {
@@ -72,7 +72,7 @@ pub fn run(args: MockLlmArgs) -> ExitCode {
             args.tokens,
             args.token_delay_ms
         );
-        super::serve::wait_for_signal().await;
+        super::wait_for_signal().await;
         mock.shutdown().await;
         ExitCode::SUCCESS
     })

@@ -17,12 +17,7 @@ pub mod list;
 pub mod mock_llm;
 #[cfg(feature = "client")]
 pub mod monitor;
-#[cfg(feature = "tui")]
-pub mod monitor_tui;
 pub mod serve;
-
-/// SIGINT (Ctrl+C) or, on Unix, SIGTERM: what every long-running command stops on.
-pub use serve::wait_for_signal;
 
 use std::process::ExitCode;
 
@@ -221,4 +216,27 @@ pub fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime, E
         eprintln!("gambiarra: cannot start the async runtime: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// SIGINT (Ctrl+C) or, on Unix, SIGTERM: what every long-running command stops on.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::http::server;
+use crate::http::limits;
 use crate::hub::{self, Hub, HubConfig};
 use crate::types::{HEALTH_CHECK_INTERVAL_MS, PARTICIPANT_TIMEOUT_MS};
 
@@ -31,7 +31,7 @@ pub struct ServeArgs {
     #[argh(switch, short = 'v')]
     pub verbose: bool,
     /// most connections served at once; more get 503 (default 10000)
-    #[argh(option, default = "server::DEFAULT_MAX_CONNECTIONS")]
+    #[argh(option, default = "limits::DEFAULT_MAX_CONNECTIONS")]
     pub max_connections: usize,
     /// expected interval of participants' health checks in ms (default 10000)
     #[argh(option, default = "HEALTH_CHECK_INTERVAL_MS")]
@@ -61,7 +61,7 @@ pub struct ServeArgs {
     pub max_subscribers_total: usize,
     /// most connections open at once from one address (IPv6: one /64); more get 429
     /// (default 512; 0: no bound)
-    #[argh(option, default = "server::DEFAULT_MAX_CONNECTIONS_PER_IP")]
+    #[argh(option, default = "limits::DEFAULT_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: usize,
     /// control-route requests per second per address, everything but /v1 and tunnels;
     /// more get 429 (default 50; 0: no bound)
@@ -95,10 +95,10 @@ pub struct ServeArgs {
     pub mdns: bool,
     /// memory for request bodies across the hub, in MiB; a body that would go past
     /// it gets 503 before it is read (default 64)
-    #[argh(option, default = "(server::DEFAULT_BODY_MEMORY >> 20) as u64")]
+    #[argh(option, default = "(limits::DEFAULT_BODY_MEMORY >> 20) as u64")]
     pub max_body_memory_mb: u64,
     /// time a whole request body may take to arrive, in ms (default 120000)
-    #[argh(option, default = "server::BODY_DEADLINE.as_millis() as u64")]
+    #[argh(option, default = "limits::BODY_DEADLINE.as_millis() as u64")]
     pub body_deadline_ms: u64,
     /// allow direct participant endpoints only in this network (CIDR, e.g. 192.168.1.0/24;
     /// repeatable); local addresses of this machine are for participants on it in any case
@@ -106,7 +106,7 @@ pub struct ServeArgs {
     pub allow_endpoint: Vec<String>,
     /// most reverse-tunnel sockets parked across the hub, each also counted as a connection
     /// of its address (default 4096)
-    #[argh(option, default = "hub::tunnel::MAX_PARKED_TOTAL")]
+    #[argh(option, default = "hub::proxy::tunnel::MAX_PARKED_TOTAL")]
     pub max_tunnels: usize,
     /// PEM file of extra CA certificates to trust for https:// participant endpoints
     /// (e.g. a participant's self-signed certificate); repeatable
@@ -352,7 +352,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         tracing::info!(%bound, "hub started");
         let handle = hub.shutdown_handle();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            super::wait_for_signal().await;
             tracing::info!("shutting down");
             handle.shutdown();
         });
@@ -363,29 +363,6 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
-}
-
-/// SIGINT (Ctrl+C) or, on Unix, SIGTERM.
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

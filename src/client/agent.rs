@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::tunnel::TunnelSpec;
 use super::{ClientError, HubClient, JoinRequest};
-use crate::hub::connector::Target;
+use crate::http::upstream::Target;
 use crate::types::ParticipantInfo;
 
 /// First retry delay after a failed health check; doubles up to the health interval.

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use super::{ClientError, HubClient};
 use crate::http::body::{BodyFraming, ChunkedDecoder};
 use crate::http::client::read_head;
-use crate::hub::connector::Upstream;
+use crate::http::upstream::Upstream;
 use crate::types::{LlmMetrics, ParticipantInfo, RoomInfo};
 
 /// Longest event accepted (bytes of `data:`); a longer one ends the connection.

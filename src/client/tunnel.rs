@@ -11,8 +11,8 @@ use tokio::sync::watch;
 
 use super::HubClient;
 use crate::http::client::read_head;
-use crate::hub::connector::{Target, Upstream};
-use crate::hub::tunnel::{SECRET_HEADER, UPGRADE_TOKEN};
+use crate::http::upstream::{Target, Upstream};
+use crate::hub::proxy::tunnel::{SECRET_HEADER, UPGRADE_TOKEN};
 
 /// Default tunnels kept open.
 pub const TUNNEL_POOL: usize = 4;

@@ -20,8 +20,9 @@ use tokio::time::{Instant, Sleep, sleep, timeout_at};
 
 use super::body::{BodyFraming, CRLF, ChunkHeader, ChunkedDecoder, LAST_CHUNK};
 use super::head::{HeadError, MAX_HEAD_BYTES, Method, RequestHead, parse_request};
+use super::limits::{BodyBudget, ConnSlot, ServerConfig};
 use super::response::{Body, BodyStream, Header, Response, WireFraming, encode_head};
-use super::server::{BodyBudget, Handler, Peer, Request, ServerConfig, shutdown_signalled};
+use super::service::{Handler, Peer, Request, shutdown_signalled};
 
 /// Whole bodies up to this size are copied into the write buffer beside their head (one small
 /// write); larger ones go out as their own slice of a vectored write.
@@ -61,11 +62,11 @@ pub(crate) struct Connection<S> {
     config: Arc<ServerConfig>,
     served: u64,
     /// This connection's place within the server's bounds (moves with an upgraded socket).
-    slot: Option<super::server::ConnSlot>,
+    slot: Option<ConnSlot>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
-    pub(crate) fn new(io: S, config: Arc<ServerConfig>, slot: super::server::ConnSlot) -> Self {
+    pub(crate) fn new(io: S, config: Arc<ServerConfig>, slot: ConnSlot) -> Self {
         Connection {
             io,
             // Small to start: most requests and answers are a few hundred bytes, and an idle

@@ -127,6 +127,14 @@ impl RequestHead {
         self.target().split_once('?').map(|(_, q)| q)
     }
 
+    /// The raw (still percent-encoded) value of `name` in the query string.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then_some(v)
+        })
+    }
+
     /// The method token as sent (useful for logs when it is `Other`).
     pub fn method_str(&self) -> &str {
         std::str::from_utf8(&self.raw[self.method_range.clone()]).unwrap_or("?")

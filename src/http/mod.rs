@@ -4,7 +4,12 @@
 //! - [`body`]: body framing and the chunked decoder/encoder state machine.
 //! - [`response`]: status, headers, whole or streamed bodies; head encoding.
 //! - [`conn`]: one connection's keep-alive loop, pipelining, timeouts, streaming pump.
+//! - [`service`]: the contract with the application: [`Handler`], [`Request`], [`Peer`].
 //! - [`server`]: the listener, the accept loop, the connection limit, graceful drain.
+//! - [`limits`]: every server bound ([`ServerConfig`]) and the slots that hold a share of one.
+//! - [`client`]: the upstream side: response heads, their framing, hop-by-hop rules.
+//! - [`upstream`]: connections to an upstream (pooled TCP, TLS, a reverse tunnel).
+//! - [`url`]: `http(s)://host:port/path` URLs.
 //! - [`sse`]: server-sent event encoding.
 //! - [`date`]: the cached `Date` header.
 
@@ -13,13 +18,17 @@ pub mod client;
 mod conn;
 pub mod date;
 pub mod head;
+pub mod limits;
 pub mod response;
 pub mod server;
+pub mod service;
 pub mod sse;
+pub mod upstream;
 pub mod url;
 
 pub use body::BodyFraming;
 pub use conn::write_all_vectored;
 pub use head::{Method, RequestHead};
+pub use limits::ServerConfig;
 pub use response::{AsyncStream, Body, BodyStream, Response, Upgraded};
-pub use server::{Handler, Peer, Request, ServerConfig};
+pub use service::{Handler, Peer, Request};

@@ -41,7 +41,7 @@ pub struct Upgraded {
     pub read_ahead: Bytes,
     /// Keeps the connection counted against the server's limits (`--max-connections`, per
     /// address) for as long as the socket lives, wherever it goes after the upgrade.
-    pub slot: Option<super::server::ConnSlot>,
+    pub slot: Option<super::limits::ConnSlot>,
 }
 
 /// Takes over an upgraded connection.

@@ -1,5 +1,8 @@
 //! Just enough of URLs for the hub: `http(s)://host[:port][/path]`, as participants register
-//! their endpoints and as the upstream client connects to them.
+//! their endpoints and as the upstream client connects to them, and the one normal form of a
+//! host ([`host_of`]) every address check starts from.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// `http` or `https`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,9 +102,114 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
+/// A URL's host, normalised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    /// A DNS name, lower-case, without a trailing dot.
+    Name(String),
+}
+
+/// Normalise a URL's host (`[v6]` keeps its brackets in URLs). IPv4-mapped IPv6 addresses
+/// become IPv4.
+pub fn host_of(raw: &str) -> Host {
+    if let Some(v6) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']'))
+        && let Ok(ip) = v6.parse::<Ipv6Addr>()
+    {
+        return Host::Ip(canonical(IpAddr::V6(ip)));
+    }
+    let name = raw.trim_end_matches('.').to_ascii_lowercase();
+    match loose_ipv4(&name) {
+        Some(v4) => Host::Ip(IpAddr::V4(v4)),
+        None => Host::Name(name),
+    }
+}
+
+/// IPv4 in any form `inet_aton` accepts: one to four parts, each decimal, `0x` hex or
+/// `0`-prefixed octal, the last filling the remaining bytes (`127.1`, `2130706433`).
+fn loose_ipv4(s: &str) -> Option<Ipv4Addr> {
+    if s.is_empty() {
+        return None;
+    }
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or(p.strip_prefix("0X")) {
+            (h, 16)
+        } else if p.len() > 1 && p.starts_with('0') {
+            (&p[1..], 8)
+        } else {
+            (*p, 10)
+        };
+        if digits.is_empty() && radix != 16 {
+            return None;
+        }
+        let n = if digits.is_empty() {
+            0
+        } else {
+            u64::from_str_radix(digits, radix).ok()?
+        };
+        nums.push(n);
+    }
+    let (last, init) = nums.split_last()?;
+    if init.iter().any(|n| *n > 255) {
+        return None;
+    }
+    let room = 8 * (4 - init.len() as u32);
+    if room < 64 && *last >= 1u64 << room {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for (i, n) in init.iter().enumerate() {
+        v |= n << (24 - 8 * i as u32);
+    }
+    Some(Ipv4Addr::from((v | last) as u32))
+}
+
+/// IPv4-mapped IPv6 as IPv4; everything else as is.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(s: &str) -> Host {
+        Host::Ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn numeric_hosts_are_normalised() {
+        for (raw, want) in [
+            ("2130706433", ip("127.0.0.1")),
+            ("0x7f000001", ip("127.0.0.1")),
+            ("0X7F.1", ip("127.0.0.1")),
+            ("0177.0.0.1", ip("127.0.0.1")),
+            ("127.1", ip("127.0.0.1")),
+            ("127.0.1", ip("127.0.0.1")),
+            ("[::ffff:127.0.0.1]", ip("127.0.0.1")),
+            ("[::1]", ip("::1")),
+            ("0", ip("0.0.0.0")),
+            ("169.254.169.254", ip("169.254.169.254")),
+            ("192.168.1.10", ip("192.168.1.10")),
+            ("LocalHost.", Host::Name("localhost".into())),
+            ("llm.lan", Host::Name("llm.lan".into())),
+            ("1.2.3.4.5", Host::Name("1.2.3.4.5".into())),
+            ("256.1.1.1", Host::Name("256.1.1.1".into())),
+            ("4294967296", Host::Name("4294967296".into())),
+            ("0x", ip("0.0.0.0")),
+            ("08", Host::Name("08".into())),
+        ] {
+            assert_eq!(host_of(raw), want, "{raw}");
+        }
+    }
 
     #[test]
     fn parses_endpoints() {

@@ -9,14 +9,13 @@ use serde_json::json;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::HubInner;
-use super::auth::{self, RoomSecrets};
-use super::error::{ApiError, msg};
-use super::events::SseStream;
-use super::router::Route;
-use super::state::Room;
 use crate::http::sse::encode_event;
 use crate::http::{Body, Request, Response, url};
+use crate::hub::HubInner;
+use crate::hub::error::{ApiError, msg};
+use crate::hub::guard::auth::{self, RoomSecrets};
+use crate::hub::rooms::events::SseStream;
+use crate::hub::rooms::state::Room;
 use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, ParticipantStatus, now_ms};
 
 /// Longest room name.
@@ -109,7 +108,7 @@ pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Re
         }
         Some(p) => Some(hub.auth.hash(p, ip).await?),
     };
-    let host_token = super::ids::secret()?;
+    let host_token = crate::hub::rooms::ids::secret()?;
     let secrets = RoomSecrets::new(password_hash, Some(auth::token_hash(&host_token)));
     // The admin is not bounded per address; everyone else is.
     let creator = (!hub.auth.is_admin(auth::bearer(&req.head))).then_some(ip);
@@ -133,6 +132,24 @@ pub fn delete_room(hub: &HubInner, room: Arc<Room>, req: &Request, ip: IpAddr) -
     }
     tracing::info!(code = %room.info.code, "room deleted");
     Ok(json(200, &json!({ "success": true })))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub fn metrics(hub: &HubInner) -> Response {
+    let open = hub
+        .config
+        .server
+        .stats
+        .open
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Response::new(200)
+        .header(
+            "Content-Type",
+            Bytes::from_static(b"text/plain; version=0.0.4; charset=utf-8"),
+        )
+        .body(Body::Full(Bytes::from(
+            hub.metrics.render(&hub.state, open),
+        )))
 }
 
 pub fn list_rooms(hub: &HubInner) -> Response {
@@ -239,11 +256,11 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Re
     // Only a participant on the hub's own machine may point the hub at that machine — and not
     // a web page in a browser there (it sends `Origin`): any site could otherwise register
     // the machine's local services and read them through the room.
-    let on_this_machine =
-        super::endpoints::canonical(ip).is_loopback() || super::endpoints::is_own_address(ip);
+    let on_this_machine = crate::http::url::canonical(ip).is_loopback()
+        || crate::hub::guard::endpoints::is_own_address(ip);
     let local_ok = on_this_machine && req.head.header("origin").is_none();
     if !tunnel {
-        let host = super::endpoints::host_of(parsed.host);
+        let host = crate::http::url::host_of(parsed.host);
         hub.config
             .endpoint_rules
             .check_host(&host, local_ok)
@@ -255,7 +272,7 @@ pub fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Re
     validate_config(&config)?;
     // The participant secret is made here and returned only in this answer; a re-join gets a
     // fresh one, so a secret that leaked stops working. Tunnels authenticate with it too.
-    let secret = super::ids::secret()?;
+    let secret = crate::hub::rooms::ids::secret()?;
     let presented = presented_secret(&req.head, body.participant_secret.as_deref());
     let participant = hub.state.join(
         room,
@@ -372,21 +389,13 @@ pub fn models(room: &Room) -> Result<Response> {
     Ok(json(200, &json!({ "object": "list", "data": data })))
 }
 
-/// The raw (still percent-encoded) value of `name` in the query string.
-fn query_param<'r>(head: &'r crate::http::RequestHead, name: &str) -> Option<&'r str> {
-    head.query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then_some(v)
-    })
-}
-
 /// The `Last-Event-ID` a reconnecting client sent (header, or `lastEventId` in the query for
 /// EventSource polyfills). An id that is not a number reads as 0: unknown, so it gets `resync`.
 fn last_event_id(req: &Request) -> Option<u64> {
     let raw = req
         .head
         .header_str("last-event-id")
-        .or_else(|| query_param(&req.head, "lastEventId"))?
+        .or_else(|| req.head.query_param("lastEventId"))?
         .trim();
     Some(raw.parse().unwrap_or(0))
 }
@@ -394,7 +403,7 @@ fn last_event_id(req: &Request) -> Option<u64> {
 /// `GET /rooms/:code/events`: the SSE stream.
 pub fn events(hub: &HubInner, room: Arc<Room>, req: &Request) -> Result<Response> {
     let (sub, slot) = hub.state.subscribe(&room, last_event_id(req))?;
-    let client_id = super::ids::uuid_v4()?;
+    let client_id = crate::hub::rooms::ids::uuid_v4()?;
     let connected = encode_event(
         None,
         "connected",
@@ -425,10 +434,10 @@ pub fn tunnel(
     req: &Request,
     ip: IpAddr,
 ) -> Result<Response> {
-    use super::tunnel::UPGRADE_TOKEN;
+    use crate::hub::proxy::tunnel::UPGRADE_TOKEN;
     let offered = req
         .head
-        .header(super::tunnel::SECRET_HEADER)
+        .header(crate::hub::proxy::tunnel::SECRET_HEADER)
         .map(<[u8]>::trim_ascii);
     hub.auth.check_not_blocked(ip)?;
     if !hub.state.tunnel_allowed(&room, id, offered)? {
@@ -465,82 +474,4 @@ pub fn tunnel(
                 Err(why) => tracing::debug!(room = %code, id, ?why, "tunnel not parked"),
             }
         }))))
-}
-
-#[derive(Deserialize)]
-struct PasswordOnly {
-    password: Option<String>,
-}
-
-/// The room password a request's head offers: `Authorization: Bearer`, else (`/events`) a
-/// `password` query parameter.
-fn offered_password<'r>(
-    route: &Route<'_>,
-    head: &'r crate::http::RequestHead,
-) -> Option<std::borrow::Cow<'r, [u8]>> {
-    use std::borrow::Cow;
-    if let Some(b) = auth::bearer(head) {
-        return Some(Cow::Borrowed(b));
-    }
-    match route {
-        Route::Events { .. } => {
-            let raw = query_param(head, "password")?;
-            let spaced = raw.replace('+', " ");
-            let decoded = super::router::percent_decode(&spaced)?;
-            Some(Cow::Owned(decoded.into_owned().into_bytes()))
-        }
-        _ => None,
-    }
-}
-
-/// Before a room's route runs, from the head alone: the room exists (found once, here, and
-/// handed to the handler), and the request carries its password if it is protected (401
-/// "Invalid password" otherwise; 429 once an address has failed too often). A join may carry
-/// the password in its body instead: then it is checked by [`check_body_password`] once the
-/// body is read. `/metrics` needs the admin token when the hub has one.
-pub async fn authorize(
-    hub: &HubInner,
-    route: &Route<'_>,
-    head: &crate::http::RequestHead,
-    ip: IpAddr,
-) -> Result<super::Admission> {
-    use super::Admission;
-    if matches!(route, Route::Metrics) && hub.auth.admin_required() {
-        hub.auth.check_admin(auth::bearer(head), ip)?;
-        return Ok(Admission::of(None));
-    }
-    let Some(code) = route.room_code() else {
-        return Ok(Admission::of(None));
-    };
-    let room = hub.state.room(code)?;
-    // Deleting takes the host token, checked by the handler, not the password.
-    if room.secrets.protected() && !matches!(route, Route::DeleteRoom { .. }) {
-        let offered = offered_password(route, head);
-        if offered.is_none() && matches!(route, Route::Join { .. }) {
-            hub.auth.check_not_blocked(ip)?;
-            return Ok(Admission {
-                room: Some(room),
-                password_in_body: true,
-            });
-        }
-        hub.auth
-            .check_password(&room.secrets, offered.as_deref(), ip)
-            .await?;
-    }
-    Ok(Admission::of(Some(room)))
-}
-
-/// A join's `password` body field, for a protected room (see [`authorize`]).
-pub async fn check_body_password(
-    hub: &HubInner,
-    room: &Room,
-    req: &Request,
-    ip: IpAddr,
-) -> Result<()> {
-    let offered = serde_json::from_slice::<PasswordOnly>(&req.body)
-        .ok()
-        .and_then(|b| b.password);
-    hub.auth
-        .check_password(&room.secrets, offered.as_deref().map(str::as_bytes), ip)
-        .await
 }

@@ -23,8 +23,8 @@ pub mod msg {
     pub const INVALID_PASSWORD: &str = "Invalid password";
 }
 
-impl From<super::ids::NoRandomness> for ApiError {
-    fn from(e: super::ids::NoRandomness) -> Self {
+impl From<crate::hub::rooms::ids::NoRandomness> for ApiError {
+    fn from(e: crate::hub::rooms::ids::NoRandomness) -> Self {
         tracing::error!("{e}: refusing to make a secret or id any other way");
         ApiError::new(500, "The hub cannot make random secrets right now")
     }

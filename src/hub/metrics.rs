@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::state::State;
+use crate::hub::rooms::state::State;
 use crate::types::ParticipantStatus;
 
 /// Route labels, in the order of [`route_index`].

@@ -14,39 +14,42 @@
 //! # Ok(()) }
 //! ```
 
+//! Where things live:
+//!
+//! - [`service`]: every request's way in — admission, then one `match` over the [`router`]'s
+//!   routes to the handler that answers it.
+//! - [`api`]: one handler per REST route (rooms, join, leave, health, events, tunnels).
+//! - [`proxy`]: the `/v1` proxy, the body rewrite, the metrics scanner, reverse tunnels.
+//! - [`rooms`]: rooms and participants, their events, persistence, the sweeper, ids.
+//! - [`guard`]: admission, passwords and tokens, rate limits, endpoint rules.
+//! - [`error`]: the one error type handlers answer with, and how state errors map onto it.
+//! - [`metrics`]: the counters behind `/metrics`.
+
 pub mod api;
-pub mod auth;
-pub mod connector;
-pub mod endpoints;
 pub mod error;
-pub mod events;
-pub mod ids;
-pub mod limits;
+pub mod guard;
 pub mod metrics;
-pub mod persist;
 pub mod proxy;
-pub mod rewrite;
+pub mod rooms;
 pub mod router;
-pub mod state;
-pub mod sweeper;
-pub mod tokens;
-pub mod tunnel;
+pub mod service;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::http::{self, Handler, Peer, Request, RequestHead, Response};
+use crate::http;
 use crate::types::{HEALTH_CHECK_INTERVAL_MS, PARTICIPANT_TIMEOUT_MS};
-use error::{ApiError, msg};
-use router::Route;
-use state::{Limits, State};
+use guard::{auth, endpoints, limits};
+use proxy::tunnel;
+use rooms::{Limits, State, events, ids, persist, sweeper};
+use service::Service;
 
 /// Largest body on the control routes (rooms, join, health). Larger → 413.
 pub const CONTROL_BODY_LIMIT: usize = 64 * 1024;
@@ -146,10 +149,10 @@ impl Default for HubConfig {
             sse_keepalive: events::SSE_KEEPALIVE,
             control_body_limit: CONTROL_BODY_LIMIT,
             v1_body_limit: V1_BODY_LIMIT,
-            connect_timeout: connector::CONNECT_TIMEOUT,
+            connect_timeout: http::upstream::CONNECT_TIMEOUT,
             ttfb_timeout: TTFB_TIMEOUT,
-            pool_max_idle: connector::POOL_MAX_IDLE,
-            pool_idle_timeout: connector::POOL_IDLE_TIMEOUT,
+            pool_max_idle: http::upstream::POOL_MAX_IDLE,
+            pool_idle_timeout: http::upstream::POOL_IDLE_TIMEOUT,
             upstream_roots: Vec::new(),
             state_file: None,
             tunnel_wait: tunnel::TUNNEL_WAIT,
@@ -163,7 +166,7 @@ impl Default for HubConfig {
 pub struct HubInner {
     pub state: State,
     pub config: HubConfig,
-    pub connector: connector::Connector,
+    pub connector: http::upstream::Connector,
     pub tunnels: tunnel::Tunnels,
     pub metrics: metrics::Metrics,
     pub auth: auth::Auth,
@@ -171,213 +174,6 @@ pub struct HubInner {
     pub control_rate: limits::RateLimiter,
     /// This hub's random instance id, in the `Gambiarra-Hop` list of requests it forwards.
     pub instance: String,
-}
-
-/// The HTTP face of the hub.
-struct Service(Arc<HubInner>);
-
-/// What the hub decided from a request's head, before reading its body.
-pub struct Admission {
-    /// The room of a room route, looked up once.
-    room: Option<Arc<state::Room>>,
-    /// A join into a protected room without `Authorization`: the password is in the body (the
-    /// TypeScript API's style), checked as soon as the (small) body is read.
-    password_in_body: bool,
-}
-
-impl Admission {
-    /// Outside any room, or inside one whose credentials are settled.
-    pub fn of(room: Option<Arc<state::Room>>) -> Self {
-        Admission {
-            room,
-            password_in_body: false,
-        }
-    }
-}
-
-/// The metrics label of a request.
-fn label(method: http::Method, route: &Route<'_>) -> usize {
-    if method == http::Method::Options {
-        12 // preflight
-    } else {
-        route.label()
-    }
-}
-
-impl Handler for Service {
-    type Admitted = Admission;
-
-    async fn admit(&self, head: &RequestHead, peer: &Peer) -> Result<(Admission, usize), Response> {
-        let route = router::route(head.method, head.path());
-        let v1 = route.is_v1();
-        let limit = if v1 {
-            self.0.config.v1_body_limit
-        } else {
-            self.0.config.control_body_limit
-        };
-        match self.admit_head(head, &route, peer.addr.ip()).await {
-            Ok(admission) => Ok((admission, limit)),
-            Err(e) => {
-                self.0.metrics.request(label(head.method, &route), e.status);
-                Err(e.render(v1))
-            }
-        }
-    }
-
-    async fn handle(&self, req: Request, admission: Admission, peer: &Peer) -> Response {
-        // Timing costs a clock read; only when the per-request log line will be written.
-        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-        let _in_flight = self.0.metrics.start();
-        let route = router::route(req.head.method, req.head.path());
-        let label = label(req.head.method, &route);
-        let ip = peer.addr.ip();
-        let v1 = route.is_v1();
-        let resp = match admission {
-            Admission {
-                room: Some(room),
-                password_in_body: true,
-            } => match api::check_body_password(&self.0, &room, &req, ip).await {
-                Ok(()) => self.in_room(&req, route, room, ip),
-                Err(e) => e.render(v1),
-            },
-            Admission {
-                room: Some(room), ..
-            } => match route {
-                Route::Proxy { kind, .. } => proxy::handle(&self.0, room, kind, &req).await,
-                route => self.in_room(&req, route, room, ip),
-            },
-            Admission { room: None, .. } => match route {
-                Route::CreateRoom => api::create_room(&self.0, &req, ip)
-                    .await
-                    .unwrap_or_else(ApiError::into_response),
-                route => self.dispatch(&req, route),
-            },
-        };
-        self.0.metrics.request(label, resp.status);
-        tracing::debug!(
-            method = req.head.method_str(),
-            path = req.head.path(),
-            status = resp.status,
-            micros = started.map_or(0, |s| s.elapsed().as_micros() as u64),
-            "request"
-        );
-        resp
-    }
-}
-
-impl Service {
-    /// Let a request through, from its head alone: within its address's control-route rate
-    /// (not `/v1` or tunnels: those are the product, bounded by connections), and, inside a
-    /// protected room, with the room's password.
-    async fn admit_head(
-        &self,
-        head: &RequestHead,
-        route: &Route<'_>,
-        ip: std::net::IpAddr,
-    ) -> Result<Admission, ApiError> {
-        if head.method == http::Method::Options {
-            return Ok(Admission::of(None));
-        }
-        if matches!(route, Route::Proxy { .. })
-            && endpoints::is_loop(head.header(endpoints::HOP_HEADER), &self.0.instance)
-        {
-            return Err(ApiError::new(
-                508,
-                "Loop detected: this request was already forwarded by this hub (a participant's \
-                 endpoint leads back to the hub)",
-            ));
-        }
-        if !route.is_v1()
-            && !matches!(route, Route::Tunnel { .. })
-            && let Err(wait) = self.0.control_rate.take(ip)
-        {
-            return Err(ApiError::too_many(
-                "Too many requests from your address, slow down",
-                limits::retry_secs(wait),
-            ));
-        }
-        api::authorize(&self.0, route, head, ip).await
-    }
-
-    /// Answer a request inside `room` (not the proxy), already admitted by `handle`.
-    fn in_room(
-        &self,
-        req: &Request,
-        route: Route<'_>,
-        room: Arc<state::Room>,
-        ip: std::net::IpAddr,
-    ) -> Response {
-        let hub = &self.0;
-        let result = match &route {
-            Route::DeleteRoom { .. } => api::delete_room(hub, room, req, ip),
-            Route::Join { .. } => api::join(hub, &room, req, ip),
-            Route::Leave { id, .. } => api::leave(hub, &room, id, req, ip),
-            Route::HealthCheck { .. } => api::health_check(hub, &room, req, ip),
-            Route::Participants { .. } => api::participants(&room),
-            Route::Events { .. } => api::events(hub, room, req),
-            Route::Tunnel { id, .. } => api::tunnel(hub, room, id, req, ip),
-            Route::Models { .. } => api::models(&room),
-            // Only routes with a room code get here, and the proxy is answered in `handle`.
-            _ => Err(ApiError::not_found(msg::NOT_FOUND)),
-        };
-        result.unwrap_or_else(|e| e.render(route.is_v1()))
-    }
-
-    /// Answer a request outside any room, already routed and admitted by `handle`.
-    fn dispatch(&self, req: &Request, route: Route<'_>) -> Response {
-        let hub = &self.0;
-        if req.head.method == http::Method::Options {
-            return Response::new(204)
-                .header(
-                    "Access-Control-Allow-Methods",
-                    Bytes::from_static(b"GET, POST, DELETE, OPTIONS"),
-                )
-                .header(
-                    "Access-Control-Allow-Headers",
-                    Bytes::from_static(b"Content-Type, Authorization, Last-Event-ID"),
-                )
-                .header("Access-Control-Max-Age", Bytes::from_static(b"86400"));
-        }
-        let v1 = route.is_v1();
-        let result = match route {
-            Route::Health => Ok(api::health()),
-            Route::Metrics => Ok(Response::new(200)
-                .header(
-                    "Content-Type",
-                    Bytes::from_static(b"text/plain; version=0.0.4; charset=utf-8"),
-                )
-                .body(http::Body::Full(Bytes::from(
-                    hub.metrics.render(
-                        &hub.state,
-                        hub.config
-                            .server
-                            .stats
-                            .open
-                            .load(std::sync::atomic::Ordering::Relaxed),
-                    ),
-                )))),
-            Route::ListRooms => Ok(api::list_rooms(hub)),
-            // Handled (asynchronously: the password is hashed) in `handle`; room routes are
-            // answered by `in_room`.
-            Route::CreateRoom
-            | Route::DeleteRoom { .. }
-            | Route::Join { .. }
-            | Route::Leave { .. }
-            | Route::HealthCheck { .. }
-            | Route::Participants { .. }
-            | Route::Events { .. }
-            | Route::Tunnel { .. }
-            | Route::Models { .. }
-            | Route::Proxy { .. } => Err(ApiError::not_found(msg::NOT_FOUND)),
-            Route::MethodNotAllowed { allow } => {
-                return ApiError::new(405, msg::METHOD_NOT_ALLOWED)
-                    .into_response()
-                    .header("Allow", Bytes::from_static(allow.as_bytes()));
-            }
-            Route::NotFound => Err(ApiError::not_found(msg::NOT_FOUND)),
-        };
-        result.unwrap_or_else(|e| e.render(v1))
-    }
 }
 
 /// Stops a running hub when told to; cheap to clone.
@@ -433,7 +229,7 @@ impl Hub {
                 },
                 store,
             ),
-            connector: connector::Connector::new(
+            connector: http::upstream::Connector::new(
                 config.connect_timeout,
                 config.pool_max_idle,
                 config.pool_idle_timeout,
@@ -499,7 +295,7 @@ async fn run(listener: TcpListener, inner: Arc<HubInner>, shutdown: watch::Recei
         let inner = inner.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            http::server::shutdown_signalled(&mut shutdown).await;
+            http::service::shutdown_signalled(&mut shutdown).await;
             // Event streams and parked tunnels never end by themselves; end them so their
             // connections can close.
             inner.state.close_all_streams();

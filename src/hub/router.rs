@@ -4,6 +4,7 @@
 //!
 //! | method | path                                   | route            |
 //! |--------|----------------------------------------|------------------|
+//! | OPTIONS| any (a CORS preflight)                 | Preflight        |
 //! | GET    | /health                                | Health           |
 //! | POST   | /rooms                                 | CreateRoom       |
 //! | GET    | /rooms                                 | ListRooms        |
@@ -45,6 +46,8 @@ impl ProxyKind {
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route<'a> {
+    /// `OPTIONS` on any path: a browser's CORS preflight.
+    Preflight,
     Health,
     Metrics,
     CreateRoom,
@@ -102,6 +105,7 @@ impl Route<'_> {
             Route::Models { .. } => 9,
             Route::Proxy { .. } => 10,
             Route::Metrics => 11,
+            Route::Preflight => 12,
             Route::MethodNotAllowed { .. } => 13,
             Route::NotFound => 14,
             Route::DeleteRoom { .. } => 15,
@@ -153,6 +157,9 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
         return Route::NotFound;
     }
     use Method::*;
+    if method == Options {
+        return Route::Preflight;
+    }
     match segs {
         ["health"] => gate(method, Get, GET, Route::Health),
         ["metrics"] => gate(method, Get, GET, Route::Metrics),

@@ -279,8 +279,8 @@ pub async fn join(addr: SocketAddr, code: &str, id: &str, endpoint: &str) -> Res
 
 /// A recording mock LLM serving model `m`: 3 tokens, no delay.
 #[cfg(feature = "tools")]
-pub async fn quick_mock() -> gambiarra::mock::MockLlm {
-    use gambiarra::mock::{MockConfig, MockLlm};
+pub async fn quick_mock() -> gambiarra::tools::mock::MockLlm {
+    use gambiarra::tools::mock::{MockConfig, MockLlm};
     MockLlm::start(
         "127.0.0.1:0".parse().unwrap(),
         MockConfig {

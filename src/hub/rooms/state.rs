@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde::Serialize;
 
-use super::auth::RoomSecrets;
-use super::connector::Target;
-use super::error::{ApiError, msg};
-use super::events::{EventLog, Subscription};
-use super::ids;
-use super::persist::SavedRoom;
-use super::rewrite::Defaults;
+use crate::http::upstream::Target;
+use crate::hub::error::{ApiError, msg};
+use crate::hub::guard::auth::RoomSecrets;
+use crate::hub::proxy::rewrite::Defaults;
+use crate::hub::rooms::events::{EventLog, Subscription};
+use crate::hub::rooms::ids;
+use crate::hub::rooms::persist::SavedRoom;
 use crate::types::{ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, now_ms};
 
 /// Bounds on what the state holds.
@@ -237,7 +237,10 @@ fn owns(hash: &str, presented: Option<&[u8]>) -> bool {
     presented
         .and_then(|p| std::str::from_utf8(p).ok())
         .is_some_and(|p| {
-            super::auth::same_secret(hash.as_bytes(), super::auth::token_hash(p).as_bytes())
+            crate::hub::guard::auth::same_secret(
+                hash.as_bytes(),
+                crate::hub::guard::auth::token_hash(p).as_bytes(),
+            )
         })
 }
 
@@ -256,11 +259,11 @@ pub struct State {
     /// Event subscribers across all rooms (each holds a [`SubscriberSlot`]).
     subscribers: Arc<AtomicUsize>,
     /// Where rooms are saved (`--state`), if anywhere.
-    store: Option<super::persist::Store>,
+    store: Option<crate::hub::rooms::persist::Store>,
 }
 
 impl State {
-    pub fn new(limits: Limits, store: Option<super::persist::Store>) -> Self {
+    pub fn new(limits: Limits, store: Option<crate::hub::rooms::persist::Store>) -> Self {
         State {
             rooms: RwLock::new(HashMap::new()),
             removed: Mutex::new(VecDeque::new()),
@@ -320,7 +323,7 @@ impl State {
         creator: Option<std::net::IpAddr>,
     ) -> Result<Arc<Room>, ApiError> {
         let now = now_ms();
-        let creator = creator.map(super::limits::client_key);
+        let creator = creator.map(crate::hub::guard::limits::client_key);
         let room = {
             let mut rooms = self.rooms_mut();
             if rooms.len() >= self.limits.max_rooms {

@@ -91,7 +91,7 @@ pub fn router(data: &[u8]) {
 /// the spliced body is JSON whose `model` is the participant's, with defaults only for keys the
 /// client left out. A body serde accepts as an object with a string `model` is accepted too.
 pub fn rewrite(data: &[u8]) {
-    use crate::hub::rewrite::{Defaults, ScanError, scan, splice};
+    use crate::hub::proxy::rewrite::{Defaults, ScanError, scan, splice};
     use crate::types::GenerationConfig;
     use serde::de::IgnoredAny;
 
@@ -151,7 +151,7 @@ pub fn rewrite(data: &[u8]) {
 /// `data:` line whose JSON has the shape the scanner reads (re-encoded by serde first, so
 /// duplicate keys, which the two parsers treat differently, are out of the picture).
 pub fn tokens(data: &[u8]) {
-    use crate::hub::tokens::{BodyKind, MAX_LINE, TokenScanner};
+    use crate::hub::proxy::tokens::{BodyKind, MAX_LINE, TokenScanner};
     let Some((&stride, body)) = data.split_first() else {
         return;
     };

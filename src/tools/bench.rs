@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::http::client::{read_body, read_head};
-use crate::hub::tokens::{BodyKind, TokenScanner};
+use crate::hub::proxy::tokens::{BodyKind, TokenScanner};
 
 /// What to run.
 #[derive(Clone, Debug)]

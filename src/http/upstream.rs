@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::http::url::{self, Scheme};
+use super::url::{self, Scheme};
 
 /// Default time allowed to establish a connection to a participant.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,12 +51,10 @@ impl Target {
             base = b.trim_end_matches('/');
         }
         // Numeric hosts in their one canonical form (`2130706433` is 127.0.0.1).
-        let (host, shown) = match super::endpoints::host_of(u.host) {
-            super::endpoints::Host::Ip(std::net::IpAddr::V6(v6)) => {
-                (v6.to_string(), format!("[{v6}]"))
-            }
-            super::endpoints::Host::Ip(ip) => (ip.to_string(), ip.to_string()),
-            super::endpoints::Host::Name(n) => (n.clone(), n),
+        let (host, shown) = match url::host_of(u.host) {
+            url::Host::Ip(std::net::IpAddr::V6(v6)) => (v6.to_string(), format!("[{v6}]")),
+            url::Host::Ip(ip) => (ip.to_string(), ip.to_string()),
+            url::Host::Name(n) => (n.clone(), n),
         };
         let default_port = match u.scheme {
             Scheme::Http => 80,

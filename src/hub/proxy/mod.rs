@@ -16,6 +16,10 @@
 //! any byte was sent, is skipped for the next candidate (unless it was named by id); three such
 //! failures in a row mark it offline.
 
+pub mod rewrite;
+pub mod tokens;
+pub mod tunnel;
+
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -28,16 +32,15 @@ use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 use tokio_util::io::poll_read_buf;
 
-use super::HubInner;
-use super::connector::{ConnectError, Target, Upstream};
-use super::error::ApiError;
-use super::rewrite;
-use super::router::ProxyKind;
-use super::state::{Lease, Room, SelectError};
-use super::tokens::{BodyKind, TokenScanner};
 use crate::http::body::{BodyFraming, ChunkedDecoder};
 use crate::http::client::{ResponseHead, is_hop_by_hop, parse_response};
+use crate::http::upstream::{ConnectError, Target, Upstream};
 use crate::http::{Body, BodyStream, Request, Response};
+use crate::hub::HubInner;
+use crate::hub::error::ApiError;
+use crate::hub::proxy::tokens::{BodyKind, TokenScanner};
+use crate::hub::rooms::state::{Lease, Room, SelectError};
+use crate::hub::router::ProxyKind;
 use crate::types::LlmMetrics;
 
 /// First read size from an upstream: a streamed token is ~150 bytes, and a thousand idle streams
@@ -399,7 +402,7 @@ fn request_head(
         h.extend_from_slice(b", ");
     }
     h.extend_from_slice(b"1.1 gambiarra\r\nGambiarra-Hop: ");
-    if let Some(v) = req.head.header(super::endpoints::HOP_HEADER) {
+    if let Some(v) = req.head.header(crate::hub::guard::endpoints::HOP_HEADER) {
         h.extend_from_slice(v);
         h.extend_from_slice(b", ");
     }

@@ -21,9 +21,9 @@ use blake2::digest::{Mac, consts::U32};
 use blake2::{Blake2b, Blake2bMac, Digest};
 use tokio::sync::Semaphore;
 
-use super::error::{ApiError, msg};
-use super::limits::{RateLimiter, retry_secs};
-use crate::http::server::{IpSlot, PerIp};
+use crate::http::limits::{IpSlot, PerIp};
+use crate::hub::error::{ApiError, msg};
+use crate::hub::guard::limits::{RateLimiter, retry_secs};
 
 /// Argon2 computations running at once (each holds ~19 MiB for tens of ms).
 pub const MAX_CONCURRENT_HASHES: usize = 2;
@@ -70,7 +70,7 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// Argon2id hash (PHC string) of `password` with a fresh random salt. Slow: call off the
 /// async threads.
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    let salt = SaltString::encode_b64(&super::ids::random_bytes::<16>()?)
+    let salt = SaltString::encode_b64(&crate::hub::rooms::ids::random_bytes::<16>()?)
         .map_err(|e| ApiError::new(500, format!("Could not hash the password: {e}")))?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -117,9 +117,9 @@ pub struct Auth {
 
 impl Auth {
     /// Fails only if the OS random source does (the digest key must be secret).
-    pub fn new(admin_token: Option<String>) -> Result<Self, super::ids::NoRandomness> {
+    pub fn new(admin_token: Option<String>) -> Result<Self, crate::hub::rooms::ids::NoRandomness> {
         Ok(Auth {
-            key: super::ids::random_bytes::<32>()?,
+            key: crate::hub::rooms::ids::random_bytes::<32>()?,
             hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
             hashing_per_ip: std::sync::Arc::default(),
             failures: RateLimiter::new(FAILURES_PER_MINUTE / 60.0, FAILURE_BURST),
@@ -380,7 +380,7 @@ mod tests {
     #[test]
     fn host_and_admin_tokens() {
         let auth = Auth::new(Some("admin".into())).unwrap();
-        let token = super::super::ids::secret().unwrap();
+        let token = crate::hub::rooms::ids::secret().unwrap();
         let secrets = RoomSecrets::new(None, Some(token_hash(&token)));
         auth.check_host(&secrets, Some(token.as_bytes()), IP)
             .unwrap();

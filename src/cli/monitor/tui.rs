@@ -14,10 +14,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Tabs};
 use tokio::sync::mpsc;
 
-use super::monitor::{RoomEvent, apply_event, follow, resolve_rooms};
+use super::feed::{RoomEvent, apply_event, follow, resolve_rooms};
+use super::model::{Card, RoomView};
 use crate::client::HubClient;
 use crate::client::specs;
-use crate::monitor::{Card, RoomView};
 use crate::types::{ParticipantStatus, RoomSummary};
 
 /// Keys, as shown in the footer.

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use crate::http::server::client_key;
+pub use crate::http::limits::client_key;
 
 /// Most addresses a limiter tracks at once.
 pub const MAX_TRACKED: usize = 65_536;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, interval};
 
-use super::HubInner;
+use crate::hub::HubInner;
 
 /// The sweeper never runs more often than this.
 pub const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(10);
@@ -39,7 +39,7 @@ pub async fn run(hub: Arc<HubInner>, mut shutdown: watch::Receiver<bool>) {
                 hub.metrics.retain_participants(|id| ids.contains(id));
                 hub.tunnels.retain(&live);
             }
-            _ = crate::http::server::shutdown_signalled(&mut shutdown) => break,
+            _ = crate::http::service::shutdown_signalled(&mut shutdown) => break,
         }
     }
 }

@@ -1,0 +1,9 @@
+//! Who may do what, before a handler runs: room passwords, host and admin tokens and the
+//! Argon2 pool ([`auth`]); per-address token buckets ([`limits`]); which endpoints a
+//! participant may point the hub at, and forwarding loops ([`endpoints`]); and the admission of
+//! a request from its head ([`admission`]).
+
+pub mod admission;
+pub mod auth;
+pub mod endpoints;
+pub mod limits;

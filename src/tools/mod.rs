@@ -1,0 +1,9 @@
+//! Tools around the hub, not the hub itself: a fake LLM server ([`mock`]), a load generator
+//! ([`bench`]) and the entry points of the fuzz targets (`fuzzing`, reached through
+//! [`crate::internals`]).
+
+#[cfg(feature = "tools")]
+pub mod bench;
+pub mod fuzzing;
+#[cfg(feature = "tools")]
+pub mod mock;

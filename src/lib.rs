@@ -13,6 +13,7 @@ pub mod client;
 pub mod http;
 pub mod hub;
 pub mod mdns;
+mod sync;
 pub mod tools;
 pub mod types;
 

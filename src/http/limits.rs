@@ -102,11 +102,7 @@ impl BodyBudget {
         let after = self.seen.saturating_add(n).saturating_sub(BODY_FREE);
         let extra = after - before;
         if extra > 0 {
-            let mut per_ip = self
-                .stats
-                .body_bytes_per_ip
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut per_ip = crate::sync::lock(&self.stats.body_bytes_per_ip);
             let mine = per_ip.get(&self.ip).copied().unwrap_or(0);
             if mine + extra > max / BODY_SHARE_PER_IP {
                 return false;
@@ -137,11 +133,7 @@ impl Drop for BodyBudget {
         self.stats
             .body_bytes
             .fetch_sub(self.held, std::sync::atomic::Ordering::SeqCst);
-        let mut per_ip = self
-            .stats
-            .body_bytes_per_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut per_ip = crate::sync::lock(&self.stats.body_bytes_per_ip);
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n = n.saturating_sub(self.held);
             if *n == 0 {
@@ -213,7 +205,7 @@ impl PerIp {
             return Some(IpSlot(self.clone(), ip));
         }
         let key = client_key(ip);
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::lock(&self.0);
         let n = map.entry(key).or_insert(0);
         if *n >= max {
             return None;
@@ -225,7 +217,7 @@ impl PerIp {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut map = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::lock(&self.0.0);
         if let Some(n) = map.get_mut(&self.1) {
             *n = n.saturating_sub(1);
             if *n == 0 {

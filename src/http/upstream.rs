@@ -288,7 +288,7 @@ impl Connector {
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(Upstream, Instant)>>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.idle)
     }
 
     /// A pooled connection to `target`, if a live one is idle. Every one is checked (one

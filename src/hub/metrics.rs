@@ -14,25 +14,71 @@ use std::time::Duration;
 use crate::hub::rooms::state::State;
 use crate::types::ParticipantStatus;
 
-/// Route labels, in the order of [`route_index`].
-pub const ROUTES: [&str; 16] = [
-    "health",
-    "create_room",
-    "list_rooms",
-    "join",
-    "leave",
-    "health_check",
-    "participants",
-    "events",
-    "tunnel",
-    "models",
-    "proxy",
-    "metrics",
-    "preflight",
-    "method_not_allowed",
-    "not_found",
-    "delete_room",
-];
+/// The `route` label of `gambiarra_http_requests_total`: one per [`Route`] variant.
+///
+/// [`Route`]: crate::hub::router::Route
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteLabel {
+    Health,
+    CreateRoom,
+    ListRooms,
+    Join,
+    Leave,
+    HealthCheck,
+    Participants,
+    Events,
+    Tunnel,
+    Models,
+    Proxy,
+    Metrics,
+    Preflight,
+    MethodNotAllowed,
+    NotFound,
+    DeleteRoom,
+}
+
+impl RouteLabel {
+    /// Every label, in the order of their counters.
+    pub const ALL: [RouteLabel; 16] = [
+        RouteLabel::Health,
+        RouteLabel::CreateRoom,
+        RouteLabel::ListRooms,
+        RouteLabel::Join,
+        RouteLabel::Leave,
+        RouteLabel::HealthCheck,
+        RouteLabel::Participants,
+        RouteLabel::Events,
+        RouteLabel::Tunnel,
+        RouteLabel::Models,
+        RouteLabel::Proxy,
+        RouteLabel::Metrics,
+        RouteLabel::Preflight,
+        RouteLabel::MethodNotAllowed,
+        RouteLabel::NotFound,
+        RouteLabel::DeleteRoom,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteLabel::Health => "health",
+            RouteLabel::CreateRoom => "create_room",
+            RouteLabel::ListRooms => "list_rooms",
+            RouteLabel::Join => "join",
+            RouteLabel::Leave => "leave",
+            RouteLabel::HealthCheck => "health_check",
+            RouteLabel::Participants => "participants",
+            RouteLabel::Events => "events",
+            RouteLabel::Tunnel => "tunnel",
+            RouteLabel::Models => "models",
+            RouteLabel::Proxy => "proxy",
+            RouteLabel::Metrics => "metrics",
+            RouteLabel::Preflight => "preflight",
+            RouteLabel::MethodNotAllowed => "method_not_allowed",
+            RouteLabel::NotFound => "not_found",
+            RouteLabel::DeleteRoom => "delete_room",
+        }
+    }
+}
 
 /// The status codes counted one by one; any other lands in the last slot as "other".
 const STATUSES: [u16; 19] = [
@@ -45,15 +91,45 @@ pub const MAX_PARTICIPANT_SERIES: usize = 4096;
 /// The participant label of everyone past that bound.
 pub const OTHER_PARTICIPANTS: &str = "_other";
 
-/// Outcomes of proxied requests.
-pub const OUTCOMES: [&str; 6] = [
-    "ok",
-    "error_status",
-    "unreachable",
-    "upstream_error",
-    "truncated",
-    "client_gone",
-];
+/// The `outcome` label of `gambiarra_proxied_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The participant answered 2xx and the whole answer reached the client.
+    Ok,
+    /// The participant answered with an error status (relayed as is).
+    ErrorStatus,
+    /// No connection could be made to the participant.
+    Unreachable,
+    /// Connected, but no valid response head came back in time.
+    UpstreamError,
+    /// The participant's answer broke off before its end.
+    Truncated,
+    /// The client went away before the answer was complete.
+    ClientGone,
+}
+
+impl Outcome {
+    /// Every outcome, in the order of their counters.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::ErrorStatus,
+        Outcome::Unreachable,
+        Outcome::UpstreamError,
+        Outcome::Truncated,
+        Outcome::ClientGone,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ErrorStatus => "error_status",
+            Outcome::Unreachable => "unreachable",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::Truncated => "truncated",
+            Outcome::ClientGone => "client_gone",
+        }
+    }
+}
 
 /// Histogram bucket bounds, in seconds.
 pub const BUCKETS: [f64; 12] = [
@@ -97,8 +173,8 @@ impl Histogram {
 pub struct Metrics {
     requests: Vec<[AtomicU64; STATUS_SLOTS]>,
     in_flight: AtomicI64,
-    /// Per participant, a count per outcome (indexed like `OUTCOMES`).
-    proxied: Mutex<HashMap<String, [u64; OUTCOMES.len()]>>,
+    /// Per participant, a count per outcome (indexed by [`Outcome`]).
+    proxied: Mutex<HashMap<String, [u64; Outcome::ALL.len()]>>,
     tokens: AtomicU64,
     pub ttft: Histogram,
     pub duration: Histogram,
@@ -107,7 +183,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            requests: (0..ROUTES.len()).map(|_| Default::default()).collect(),
+            requests: RouteLabel::ALL.iter().map(|_| Default::default()).collect(),
             in_flight: AtomicI64::new(0),
             proxied: Mutex::new(HashMap::new()),
             tokens: AtomicU64::new(0),
@@ -132,23 +208,23 @@ impl Metrics {
         InFlight(self)
     }
 
-    /// Count a finished request by route label index and status.
-    pub fn request(&self, route: usize, status: u16) {
+    /// Count a finished request by route and status.
+    pub fn request(&self, route: RouteLabel, status: u16) {
         let slot = STATUSES
             .iter()
             .position(|&s| s == status)
             .unwrap_or(STATUS_SLOTS - 1);
-        if let Some(row) = self.requests.get(route) {
+        if let Some(row) = self.requests.get(route as usize) {
             row[slot].fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Count a proxied request's outcome (one of `OUTCOMES`). Allocates only the first time a
+    /// Count a proxied request's outcome. Allocates only the first time a
     /// participant is seen; past [`MAX_PARTICIPANT_SERIES`] participants, new ones are counted
     /// together under `participant="_other"`.
-    pub fn proxied(&self, participant: &str, outcome: &'static str) {
-        let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0);
-        let mut map = self.proxied.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn proxied(&self, participant: &str, outcome: Outcome) {
+        let i = outcome as usize;
+        let mut map = crate::sync::lock(&self.proxied);
         if let Some(counts) = map.get_mut(participant) {
             counts[i] += 1;
             return;
@@ -158,31 +234,26 @@ impl Metrics {
         } else {
             participant
         };
-        map.entry(key.to_string()).or_insert([0; OUTCOMES.len()])[i] += 1;
+        map.entry(key.to_string())
+            .or_insert([0; Outcome::ALL.len()])[i] += 1;
     }
 
     /// Drop a participant's series (it left, or its room was deleted): a hub whose
     /// participants come and go keeps its memory and its scrape size bounded.
     pub fn forget_participant(&self, participant: &str) {
-        self.proxied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(participant);
+        crate::sync::lock(&self.proxied).remove(participant);
     }
 
     /// Keep the series of participants for which `live` holds (and `_other`); drop the rest.
     /// A request that finishes after its participant left counts into a series `leave` had
     /// already dropped; the sweeper calls this so such series do not pile up.
     pub fn retain_participants(&self, live: impl Fn(&str) -> bool) {
-        self.proxied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| id == OTHER_PARTICIPANTS || live(id));
+        crate::sync::lock(&self.proxied).retain(|id, _| id == OTHER_PARTICIPANTS || live(id));
     }
 
     /// Participants with their own series now.
     pub fn participant_series(&self) -> usize {
-        self.proxied.lock().unwrap_or_else(|e| e.into_inner()).len()
+        crate::sync::lock(&self.proxied).len()
     }
 
     pub fn tokens(&self, n: u64) {
@@ -207,7 +278,7 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "gambiarra_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                    ROUTES[r]
+                    RouteLabel::ALL[r].name()
                 );
             }
         }
@@ -222,16 +293,17 @@ impl Metrics {
         );
         out.push_str("# HELP gambiarra_proxied_requests_total Proxied requests, by participant and outcome.\n# TYPE gambiarra_proxied_requests_total counter\n");
         {
-            let map = self.proxied.lock().unwrap_or_else(|e| e.into_inner());
+            let map = crate::sync::lock(&self.proxied);
             let mut rows: Vec<_> = map.iter().collect();
             rows.sort();
             for (p, counts) in rows {
-                for (outcome, n) in OUTCOMES.iter().zip(counts) {
+                for (outcome, n) in Outcome::ALL.iter().zip(counts) {
                     if *n > 0 {
                         let _ = writeln!(
                             out,
-                            "gambiarra_proxied_requests_total{{participant=\"{}\",outcome=\"{outcome}\"}} {n}",
-                            escape(p)
+                            "gambiarra_proxied_requests_total{{participant=\"{}\",outcome=\"{}\"}} {n}",
+                            escape(p),
+                            outcome.name()
                         );
                     }
                 }
@@ -288,10 +360,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn labels_index_their_counters() {
+        for (i, r) in RouteLabel::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
+        }
+    }
+
+    #[test]
     fn participant_series_are_bounded_and_forgotten() {
         let m = Metrics::default();
         for i in 0..MAX_PARTICIPANT_SERIES + 10 {
-            m.proxied(&format!("p{i}"), "ok");
+            m.proxied(&format!("p{i}"), Outcome::Ok);
         }
         assert_eq!(m.participant_series(), MAX_PARTICIPANT_SERIES + 1);
         let other = m.proxied.lock().unwrap()[OTHER_PARTICIPANTS][0];
@@ -299,7 +381,7 @@ mod tests {
         m.forget_participant("p0");
         assert_eq!(m.participant_series(), MAX_PARTICIPANT_SERIES);
         // A known participant keeps counting in its own series.
-        m.proxied("p1", "ok");
+        m.proxied("p1", Outcome::Ok);
         assert_eq!(m.proxied.lock().unwrap()["p1"][0], 2);
         // The sweeper keeps only participants still somewhere (and the shared series).
         m.retain_participants(|id| id == "p1");

@@ -23,6 +23,7 @@
 use std::borrow::Cow;
 
 use crate::http::Method;
+use crate::hub::metrics::RouteLabel;
 
 /// The OpenAI-compatible operations the proxy relays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,25 +91,25 @@ pub enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// Index into `metrics::ROUTES`.
-    pub fn label(&self) -> usize {
+    /// The route's label in `/metrics`.
+    pub fn label(&self) -> RouteLabel {
         match self {
-            Route::Health => 0,
-            Route::CreateRoom => 1,
-            Route::ListRooms => 2,
-            Route::Join { .. } => 3,
-            Route::Leave { .. } => 4,
-            Route::HealthCheck { .. } => 5,
-            Route::Participants { .. } => 6,
-            Route::Events { .. } => 7,
-            Route::Tunnel { .. } => 8,
-            Route::Models { .. } => 9,
-            Route::Proxy { .. } => 10,
-            Route::Metrics => 11,
-            Route::Preflight => 12,
-            Route::MethodNotAllowed { .. } => 13,
-            Route::NotFound => 14,
-            Route::DeleteRoom { .. } => 15,
+            Route::Preflight => RouteLabel::Preflight,
+            Route::Health => RouteLabel::Health,
+            Route::Metrics => RouteLabel::Metrics,
+            Route::CreateRoom => RouteLabel::CreateRoom,
+            Route::ListRooms => RouteLabel::ListRooms,
+            Route::DeleteRoom { .. } => RouteLabel::DeleteRoom,
+            Route::Join { .. } => RouteLabel::Join,
+            Route::Leave { .. } => RouteLabel::Leave,
+            Route::HealthCheck { .. } => RouteLabel::HealthCheck,
+            Route::Participants { .. } => RouteLabel::Participants,
+            Route::Events { .. } => RouteLabel::Events,
+            Route::Tunnel { .. } => RouteLabel::Tunnel,
+            Route::Models { .. } => RouteLabel::Models,
+            Route::Proxy { .. } => RouteLabel::Proxy,
+            Route::MethodNotAllowed { .. } => RouteLabel::MethodNotAllowed,
+            Route::NotFound => RouteLabel::NotFound,
         }
     }
 

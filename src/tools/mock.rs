@@ -211,11 +211,7 @@ impl MockLlm {
 
     /// Requests received so far (when recording).
     pub fn requests(&self) -> Vec<Recorded> {
-        self.stats
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::sync::lock(&self.stats.requests).clone()
     }
 
     /// Streams abandoned by the client before their end.
@@ -255,15 +251,11 @@ impl Handler for MockService {
 
     async fn handle(&self, req: Request, _admitted: (), peer: &Peer) -> Response {
         if self.stats.record {
-            self.stats
-                .requests
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Recorded {
-                    head: req.head.clone(),
-                    body: req.body.clone(),
-                    peer: peer.addr,
-                });
+            crate::sync::lock(&self.stats.requests).push(Recorded {
+                head: req.head.clone(),
+                body: req.body.clone(),
+                peer: peer.addr,
+            });
         }
         let path = req.head.path().trim_end_matches('/');
         let model = &self.config.model;

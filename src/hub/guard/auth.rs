@@ -62,9 +62,11 @@ impl RoomSecrets {
     }
 }
 
-/// Compare secrets in time independent of where they differ.
+/// Compare secrets in time independent of where they differ (their lengths are not secret:
+/// both sides are digests or tokens of a fixed length).
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Argon2id hash (PHC string) of `password` with a fresh random salt. Slow: call off the

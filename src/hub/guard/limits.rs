@@ -76,7 +76,7 @@ impl RateLimiter {
             return Ok(());
         }
         let key = client_key(ip);
-        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::lock(&self.buckets);
         if !map.contains_key(&key) && map.len() >= self.max_tracked {
             self.make_room(&mut map, now);
         }
@@ -99,7 +99,7 @@ impl RateLimiter {
         if !self.enabled() {
             return;
         }
-        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::lock(&self.buckets);
         if let Some(b) = map.get_mut(&client_key(ip)) {
             b.tokens = (b.tokens + 1.0).min(self.burst);
         }
@@ -111,7 +111,7 @@ impl RateLimiter {
             return None;
         }
         let now = Instant::now();
-        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::lock(&self.buckets);
         let b = map.get_mut(&client_key(ip))?;
         self.refill(b, now);
         (b.tokens < 1.0).then(|| self.wait_for_one(b))
@@ -119,7 +119,7 @@ impl RateLimiter {
 
     /// Addresses tracked now.
     pub fn tracked(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
+        crate::sync::lock(&self.buckets).len()
     }
 
     fn make_room(&self, map: &mut HashMap<IpAddr, Bucket>, now: Instant) {

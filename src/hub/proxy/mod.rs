@@ -38,6 +38,7 @@ use crate::http::upstream::{ConnectError, Target, Upstream};
 use crate::http::{Body, BodyStream, Request, Response};
 use crate::hub::HubInner;
 use crate::hub::error::ApiError;
+use crate::hub::metrics::Outcome;
 use crate::hub::proxy::tokens::{BodyKind, TokenScanner};
 use crate::hub::rooms::state::{Lease, Room, SelectError};
 use crate::hub::router::ProxyKind;
@@ -163,7 +164,8 @@ async fn proxy(
                 ));
             }
             Err(Failure::Connect(e)) => {
-                hub.metrics.proxied(&lease.participant_id, "unreachable");
+                hub.metrics
+                    .proxied(&lease.participant_id, Outcome::Unreachable);
                 let message = e.to_string();
                 llm_error(&room, &lease.participant_id, &message);
                 if e.blames_participant() {
@@ -181,7 +183,8 @@ async fn proxy(
                 last_error = Some(err);
             }
             Err(Failure::Upstream(e)) => {
-                hub.metrics.proxied(&lease.participant_id, "upstream_error");
+                hub.metrics
+                    .proxied(&lease.participant_id, Outcome::UpstreamError);
                 llm_error(&room, &lease.participant_id, &e.message);
                 return Err(e);
             }
@@ -207,7 +210,9 @@ impl Waiting<'_> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.hub.metrics.proxied(self.participant_id, "client_gone");
+            self.hub
+                .metrics
+                .proxied(self.participant_id, Outcome::ClientGone);
             llm_error(
                 self.room,
                 self.participant_id,
@@ -604,9 +609,9 @@ impl Relay {
         let metrics = &f.hub.metrics;
         if !complete {
             let outcome = if self.failure.is_some() {
-                "truncated"
+                Outcome::Truncated
             } else {
-                "client_gone"
+                Outcome::ClientGone
             };
             metrics.proxied(&id, outcome);
             drop(f.lease);
@@ -616,7 +621,7 @@ impl Relay {
                 .unwrap_or_else(|| "Client disconnected before the answer was complete".into());
             llm_error(&room, &id, &error);
         } else if !(200..300).contains(&f.status) {
-            metrics.proxied(&id, "error_status");
+            metrics.proxied(&id, Outcome::ErrorStatus);
             drop(f.lease);
             llm_error(
                 &room,
@@ -642,7 +647,7 @@ impl Relay {
             } else {
                 0.0
             };
-            f.hub.metrics.proxied(&id, "ok");
+            f.hub.metrics.proxied(&id, Outcome::Ok);
             f.hub.metrics.tokens(tokens);
             f.hub.metrics.ttft.observe(ttft);
             f.hub.metrics.duration.observe(duration);

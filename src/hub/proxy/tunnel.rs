@@ -131,7 +131,7 @@ impl Tunnels {
     }
 
     fn pools(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Pool>> {
-        self.pools.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.pools)
     }
 
     /// Park a socket for a participant; refused (and closed) when it is not quiet, or a bound

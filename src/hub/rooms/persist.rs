@@ -91,7 +91,7 @@ impl Store {
     /// Save atomically. `snapshot` is called with the save lock held, so the state written is
     /// the newest one.
     pub fn save(&self, snapshot: impl FnOnce() -> Vec<SavedRoom>) -> io::Result<()> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = crate::sync::lock(&self.lock);
         let saved = Saved {
             version: FORMAT_VERSION,
             rooms: snapshot(),

@@ -130,7 +130,7 @@ impl Room {
     /// Lock the room. A panic while holding the lock cannot leave the participant list
     /// half-written (every change is a single push/replace/remove), so poisoning is ignored.
     pub fn lock(&self) -> MutexGuard<'_, RoomInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     pub fn participants(&self) -> Vec<ParticipantInfo> {
@@ -275,11 +275,11 @@ impl State {
     }
 
     fn rooms(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Room>>> {
-        self.rooms.read().unwrap_or_else(|e| e.into_inner())
+        crate::sync::read(&self.rooms)
     }
 
     fn rooms_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Room>>> {
-        self.rooms.write().unwrap_or_else(|e| e.into_inner())
+        crate::sync::write(&self.rooms)
     }
 
     /// With `--state`, save the rooms; when that fails, put the map back with `undo` and
@@ -305,7 +305,7 @@ impl State {
         if let Some(room) = self.rooms().get(&code) {
             return Ok(room.clone());
         }
-        let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = crate::sync::lock(&self.removed);
         Err(if removed.contains(&code) {
             ApiError::new(410, msg::ROOM_REMOVED)
         } else {
@@ -386,7 +386,7 @@ impl State {
             rooms.insert(code.clone(), room.clone());
         })?;
         {
-            let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut removed = crate::sync::lock(&self.removed);
             if removed.len() >= REMOVED_REMEMBERED {
                 removed.pop_front();
             }

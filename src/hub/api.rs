@@ -112,7 +112,7 @@ pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Re
     let secrets = RoomSecrets::new(password_hash, Some(auth::token_hash(&host_token)));
     // The admin is not bounded per address; everyone else is.
     let creator = (!hub.auth.is_admin(auth::bearer(&req.head))).then_some(ip);
-    let room = hub.state.create_room(name, secrets, creator)?;
+    let room = hub.state.create_room(name, secrets, creator).await?;
     tracing::info!(code = %room.info.code, name = %room.info.name, protected = room.info.password_protected, "room created");
     Ok(json(
         201,
@@ -122,10 +122,15 @@ pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Re
 
 /// `DELETE /rooms/:code`: for the room's host (`Authorization: Bearer <hostToken>`) or the hub
 /// admin.
-pub fn delete_room(hub: &HubInner, room: Arc<Room>, req: &Request, ip: IpAddr) -> Result<Response> {
+pub async fn delete_room(
+    hub: &HubInner,
+    room: Arc<Room>,
+    req: &Request,
+    ip: IpAddr,
+) -> Result<Response> {
     hub.auth
         .check_host(&room.secrets, auth::bearer(&req.head), ip)?;
-    let room = hub.state.delete_room(room)?;
+    let room = hub.state.delete_room(room).await?;
     for p in room.participants() {
         hub.tunnels.drop_participant(&room.info.code, &p.id);
         hub.metrics.forget_participant(&p.id);
@@ -359,7 +364,7 @@ pub fn health_check(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> R
         hub.auth.check_not_blocked(ip)?;
     }
     hub.state.health(room, &id, presented).inspect_err(|e| {
-        if e.status == 403 {
+        if matches!(e, crate::hub::rooms::StateError::NotOwner(_)) {
             hub.auth.failed(ip);
         }
     })?;

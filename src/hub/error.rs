@@ -30,6 +30,37 @@ impl From<crate::hub::rooms::ids::NoRandomness> for ApiError {
     }
 }
 
+impl From<crate::hub::rooms::StateError> for ApiError {
+    /// Every refusal of the rooms' state, as the client sees it.
+    fn from(e: crate::hub::rooms::StateError) -> Self {
+        use crate::hub::rooms::StateError as E;
+        match e {
+            E::RoomNotFound => ApiError::not_found(msg::ROOM_NOT_FOUND),
+            E::RoomRemoved => ApiError::new(410, msg::ROOM_REMOVED),
+            E::ParticipantNotFound => ApiError::not_found(msg::PARTICIPANT_NOT_FOUND),
+            E::RoomLimit => ApiError::unavailable("Room limit reached on this hub"),
+            E::RoomsPerAddress => ApiError::too_many(
+                "Too many rooms created from your address: delete one first",
+                60,
+            ),
+            E::ParticipantLimit => ApiError::unavailable("Participant limit reached for this room"),
+            E::RoomSubscriberLimit => {
+                ApiError::unavailable("Too many event subscribers for this room")
+            }
+            E::HubSubscriberLimit => {
+                ApiError::unavailable("Too many event subscribers on this hub")
+            }
+            E::ShuttingDown => ApiError::unavailable("Hub is shutting down"),
+            E::Invalid(why) => ApiError::bad_request(why),
+            E::NotOwner(why) => ApiError::new(403, why),
+            E::SaveFailed { what, error } => {
+                ApiError::new(500, format!("Could not save {what}: {error}"))
+            }
+            E::NoRandomness => crate::hub::rooms::ids::NoRandomness.into(),
+        }
+    }
+}
+
 /// An error answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {

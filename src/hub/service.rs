@@ -87,7 +87,7 @@ impl Service {
             (Route::Metrics, _) => Ok(api::metrics(hub)),
             (Route::CreateRoom, _) => api::create_room(hub, req, ip).await,
             (Route::ListRooms, _) => Ok(api::list_rooms(hub)),
-            (Route::DeleteRoom { .. }, Some(room)) => api::delete_room(hub, room, req, ip),
+            (Route::DeleteRoom { .. }, Some(room)) => api::delete_room(hub, room, req, ip).await,
             (Route::Join { .. }, Some(room)) => api::join(hub, &room, req, ip),
             (Route::Leave { id, .. }, Some(room)) => api::leave(hub, &room, id, req, ip),
             (Route::HealthCheck { .. }, Some(room)) => api::health_check(hub, &room, req, ip),

@@ -2,10 +2,12 @@
 //! every change is announced on ([`events`]), the file rooms survive restarts in ([`persist`]),
 //! the timer that notices silence ([`sweeper`]), and the random names and secrets ([`ids`]).
 
+pub mod error;
 pub mod events;
 pub mod ids;
 pub mod persist;
 pub mod state;
 pub mod sweeper;
 
+pub use error::StateError;
 pub use state::{Lease, Limits, Room, SelectError, State};

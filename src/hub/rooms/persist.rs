@@ -3,13 +3,15 @@
 //! The rooms (not the participants: agents re-join by themselves) are written to FILE on every
 //! change, before the change is acknowledged: to `FILE.tmp`, fsync'd, renamed over FILE, and the
 //! directory fsync'd, so after a crash FILE holds either the old or the new state, never a
-//! torn one. Saves are serialised and each writes a fresh snapshot, so a slow save can never
-//! overwrite a newer one.
+//! torn one. The writing and fsync'ing happen on tokio's blocking pool, not on the threads that
+//! serve requests. Each snapshot is numbered when it is taken; saves are serialised and one
+//! older than the file's is skipped (the newer file already holds its change), so a slow save
+//! can never overwrite a newer one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,8 +44,16 @@ pub struct SavedRoom {
 pub struct Store {
     path: PathBuf,
     tmp: PathBuf,
-    /// Serialises saves.
-    lock: Mutex<()>,
+    /// Serialises writes; holds the number of the snapshot the file holds.
+    written: Mutex<u64>,
+    /// Serialises taking a snapshot with numbering it; holds the last number given.
+    taken: Mutex<u64>,
+}
+
+/// The rooms at one moment, numbered in the order snapshots were taken.
+pub struct Snapshot {
+    number: u64,
+    rooms: Vec<SavedRoom>,
 }
 
 impl Store {
@@ -54,7 +64,8 @@ impl Store {
         Store {
             path,
             tmp: tmp.into(),
-            lock: Mutex::new(()),
+            written: Mutex::new(0),
+            taken: Mutex::new(0),
         }
     }
 
@@ -88,13 +99,34 @@ impl Store {
         Ok(saved.rooms)
     }
 
-    /// Save atomically. `snapshot` is called with the save lock held, so the state written is
-    /// the newest one.
-    pub fn save(&self, snapshot: impl FnOnce() -> Vec<SavedRoom>) -> io::Result<()> {
-        let _guard = crate::sync::lock(&self.lock);
+    /// Take a snapshot (`rooms` is called with the numbering lock held, so numbers follow the
+    /// order of the snapshots' contents).
+    pub fn snapshot(&self, rooms: impl FnOnce() -> Vec<SavedRoom>) -> Snapshot {
+        let mut taken = crate::sync::lock(&self.taken);
+        *taken += 1;
+        Snapshot {
+            number: *taken,
+            rooms: rooms(),
+        }
+    }
+
+    /// Write `snapshot` durably, on the blocking pool.
+    pub async fn save(self: &Arc<Self>, snapshot: Snapshot) -> io::Result<()> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write(snapshot))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Write atomically, unless the file already holds a newer snapshot.
+    pub fn write(&self, snapshot: Snapshot) -> io::Result<()> {
+        let mut written = crate::sync::lock(&self.written);
+        if *written >= snapshot.number {
+            return Ok(());
+        }
         let saved = Saved {
             version: FORMAT_VERSION,
-            rooms: snapshot(),
+            rooms: snapshot.rooms,
         };
         let data = serde_json::to_vec_pretty(&saved).map_err(io::Error::other)?;
         let mut f = OpenOptions::new()
@@ -110,6 +142,7 @@ impl Store {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)?.sync_all()?;
         }
+        *written = snapshot.number;
         Ok(())
     }
 }
@@ -139,7 +172,12 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let store = Store::new(dir.join("state.json"));
         assert!(store.load().unwrap().is_empty());
-        store.save(|| vec![room("AAAAAA"), room("BBBBBB")]).unwrap();
+        let older = store.snapshot(|| vec![room("AAAAAA")]);
+        let newer = store.snapshot(|| vec![room("AAAAAA"), room("BBBBBB")]);
+        store.write(newer).unwrap();
+        assert_eq!(store.load().unwrap(), vec![room("AAAAAA"), room("BBBBBB")]);
+        // A snapshot older than the file's is not written over it.
+        store.write(older).unwrap();
         assert_eq!(store.load().unwrap(), vec![room("AAAAAA"), room("BBBBBB")]);
         assert!(!dir.join("state.json.tmp").exists());
         fs::write(dir.join("state.json"), b"{garbage").unwrap();

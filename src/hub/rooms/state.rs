@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde::Serialize;
 
+use super::error::StateError;
 use crate::http::upstream::Target;
-use crate::hub::error::{ApiError, msg};
 use crate::hub::guard::auth::RoomSecrets;
 use crate::hub::proxy::rewrite::Defaults;
 use crate::hub::rooms::events::{EventLog, Subscription};
@@ -259,11 +259,12 @@ pub struct State {
     /// Event subscribers across all rooms (each holds a [`SubscriberSlot`]).
     subscribers: Arc<AtomicUsize>,
     /// Where rooms are saved (`--state`), if anywhere.
-    store: Option<crate::hub::rooms::persist::Store>,
+    store: Option<Arc<crate::hub::rooms::persist::Store>>,
 }
 
 impl State {
     pub fn new(limits: Limits, store: Option<crate::hub::rooms::persist::Store>) -> Self {
+        let store = store.map(Arc::new);
         State {
             rooms: RwLock::new(HashMap::new()),
             removed: Mutex::new(VecDeque::new()),
@@ -282,62 +283,63 @@ impl State {
         crate::sync::write(&self.rooms)
     }
 
-    /// With `--state`, save the rooms; when that fails, put the map back with `undo` and
-    /// answer 500 ("Could not save {what}"), so nothing unsaved is acknowledged.
-    fn save_or_undo(
+    /// With `--state`, save the rooms; when that fails, put the map back with `undo` and fail
+    /// with [`StateError::SaveFailed`], so nothing unsaved is acknowledged.
+    async fn save_or_undo(
         &self,
-        what: &str,
+        what: &'static str,
         undo: impl FnOnce(&mut HashMap<String, Arc<Room>>),
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StateError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        store.save(|| self.saved_rooms()).map_err(|e| {
+        let snapshot = store.snapshot(|| self.saved_rooms());
+        store.save(snapshot).await.map_err(|e| {
             undo(&mut self.rooms_mut());
             tracing::error!("cannot save {}: {e}", store.path().display());
-            ApiError::new(500, format!("Could not save {what}: {e}"))
+            StateError::SaveFailed {
+                what,
+                error: e.to_string(),
+            }
         })
     }
 
     /// Look a room up by code, case-insensitively.
-    pub fn room(&self, code: &str) -> Result<Arc<Room>, ApiError> {
-        let code = ids::normalize_code(code).ok_or(ApiError::not_found(msg::ROOM_NOT_FOUND))?;
+    pub fn room(&self, code: &str) -> Result<Arc<Room>, StateError> {
+        let code = ids::normalize_code(code).ok_or(StateError::RoomNotFound)?;
         if let Some(room) = self.rooms().get(&code) {
             return Ok(room.clone());
         }
         let removed = crate::sync::lock(&self.removed);
         Err(if removed.contains(&code) {
-            ApiError::new(410, msg::ROOM_REMOVED)
+            StateError::RoomRemoved
         } else {
-            ApiError::not_found(msg::ROOM_NOT_FOUND)
+            StateError::RoomNotFound
         })
     }
 
     /// Create a room and announce it to every subscriber of every room.
     /// `creator`: the creating address, counted against `max_rooms_per_ip` (`None`: not
     /// bounded, for the admin).
-    pub fn create_room(
+    pub async fn create_room(
         &self,
         name: String,
         secrets: RoomSecrets,
         creator: Option<std::net::IpAddr>,
-    ) -> Result<Arc<Room>, ApiError> {
+    ) -> Result<Arc<Room>, StateError> {
         let now = now_ms();
         let creator = creator.map(crate::hub::guard::limits::client_key);
         let room = {
             let mut rooms = self.rooms_mut();
             if rooms.len() >= self.limits.max_rooms {
-                return Err(ApiError::unavailable("Room limit reached on this hub"));
+                return Err(StateError::RoomLimit);
             }
             if let Some(ip) = creator
                 && self.limits.max_rooms_per_ip > 0
                 && rooms.values().filter(|r| r.creator == Some(ip)).count()
                     >= self.limits.max_rooms_per_ip
             {
-                return Err(ApiError::too_many(
-                    "Too many rooms created from your address: delete one first",
-                    60,
-                ));
+                return Err(StateError::RoomsPerAddress);
             }
             let code = loop {
                 let c = ids::room_code()?;
@@ -363,7 +365,8 @@ impl State {
         // Durable before it is announced or acknowledged (with --state).
         self.save_or_undo("the room", |rooms| {
             rooms.remove(&room.info.code);
-        })?;
+        })
+        .await?;
         let json = serde_json::to_vec(&room.info).unwrap_or_default();
         for other in self.all_rooms() {
             if !Arc::ptr_eq(&other, &room) {
@@ -376,15 +379,16 @@ impl State {
     /// Delete a room: it is gone at once (saved first, with `--state`), `room:deleted` goes to
     /// every room's subscribers, and its own event streams end. Requests already being proxied
     /// finish; its participants hear 410 at their next health check.
-    pub fn delete_room(&self, room: Arc<Room>) -> Result<Arc<Room>, ApiError> {
+    pub async fn delete_room(&self, room: Arc<Room>) -> Result<Arc<Room>, StateError> {
         let code = room.info.code.clone();
         if self.rooms_mut().remove(&code).is_none() {
             // Deleted meanwhile by another request.
-            return Err(ApiError::new(410, msg::ROOM_REMOVED));
+            return Err(StateError::RoomRemoved);
         }
         self.save_or_undo("the change", |rooms| {
             rooms.insert(code.clone(), room.clone());
-        })?;
+        })
+        .await?;
         {
             let mut removed = crate::sync::lock(&self.removed);
             if removed.len() >= REMOVED_REMEMBERED {
@@ -502,14 +506,13 @@ impl State {
         secret_hash: String,
         (tunnel, local_ok): (bool, bool),
         presented: Option<&[u8]>,
-    ) -> Result<ParticipantInfo, ApiError> {
+    ) -> Result<ParticipantInfo, StateError> {
         let now = now_ms();
         info.status = ParticipantStatus::Online;
         info.joined_at = now;
         info.last_seen = now;
         // The API validated the endpoint with the same parser; this cannot fail for it.
-        let target =
-            Arc::new(Target::from_endpoint(&info.endpoint).map_err(ApiError::bad_request)?);
+        let target = Arc::new(Target::from_endpoint(&info.endpoint).map_err(StateError::Invalid)?);
         let defaults = Arc::new(Defaults::new(&info.model, &info.config));
         let model: Arc<str> = info.model.as_str().into();
         let pool_key: Arc<str> = if local_ok {
@@ -536,7 +539,7 @@ impl State {
         // of long fields (and characters JSON escapes) it has.
         let encoded = serde_json::to_vec(&snapshot).map_or(usize::MAX, |v| v.len());
         if encoded > MAX_PARTICIPANT_JSON {
-            return Err(ApiError::bad_request(format!(
+            return Err(StateError::Invalid(format!(
                 "participant entry too large ({encoded} bytes as JSON, at most {MAX_PARTICIPANT_JSON})"
             )));
         }
@@ -548,7 +551,7 @@ impl State {
             .iter()
             .any(|other| other.info.id != p.info.id && *other.model == *p.info.id)
         {
-            return Err(ApiError::bad_request(format!(
+            return Err(StateError::Invalid(format!(
                 "id {:?} is the name of a model served in this room: choose another id",
                 p.info.id
             )));
@@ -558,8 +561,7 @@ impl State {
                 let old = &inner.participants[i];
                 let silent = old.seen.elapsed() > self.limits.participant_timeout;
                 if !silent && !owns(&old.secret_hash, presented) {
-                    return Err(ApiError::new(
-                        403,
+                    return Err(StateError::NotOwner(
                         "This participant id is in use; re-joining it needs its participantSecret",
                     ));
                 }
@@ -567,9 +569,7 @@ impl State {
             }
             None => {
                 if inner.participants.len() >= self.limits.max_participants_per_room {
-                    return Err(ApiError::unavailable(
-                        "Participant limit reached for this room",
-                    ));
+                    return Err(StateError::ParticipantLimit);
                 }
                 inner.participants.push(p);
             }
@@ -586,14 +586,11 @@ impl State {
         id: &str,
         presented: Option<&[u8]>,
         by_host: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StateError> {
         let mut inner = room.lock();
-        let i = inner
-            .find(id)
-            .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
+        let i = inner.find(id).ok_or(StateError::ParticipantNotFound)?;
         if !by_host && !owns(&inner.participants[i].secret_hash, presented) {
-            return Err(ApiError::new(
-                403,
+            return Err(StateError::NotOwner(
                 "Only the participant itself can leave: present its participantSecret",
             ));
         }
@@ -611,18 +608,15 @@ impl State {
         room: &Room,
         id: &str,
         presented: Option<&[u8]>,
-    ) -> Result<HealthOutcome, ApiError> {
+    ) -> Result<HealthOutcome, StateError> {
         let mut inner = room.lock();
-        let i = inner
-            .find(id)
-            .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
+        let i = inner.find(id).ok_or(StateError::ParticipantNotFound)?;
         let p = &mut inner.participants[i];
         match presented {
             Some(_) if owns(&p.secret_hash, presented) => p.health_authenticated = true,
             None if !p.health_authenticated => {}
             _ => {
-                return Err(ApiError::new(
-                    403,
+                return Err(StateError::NotOwner(
                     "This participant's health checks need its participantSecret",
                 ));
             }
@@ -780,11 +774,9 @@ impl State {
         room: &Room,
         id: &str,
         presented: Option<&[u8]>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StateError> {
         let inner = room.lock();
-        let i = inner
-            .find(id)
-            .ok_or(ApiError::not_found(msg::PARTICIPANT_NOT_FOUND))?;
+        let i = inner.find(id).ok_or(StateError::ParticipantNotFound)?;
         let p = &inner.participants[i];
         Ok(p.tunnel && owns(&p.secret_hash, presented))
     }
@@ -813,24 +805,20 @@ impl State {
         &self,
         room: &Room,
         last_id: Option<u64>,
-    ) -> Result<(Subscription, SubscriberSlot), ApiError> {
+    ) -> Result<(Subscription, SubscriberSlot), StateError> {
         let mut inner = room.lock();
         // Checked under the room lock, which `close_all_streams` takes after setting the flag:
         // no stream can slip in after the close.
         if self.closed.load(Ordering::SeqCst) {
-            return Err(ApiError::unavailable("Hub is shutting down"));
+            return Err(StateError::ShuttingDown);
         }
         if inner.events.subscriber_count() >= self.limits.max_subscribers_per_room {
-            return Err(ApiError::unavailable(
-                "Too many event subscribers for this room",
-            ));
+            return Err(StateError::RoomSubscriberLimit);
         }
         let taken = self.subscribers.fetch_add(1, Ordering::SeqCst);
         let slot = SubscriberSlot(self.subscribers.clone());
         if taken >= self.limits.max_subscribers {
-            return Err(ApiError::unavailable(
-                "Too many event subscribers on this hub",
-            ));
+            return Err(StateError::HubSubscriberLimit);
         }
         let sub = inner
             .events

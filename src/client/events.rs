@@ -9,14 +9,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
 
 use super::{ClientError, HubClient};
 use crate::http::body::{BodyFraming, ChunkedDecoder};
 use crate::http::client::read_head;
 use crate::http::upstream::Upstream;
+use crate::types::event::{self as ev, Kind};
 use crate::types::{LlmMetrics, ParticipantInfo, RoomInfo};
 
 /// Longest event accepted (bytes of `data:`); a longer one ends the connection.
@@ -80,107 +79,68 @@ pub enum HubEvent {
     },
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Deleted {
-    room_id: String,
-    code: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Pid {
-    participant_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Req {
-    participant_id: String,
-    /// As the client sent it (the seed's field).
-    model: String,
-    /// The participant's model; hubs before it send none.
-    #[serde(default)]
-    served_model: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Complete {
-    participant_id: String,
-    model: String,
-    #[serde(default)]
-    requested: Option<String>,
-    metrics: LlmMetrics,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LlmErr {
-    participant_id: String,
-    error: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConnectedData {
-    client_id: String,
-}
-
-#[derive(Deserialize)]
-struct ResyncData {
-    reason: String,
-}
-
 impl HubEvent {
     /// Decode one SSE event (`event:` name and `data:` text).
     pub fn decode(event: &str, data: &str) -> HubEvent {
-        fn p<T: DeserializeOwned>(data: &str) -> Option<T> {
+        fn p<'a, T: serde::Deserialize<'a>>(data: &'a str) -> Option<T> {
             serde_json::from_str(data).ok()
         }
-        let decoded = match event {
-            "connected" => p::<ConnectedData>(data).map(|d| HubEvent::Connected {
-                client_id: d.client_id,
+        let owned = |c: std::borrow::Cow<'_, str>| c.into_owned();
+        let decoded = match Kind::from_name(event) {
+            Some(Kind::Connected) => p::<ev::Connected>(data).map(|d| HubEvent::Connected {
+                client_id: owned(d.client_id),
             }),
-            "room:created" => p(data).map(HubEvent::RoomCreated),
-            "room:deleted" => p::<Deleted>(data).map(|d| HubEvent::RoomDeleted {
-                room_id: d.room_id,
-                code: d.code,
+            Some(Kind::Resync) => p::<ev::Resync>(data).map(|d| HubEvent::Resync {
+                reason: owned(d.reason),
             }),
-            "participant:joined" => p(data).map(|p| HubEvent::ParticipantJoined(Box::new(p))),
-            "participant:left" => p::<Pid>(data).map(|d| HubEvent::ParticipantLeft {
-                participant_id: d.participant_id,
+            Some(Kind::RoomCreated) => p(data).map(HubEvent::RoomCreated),
+            Some(Kind::RoomDeleted) => p::<ev::RoomDeleted>(data).map(|d| HubEvent::RoomDeleted {
+                room_id: owned(d.room_id),
+                code: owned(d.code),
             }),
-            "participant:offline" => p::<Pid>(data).map(|d| HubEvent::ParticipantOffline {
-                participant_id: d.participant_id,
-            }),
-            "participant:online" => p::<Pid>(data).map(|d| HubEvent::ParticipantOnline {
-                participant_id: d.participant_id,
-            }),
-            "llm:request" => p::<Req>(data).map(|d| match d.served_model {
+            Some(Kind::ParticipantJoined) => {
+                p(data).map(|p| HubEvent::ParticipantJoined(Box::new(p)))
+            }
+            Some(Kind::ParticipantLeft) => {
+                p::<ev::ParticipantRef>(data).map(|d| HubEvent::ParticipantLeft {
+                    participant_id: owned(d.participant_id),
+                })
+            }
+            Some(Kind::ParticipantOffline) => {
+                p::<ev::ParticipantRef>(data).map(|d| HubEvent::ParticipantOffline {
+                    participant_id: owned(d.participant_id),
+                })
+            }
+            Some(Kind::ParticipantOnline) => {
+                p::<ev::ParticipantRef>(data).map(|d| HubEvent::ParticipantOnline {
+                    participant_id: owned(d.participant_id),
+                })
+            }
+            // The seed's `model` is what the client asked for; the model that runs is
+            // `servedModel` (hubs before it sent only `model`, which was that).
+            Some(Kind::LlmRequest) => p::<ev::LlmRequest>(data).map(|d| match d.served_model {
                 Some(served) => HubEvent::LlmRequest {
-                    participant_id: d.participant_id,
-                    model: served,
-                    requested: Some(d.model),
+                    participant_id: owned(d.participant_id),
+                    model: owned(served),
+                    requested: Some(owned(d.model)),
                 },
                 None => HubEvent::LlmRequest {
-                    participant_id: d.participant_id,
-                    model: d.model,
+                    participant_id: owned(d.participant_id),
+                    model: owned(d.model),
                     requested: None,
                 },
             }),
-            "llm:complete" => p::<Complete>(data).map(|d| HubEvent::LlmComplete {
-                participant_id: d.participant_id,
-                model: d.model,
-                requested: d.requested,
+            Some(Kind::LlmComplete) => p::<ev::LlmComplete>(data).map(|d| HubEvent::LlmComplete {
+                participant_id: owned(d.participant_id),
+                model: owned(d.model),
+                requested: d.requested.map(owned),
                 metrics: d.metrics,
             }),
-            "llm:error" => p::<LlmErr>(data).map(|d| HubEvent::LlmError {
-                participant_id: d.participant_id,
-                error: d.error,
+            Some(Kind::LlmError) => p::<ev::LlmError>(data).map(|d| HubEvent::LlmError {
+                participant_id: owned(d.participant_id),
+                error: owned(d.error),
             }),
-            "resync" => p::<ResyncData>(data).map(|d| HubEvent::Resync { reason: d.reason }),
-            _ => None,
+            None => None,
         };
         decoded.unwrap_or_else(|| HubEvent::Unknown {
             event: event.to_string(),

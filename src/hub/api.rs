@@ -16,6 +16,7 @@ use crate::hub::error::{ApiError, msg};
 use crate::hub::guard::auth::{self, RoomSecrets};
 use crate::hub::rooms::events::SseStream;
 use crate::hub::rooms::state::Room;
+use crate::types::event::{self, Kind};
 use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, ParticipantStatus, now_ms};
 
 /// Longest room name.
@@ -411,8 +412,11 @@ pub fn events(hub: &HubInner, room: Arc<Room>, req: &Request) -> Result<Response
     let client_id = crate::hub::rooms::ids::uuid_v4()?;
     let connected = encode_event(
         None,
-        "connected",
-        json!({ "clientId": client_id }).to_string().as_bytes(),
+        Kind::Connected.name(),
+        &serde_json::to_vec(&event::Connected {
+            client_id: client_id.into(),
+        })
+        .unwrap_or_default(),
     );
     let key = sub.key;
     let unsubscribe = {

@@ -43,38 +43,13 @@ use crate::hub::proxy::tokens::{BodyKind, TokenScanner};
 use crate::hub::rooms::state::{Lease, Room, SelectError};
 use crate::hub::router::ProxyKind;
 use crate::types::LlmMetrics;
+use crate::types::event::{self, Kind};
 
 /// First read size from an upstream: a streamed token is ~150 bytes, and a thousand idle streams
 /// should not each hold a large buffer.
 const READ_CHUNK: usize = 4 * 1024;
 /// Reads grow (doubling) up to this when they keep filling the buffer (large JSON answers).
 const READ_CHUNK_MAX: usize = 64 * 1024;
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LlmRequest<'a> {
-    participant_id: &'a str,
-    /// What the client asked for (`*`, `model:x`, an id, a name), as the seed specifies.
-    model: &'a str,
-    /// The model the participant serves (what runs).
-    served_model: &'a str,
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LlmError<'a> {
-    participant_id: &'a str,
-    error: &'a str,
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LlmComplete<'a> {
-    participant_id: &'a str,
-    model: &'a str,
-    requested: &'a str,
-    metrics: LlmMetrics,
-}
 
 /// Most participants one request is offered to (the first and its failovers).
 pub const MAX_ATTEMPTS: usize = 3;
@@ -128,11 +103,11 @@ async fn proxy(
         };
         tried.push(lease.participant_id.clone());
         room.lock().publish(
-            "llm:request",
-            &LlmRequest {
-                participant_id: &lease.participant_id,
-                model: &scan.model,
-                served_model: &lease.model,
+            Kind::LlmRequest,
+            &event::LlmRequest {
+                participant_id: lease.participant_id.as_str().into(),
+                model: scan.model.as_str().into(),
+                served_model: Some(lease.model.as_ref().into()),
             },
         );
         let started = Instant::now();
@@ -224,10 +199,10 @@ impl Drop for Waiting<'_> {
 
 fn llm_error(room: &Room, participant_id: &str, error: &str) {
     room.lock().publish(
-        "llm:error",
-        &LlmError {
-            participant_id,
-            error,
+        Kind::LlmError,
+        &event::LlmError {
+            participant_id: participant_id.into(),
+            error: error.into(),
         },
     );
 }
@@ -663,11 +638,11 @@ impl Relay {
             let mut inner = room.lock();
             f.lease.release(&mut inner);
             inner.publish(
-                "llm:complete",
-                &LlmComplete {
-                    participant_id: &id,
-                    model: &served,
-                    requested: &f.model,
+                Kind::LlmComplete,
+                &event::LlmComplete {
+                    participant_id: id.as_str().into(),
+                    model: served.as_ref().into(),
+                    requested: Some(f.model.as_str().into()),
                     metrics,
                 },
             );

@@ -10,6 +10,7 @@
 //! gets every event it missed from the ring, or — if the ring no longer reaches back that far, or
 //! the id is not from this room's history — a `resync` event first, telling it to refetch state.
 
+use crate::types::event::{self, Kind};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -124,8 +125,11 @@ impl EventLog {
                 } else {
                     "history-truncated"
                 };
-                let data = format!(r#"{{"reason":"{reason}"}}"#);
-                backlog.push(encode_event(None, "resync", data.as_bytes()));
+                let data = serde_json::to_vec(&event::Resync {
+                    reason: reason.into(),
+                })
+                .unwrap_or_default();
+                backlog.push(encode_event(None, Kind::Resync.name(), &data));
             }
             if last <= newest {
                 backlog.extend(

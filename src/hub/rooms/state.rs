@@ -18,6 +18,7 @@ use crate::hub::proxy::rewrite::Defaults;
 use crate::hub::rooms::events::{EventLog, Subscription};
 use crate::hub::rooms::ids;
 use crate::hub::rooms::persist::SavedRoom;
+use crate::types::event::{self, Kind};
 use crate::types::{ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, now_ms};
 
 /// Bounds on what the state holds.
@@ -108,10 +109,10 @@ impl RoomInner {
     }
 
     /// Broadcast `data` as JSON under `event`.
-    pub fn publish<T: Serialize + ?Sized>(&mut self, event: &str, data: &T) {
+    pub fn publish<T: Serialize + ?Sized>(&mut self, event: Kind, data: &T) {
         // Serialising these plain structs cannot fail.
         let json = serde_json::to_vec(data).unwrap_or_default();
-        self.events.publish(event, &json);
+        self.events.publish(event.name(), &json);
     }
 }
 
@@ -142,10 +143,11 @@ impl Room {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ParticipantRef<'a> {
-    participant_id: &'a str,
+/// The payload naming one participant (`participant:left`, `:offline`, `:online`).
+fn about(id: &str) -> event::ParticipantRef<'_> {
+    event::ParticipantRef {
+        participant_id: id.into(),
+    }
 }
 
 /// One event subscriber counted against the hub-wide bound; dropping it frees the place.
@@ -370,7 +372,7 @@ impl State {
         let json = serde_json::to_vec(&room.info).unwrap_or_default();
         for other in self.all_rooms() {
             if !Arc::ptr_eq(&other, &room) {
-                other.lock().events.publish("room:created", &json);
+                other.lock().events.publish(Kind::RoomCreated.name(), &json);
             }
         }
         Ok(room)
@@ -396,17 +398,17 @@ impl State {
             }
             removed.push_back(code.clone());
         }
-        let json = serde_json::to_vec(&serde_json::json!({
-            "roomId": room.info.id,
-            "code": code,
-        }))
+        let json = serde_json::to_vec(&event::RoomDeleted {
+            room_id: room.info.id.as_str().into(),
+            code: code.as_str().into(),
+        })
         .unwrap_or_default();
         for other in self.all_rooms() {
-            other.lock().events.publish("room:deleted", &json);
+            other.lock().events.publish(Kind::RoomDeleted.name(), &json);
         }
         {
             let mut inner = room.lock();
-            inner.events.publish("room:deleted", &json);
+            inner.events.publish(Kind::RoomDeleted.name(), &json);
             inner.events.close_all();
         }
         Ok(room)
@@ -574,7 +576,7 @@ impl State {
                 inner.participants.push(p);
             }
         }
-        inner.publish("participant:joined", &snapshot);
+        inner.publish(Kind::ParticipantJoined, &snapshot);
         Ok(snapshot)
     }
 
@@ -595,7 +597,7 @@ impl State {
             ));
         }
         inner.participants.remove(i);
-        inner.publish("participant:left", &ParticipantRef { participant_id: id });
+        inner.publish(Kind::ParticipantLeft, &about(id));
         Ok(())
     }
 
@@ -626,7 +628,7 @@ impl State {
         if p.info.status == ParticipantStatus::Offline {
             p.info.status = ParticipantStatus::Online;
             p.conn_failures = 0;
-            inner.publish("participant:online", &ParticipantRef { participant_id: id });
+            inner.publish(Kind::ParticipantOnline, &about(id));
             return Ok(HealthOutcome::BackOnline);
         }
         Ok(HealthOutcome::Ok)
@@ -650,10 +652,7 @@ impl State {
                 }
             }
             for id in &gone {
-                inner.publish(
-                    "participant:offline",
-                    &ParticipantRef { participant_id: id },
-                );
+                inner.publish(Kind::ParticipantOffline, &about(id));
             }
             n += gone.len();
             // Silent for much longer: forgotten, so a room's places are not held for ever by
@@ -668,7 +667,7 @@ impl State {
                 keep
             });
             for id in &forgotten {
-                inner.publish("participant:left", &ParticipantRef { participant_id: id });
+                inner.publish(Kind::ParticipantLeft, &about(id));
             }
         }
         n
@@ -759,10 +758,7 @@ impl State {
         p.conn_failures += 1;
         if p.conn_failures >= STRIKES_OFFLINE && p.info.status != ParticipantStatus::Offline {
             p.info.status = ParticipantStatus::Offline;
-            inner.publish(
-                "participant:offline",
-                &ParticipantRef { participant_id: id },
-            );
+            inner.publish(Kind::ParticipantOffline, &about(id));
             return true;
         }
         false

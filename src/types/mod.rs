@@ -1,9 +1,12 @@
 //! The seed's types (`../shared/seeds/participant-types.txt`, `sse-events.txt`), serde-ready and
-//! camelCase on the wire, plus the health constants.
+//! camelCase on the wire, plus the health constants; [`event`] holds the event stream's
+//! payloads.
 //!
 //! Numbers that users supply (generation config, machine specs) are kept as
 //! `serde_json::Number`, so `2048` goes back out as `2048` and `0.7` as `0.7`: the hub lists
 //! exactly what a participant registered.
+
+pub mod event;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
@@ -148,83 +151,6 @@ pub struct LlmMetrics {
     pub tokens_per_second: f64,
 }
 
-/// The seed's protocol messages (`protocol-types.txt`), one enum tagged by `type`, camelCase
-/// fields. They describe the message-based protocol of the earlier, WebSocket-era design; they
-/// are exported for clients that still speak it and as the vocabulary of the events.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all_fields = "camelCase")]
-pub enum ProtocolMessage {
-    #[serde(rename = "room:create")]
-    RoomCreate { name: String },
-    #[serde(rename = "room:created")]
-    RoomCreated { code: String, room_id: String },
-    #[serde(rename = "room:join")]
-    RoomJoin {
-        code: String,
-        participant: ParticipantInfo,
-    },
-    #[serde(rename = "room:joined")]
-    RoomJoined {
-        room_id: String,
-        participants: Vec<ParticipantInfo>,
-    },
-    #[serde(rename = "room:participant-joined")]
-    RoomParticipantJoined { participant: ParticipantInfo },
-    #[serde(rename = "room:participant-left")]
-    RoomParticipantLeft { participant_id: String },
-    #[serde(rename = "room:error")]
-    RoomError { message: String },
-    #[serde(rename = "llm:request")]
-    LlmRequest {
-        request_id: String,
-        /// A participant id or a routing pattern (`model:llama3`, `*`).
-        target: String,
-        prompt: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        options: Option<GenerationConfig>,
-    },
-    #[serde(rename = "llm:token")]
-    LlmToken {
-        request_id: String,
-        participant_id: String,
-        token: String,
-        seq: u64,
-    },
-    #[serde(rename = "llm:complete")]
-    LlmComplete {
-        request_id: String,
-        participant_id: String,
-        metrics: LlmMetrics,
-    },
-    #[serde(rename = "llm:error")]
-    LlmError {
-        request_id: String,
-        participant_id: String,
-        error: String,
-    },
-    #[serde(rename = "tui:register")]
-    TuiRegister {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        room_code: Option<String>,
-    },
-    #[serde(rename = "tui:registered")]
-    TuiRegistered {
-        rooms: Vec<RoomInfo>,
-        participants: Vec<ParticipantInfo>,
-    },
-    #[serde(rename = "host:register")]
-    HostRegister { room_id: String },
-    #[serde(rename = "host:registered")]
-    HostRegistered {
-        room: RoomInfo,
-        participants: Vec<ParticipantInfo>,
-    },
-    #[serde(rename = "list:rooms")]
-    ListRooms,
-    #[serde(rename = "list:rooms:response")]
-    ListRoomsResponse { rooms: Vec<RoomSummary> },
-}
-
 /// Current Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -258,22 +184,6 @@ mod tests {
             let c: GenerationConfig = serde_json::from_str(bad).unwrap();
             assert!(c.validate().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn protocol_messages_are_tagged() {
-        let m = ProtocolMessage::RoomParticipantLeft {
-            participant_id: "a".into(),
-        };
-        let s = serde_json::to_string(&m).unwrap();
-        assert_eq!(s, r#"{"type":"room:participant-left","participantId":"a"}"#);
-        let back: ProtocolMessage = serde_json::from_str(
-            r#"{"type":"llm:token","requestId":"r","participantId":"p","token":"hi","seq":3}"#,
-        )
-        .unwrap();
-        assert!(matches!(back, ProtocolMessage::LlmToken { seq: 3, .. }));
-        let s = serde_json::to_string(&ProtocolMessage::ListRooms).unwrap();
-        assert_eq!(s, r#"{"type":"list:rooms"}"#);
     }
 
     #[test]

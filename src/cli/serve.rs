@@ -271,15 +271,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
     } else {
         tracing::Level::INFO
     });
-    let addr = match args.addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("gambiarra serve: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = match args.config() {
-        Ok(c) => c,
+    let (addr, config) = match args.addr().and_then(|a| Ok((a, args.config()?))) {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("gambiarra serve: {e}");
             return ExitCode::from(2);
@@ -298,57 +291,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
         };
         let bound = hub.local_addr();
-        let scheme = if args.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
         if !args.quiet {
-            // 0.0.0.0 / :: cannot be browsed to; show this machine's name for it.
-            let shown = if bound.ip().is_unspecified() {
-                format!("localhost:{}", bound.port())
-            } else {
-                bound.to_string()
-            };
-            println!("Gambiarra hub listening on {bound}");
-            println!("  rooms:        {scheme}://{shown}/rooms");
-            println!("  OpenAI base:  {scheme}://{shown}/rooms/<CODE>/v1");
-            if bound.ip().is_unspecified() {
-                println!("  (all interfaces: other machines use this machine's address)");
-            }
+            print_banner(&args, bound);
         }
-        #[cfg(feature = "mdns")]
-        let advertised = if args.mdns {
-            match crate::mdns::Advertisement::start(bound.port(), args.tls_cert.is_some()) {
-                Ok(ad) => {
-                    if bound.ip().is_loopback() {
-                        eprintln!(
-                            "gambiarra serve: advertising a hub that listens on {bound} only: \
-                             other machines will see it but cannot connect (use --host 0.0.0.0)"
-                        );
-                    }
-                    if !args.quiet {
-                        println!("  mDNS:         {}", ad.name);
-                        println!(
-                            "                {scheme}://{}:{}",
-                            crate::mdns::local_hostname(),
-                            bound.port()
-                        );
-                    }
-                    Some(ad)
-                }
-                Err(e) => {
-                    eprintln!("gambiarra serve: cannot advertise with mDNS: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        #[cfg(not(feature = "mdns"))]
-        if args.mdns {
-            eprintln!("gambiarra serve: this build has no mDNS (feature `mdns`); not advertising");
-        }
+        let advertised = advertise(&args, bound);
         tracing::info!(%bound, "hub started");
         let handle = hub.shutdown_handle();
         tokio::spawn(async move {
@@ -357,12 +303,91 @@ pub fn run(args: ServeArgs) -> ExitCode {
             handle.shutdown();
         });
         hub.wait().await;
-        #[cfg(feature = "mdns")]
-        if let Some(ad) = advertised {
-            ad.withdraw().await;
-        }
+        advertised.withdraw().await;
         ExitCode::SUCCESS
     })
+}
+
+fn scheme(args: &ServeArgs) -> &'static str {
+    if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Where the hub is, for the person who started it.
+fn print_banner(args: &ServeArgs, bound: SocketAddr) {
+    let scheme = scheme(args);
+    // 0.0.0.0 / :: cannot be browsed to; show this machine's name for it.
+    let shown = if bound.ip().is_unspecified() {
+        format!("localhost:{}", bound.port())
+    } else {
+        bound.to_string()
+    };
+    println!("Gambiarra hub listening on {bound}");
+    println!("  rooms:        {scheme}://{shown}/rooms");
+    println!("  OpenAI base:  {scheme}://{shown}/rooms/<CODE>/v1");
+    if bound.ip().is_unspecified() {
+        println!("  (all interfaces: other machines use this machine's address)");
+    }
+}
+
+/// The mDNS advertisement `--mdns` asked for, while the hub runs.
+struct Advertised {
+    #[cfg(feature = "mdns")]
+    ad: Option<crate::mdns::Advertisement>,
+}
+
+impl Advertised {
+    async fn withdraw(self) {
+        #[cfg(feature = "mdns")]
+        if let Some(ad) = self.ad {
+            ad.withdraw().await;
+        }
+    }
+}
+
+/// Start advertising the hub with mDNS when `--mdns` asks for it (and the build can).
+fn advertise(args: &ServeArgs, bound: SocketAddr) -> Advertised {
+    #[cfg(feature = "mdns")]
+    {
+        if !args.mdns {
+            return Advertised { ad: None };
+        }
+        match crate::mdns::Advertisement::start(bound.port(), args.tls_cert.is_some()) {
+            Ok(ad) => {
+                if bound.ip().is_loopback() {
+                    eprintln!(
+                        "gambiarra serve: advertising a hub that listens on {bound} only: \
+                         other machines will see it but cannot connect (use --host 0.0.0.0)"
+                    );
+                }
+                if !args.quiet {
+                    println!("  mDNS:         {}", ad.name);
+                    println!(
+                        "                {}://{}:{}",
+                        scheme(args),
+                        crate::mdns::local_hostname(),
+                        bound.port()
+                    );
+                }
+                Advertised { ad: Some(ad) }
+            }
+            Err(e) => {
+                eprintln!("gambiarra serve: cannot advertise with mDNS: {e}");
+                Advertised { ad: None }
+            }
+        }
+    }
+    #[cfg(not(feature = "mdns"))]
+    {
+        let _ = bound;
+        if args.mdns {
+            eprintln!("gambiarra serve: this build has no mDNS (feature `mdns`); not advertising");
+        }
+        Advertised {}
+    }
 }
 
 #[cfg(test)]

@@ -176,113 +176,193 @@ pub async fn run(
     mut on_event: impl FnMut(AgentEvent),
 ) -> Result<(), ClientError> {
     let joined = hub.join(code, request).await?;
+    let mut me = Registration {
+        request: request.clone(),
+        tunnel_secret: Arc::new(RwLock::new(
+            joined.tunnel_secret.clone().unwrap_or_default(),
+        )),
+    };
     // What proves this registration owns its id: re-joins and the leave present it.
-    let mut request = request.clone();
-    request.participant_secret = joined.participant_secret.clone();
-    if request.tunnel && joined.tunnel_secret.is_none() {
+    me.request.participant_secret = joined.participant_secret.clone();
+    if me.request.tunnel && joined.tunnel_secret.is_none() {
         // An older hub registered us as a direct participant: say so once, open no tunnels.
-        request.tunnel = false;
+        me.request.tunnel = false;
         on_event(AgentEvent::TunnelsUnsupported);
     }
-    let request = &mut request;
-    let (stop_tunnels, stopped) = tokio::sync::watch::channel(false);
-    let secret = Arc::new(RwLock::new(
-        joined.tunnel_secret.clone().unwrap_or_default(),
-    ));
-    let mut tunnel_task = None;
-    if request.tunnel {
-        let local = Target::from_endpoint(&request.endpoint).map_err(ClientError::BadUrl)?;
-        let spec = TunnelSpec {
-            hub: hub.clone(),
-            code: code.to_string(),
-            id: request.id.clone(),
-            secret: secret.clone(),
-            local: Arc::new(local),
-        };
-        tunnel_task = Some(tokio::spawn(super::tunnel::run(spec, tunnels, stopped)));
-    }
+    let tunnels = Tunnels::start(hub, code, &me, tunnels)?;
     on_event(AgentEvent::Joined(joined.participant));
+    let ended = keep_alive(hub, code, &mut me, interval, shutdown, &mut on_event).await;
+    tunnels.stop().await;
+    match ended {
+        Ended::Removed => on_event(AgentEvent::RoomRemoved),
+        Ended::Shutdown => on_event(leave(hub, code, &me).await),
+    }
+    Ok(())
+}
+
+/// This participant as the hub knows it: the join request (with the participant secret of the
+/// current registration) and the tunnel secret the tunnels authenticate with.
+struct Registration {
+    request: JoinRequest,
+    tunnel_secret: Arc<RwLock<String>>,
+}
+
+impl Registration {
+    /// A re-join answered: its secrets replace the old ones.
+    fn renew(&mut self, joined: super::Joined) -> ParticipantInfo {
+        if let (Some(s), Ok(mut current)) = (joined.tunnel_secret, self.tunnel_secret.write()) {
+            *current = s;
+        }
+        self.request.participant_secret = joined.participant_secret;
+        joined.participant
+    }
+}
+
+/// The reverse tunnels, when the participant serves through them.
+struct Tunnels {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Tunnels {
+    fn start(
+        hub: &HubClient,
+        code: &str,
+        me: &Registration,
+        count: usize,
+    ) -> Result<Tunnels, ClientError> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut task = None;
+        if me.request.tunnel {
+            let local = Target::from_endpoint(&me.request.endpoint).map_err(ClientError::BadUrl)?;
+            let spec = TunnelSpec {
+                hub: hub.clone(),
+                code: code.to_string(),
+                id: me.request.id.clone(),
+                secret: me.tunnel_secret.clone(),
+                local: Arc::new(local),
+            };
+            task = Some(tokio::spawn(super::tunnel::run(spec, count, stopped)));
+        }
+        Ok(Tunnels { stop, task })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Why the health loop ended.
+enum Ended {
+    Shutdown,
+    /// The room was deleted by its host.
+    Removed,
+}
+
+/// What one health check (and the re-join it may lead to) came to.
+enum Round {
+    Healthy,
+    Rejoined(Box<ParticipantInfo>),
+    Removed,
+    /// The check failed, or (`rejoin`) the hub did not know us and joining again failed.
+    Failed {
+        error: String,
+        rejoin: bool,
+    },
+}
+
+/// Check in every `interval` until `shutdown`; after a failure, retry sooner (from
+/// [`RETRY_MIN`], doubling up to `interval`); re-join when the hub no longer knows us.
+async fn keep_alive(
+    hub: &HubClient,
+    code: &str,
+    me: &mut Registration,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+    on_event: &mut impl FnMut(AgentEvent),
+) -> Ended {
     tokio::pin!(shutdown);
-    let mut wait = interval;
-    let mut failing = false;
-    let mut removed = false;
+    // While failing: the delay before the next try.
+    let mut retry: Option<Duration> = None;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(retry.unwrap_or(interval)) => {}
+            _ = &mut shutdown => return Ended::Shutdown,
         }
-        match hub
-            .health_check(code, &request.id, request.participant_secret.as_deref())
-            .await
-        {
-            Ok(()) => {
-                if failing {
+        match round(hub, code, me).await {
+            Round::Healthy => {
+                if retry.take().is_some() {
                     on_event(AgentEvent::Recovered);
                 }
-                failing = false;
-                wait = interval;
             }
-            Err(ClientError::Hub { status: 410, .. }) => {
-                removed = true;
-                break;
+            Round::Rejoined(participant) => {
+                retry = None;
+                on_event(AgentEvent::Rejoined(*participant));
             }
-            // The hub does not know us (or our room): register again.
-            Err(ClientError::Hub { status: 404, .. }) => match hub.join(code, request).await {
-                Ok(j) => {
-                    failing = false;
-                    wait = interval;
-                    if let (Some(s), Ok(mut current)) = (j.tunnel_secret, secret.write()) {
-                        *current = s;
-                    }
-                    request.participant_secret = j.participant_secret;
-                    on_event(AgentEvent::Rejoined(j.participant));
-                }
-                Err(ClientError::Hub { status: 410, .. }) => {
-                    removed = true;
-                    break;
-                }
-                Err(e) => {
-                    failing = true;
-                    wait = backoff(wait, interval);
-                    on_event(AgentEvent::RejoinFailed {
-                        error: e.to_string(),
-                        retry_in: wait,
-                    });
-                }
-            },
-            Err(e) => {
-                wait = if failing {
-                    backoff(wait, interval)
-                } else {
-                    RETRY_MIN.min(interval)
+            Round::Removed => return Ended::Removed,
+            Round::Failed { error, rejoin } => {
+                let wait = match retry {
+                    Some(wait) => backoff(wait, interval),
+                    None if rejoin => backoff(interval, interval),
+                    None => RETRY_MIN.min(interval),
                 };
-                failing = true;
-                on_event(AgentEvent::HealthFailed {
-                    error: e.to_string(),
-                    retry_in: wait,
+                retry = Some(wait);
+                on_event(if rejoin {
+                    AgentEvent::RejoinFailed {
+                        error,
+                        retry_in: wait,
+                    }
+                } else {
+                    AgentEvent::HealthFailed {
+                        error,
+                        retry_in: wait,
+                    }
                 });
             }
         }
     }
-    let _ = stop_tunnels.send(true);
-    if let Some(t) = tunnel_task {
-        let _ = t.await;
+}
+
+async fn round(hub: &HubClient, code: &str, me: &mut Registration) -> Round {
+    let request = &me.request;
+    match hub
+        .health_check(code, &request.id, request.participant_secret.as_deref())
+        .await
+    {
+        Ok(()) => Round::Healthy,
+        Err(ClientError::Hub { status: 410, .. }) => Round::Removed,
+        // The hub does not know us (or our room): register again.
+        Err(ClientError::Hub { status: 404, .. }) => match hub.join(code, request).await {
+            Ok(joined) => Round::Rejoined(Box::new(me.renew(joined))),
+            Err(ClientError::Hub { status: 410, .. }) => Round::Removed,
+            Err(e) => Round::Failed {
+                error: e.to_string(),
+                rejoin: true,
+            },
+        },
+        Err(e) => Round::Failed {
+            error: e.to_string(),
+            rejoin: false,
+        },
     }
-    if removed {
-        on_event(AgentEvent::RoomRemoved);
-        return Ok(());
-    }
+}
+
+/// Leave the room, within [`LEAVE_TIMEOUT`].
+async fn leave(hub: &HubClient, code: &str, me: &Registration) -> AgentEvent {
+    let request = &me.request;
     match tokio::time::timeout(
         LEAVE_TIMEOUT,
         hub.leave(code, &request.id, request.participant_secret.as_deref()),
     )
     .await
     {
-        Ok(Ok(())) => on_event(AgentEvent::Left),
-        Ok(Err(e)) => on_event(AgentEvent::LeaveFailed(e.to_string())),
-        Err(_) => on_event(AgentEvent::LeaveFailed("timed out".into())),
+        Ok(Ok(())) => AgentEvent::Left,
+        Ok(Err(e)) => AgentEvent::LeaveFailed(e.to_string()),
+        Err(_) => AgentEvent::LeaveFailed("timed out".into()),
     }
-    Ok(())
 }
 
 /// The next retry delay: double, between `RETRY_MIN` and `interval`.

@@ -25,7 +25,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -122,21 +122,16 @@ async fn proxy(
         let outcome = forward(hub, &lease, kind, req, &scan).await;
         waiting.disarm();
         match outcome {
-            Ok((conn, head, rest)) => {
+            Ok(answer) => {
                 if lease.had_failures {
                     hub.state.connect_ok(&room, &lease.participant_id);
                 }
-                return Ok(respond(
-                    hub,
-                    lease,
-                    scan.model.clone(),
-                    scan.stream,
-                    req.head.minor_version,
-                    started,
-                    conn,
-                    head,
-                    rest,
-                ));
+                let asked = Asked {
+                    model: scan.model.clone(),
+                    stream: scan.stream,
+                    client_minor: req.head.minor_version,
+                };
+                return Ok(respond(hub, lease, asked, started, answer));
             }
             Err(Failure::Connect(e)) => {
                 hub.metrics
@@ -214,7 +209,7 @@ async fn forward(
     kind: ProxyKind,
     req: &Request,
     scan: &rewrite::BodyScan,
-) -> Result<(Upstream, ResponseHead, BytesMut), Failure> {
+) -> Result<Answer, Failure> {
     let target = &lease.target;
     let body = rewrite::splice(&req.body, scan, &lease.defaults);
     let head = request_head(
@@ -281,7 +276,7 @@ async fn exchange(
     mut conn: Upstream,
     head: &[u8],
     body: &[Bytes],
-) -> Result<(Upstream, ResponseHead, BytesMut), Exchange> {
+) -> Result<Answer, Exchange> {
     let mut parts: Vec<&[u8]> = Vec::with_capacity(body.len() + 1);
     parts.push(head);
     parts.extend(body.iter().map(|b| &b[..]));
@@ -336,7 +331,11 @@ async fn exchange(
                     if (100..200).contains(&resp.status) {
                         continue;
                     }
-                    return Ok((conn, resp, buf));
+                    return Ok(Answer {
+                        conn,
+                        head: resp,
+                        rest: buf,
+                    });
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -394,21 +393,17 @@ fn request_head(
 }
 
 /// Build the client's response from the upstream head, with the body relayed as it arrives.
-#[allow(clippy::too_many_arguments)]
 fn respond(
     hub: &Arc<HubInner>,
     lease: Lease,
-    model: String,
-    stream_requested: bool,
-    client_minor: u8,
+    asked: Asked,
     started: Instant,
-    conn: Upstream,
-    head: ResponseHead,
-    rest: BytesMut,
+    answer: Answer,
 ) -> Response {
+    let Answer { conn, head, rest } = answer;
     let mut resp = Response::new(head.status);
     // What the scanner reads: the answer's Content-Type says; without one, what was asked.
-    let mut kind = if stream_requested {
+    let mut kind = if asked.stream {
         BodyKind::Sse
     } else {
         BodyKind::Document
@@ -441,7 +436,7 @@ fn respond(
         finish: Some(Finish {
             hub: hub.clone(),
             lease,
-            model,
+            requested: asked.model,
             started,
             status: head.status,
             keep_alive: head.keep_alive,
@@ -456,7 +451,7 @@ fn respond(
             length: Some(n),
             stream: Box::new(relay),
         },
-        BodyFraming::Chunked if client_minor >= 1 => Body::Raw {
+        BodyFraming::Chunked if asked.client_minor >= 1 => Body::Raw {
             length: None,
             stream: Box::new(relay),
         },
@@ -470,6 +465,24 @@ fn respond(
     resp
 }
 
+/// What the client asked, as the relay needs it.
+struct Asked {
+    /// `model` as sent.
+    model: String,
+    /// `"stream": true` was asked (the body is scanned as SSE when no Content-Type says).
+    stream: bool,
+    /// The client's HTTP minor version (1.0 clients cannot take chunked framing).
+    client_minor: u8,
+}
+
+/// A participant's answer, its head read: the connection, the head, and the body bytes that
+/// came with the head.
+struct Answer {
+    conn: Upstream,
+    head: ResponseHead,
+    rest: BytesMut,
+}
+
 enum Framing {
     Length(u64),
     Chunked(ChunkedDecoder),
@@ -480,7 +493,8 @@ enum Framing {
 struct Finish {
     hub: Arc<HubInner>,
     lease: Lease,
-    model: String,
+    /// What the client asked for (`model` as sent).
+    requested: String,
     started: Instant,
     status: u16,
     keep_alive: bool,
@@ -554,99 +568,109 @@ impl Relay {
         }
     }
 
-    /// The response ended (completely or not): events, pool, lease.
+    /// The response ended (completely or not): the connection back to its pool when it can
+    /// serve again, then the outcome counted and announced, and the participant released.
     fn finish_now(&mut self) {
         let Some(f) = self.finish.take() else {
             return;
         };
-        let room = f.lease.room().clone();
-        let id = f.lease.participant_id.clone();
+        self.recycle(&f);
         // Complete: the body ended as framed — or the stream said it was done (`[DONE]`) and
         // the client hung up before the terminating chunk (SDKs stop reading at `[DONE]`).
-        // Only the first leaves the connection reusable.
         let complete = (self.done || self.scanner.finished) && self.failure.is_none();
-        // A connection whose answer ended cleanly serves the next request: a direct one from
-        // the connector's pool, a tunnel from the participant's parked tunnels.
-        if self.done
-            && self.failure.is_none()
-            && f.keep_alive
-            && self.buf.is_empty()
-            && let Some(conn) = self.io.take()
-        {
-            match conn {
-                Upstream::Tunnel(up) => {
-                    // Refused (shutdown, bounds): the socket closes, the agent opens another.
-                    let _ = f.hub.tunnels.park(&room.info.code, &id, *up);
-                }
-                conn => f.hub.connector.put_idle(&f.lease.pool_key, conn),
-            }
-        }
-        let metrics = &f.hub.metrics;
         if !complete {
-            let outcome = if self.failure.is_some() {
-                Outcome::Truncated
-            } else {
-                Outcome::ClientGone
-            };
-            metrics.proxied(&id, outcome);
-            drop(f.lease);
-            let error = self
-                .failure
-                .clone()
-                .unwrap_or_else(|| "Client disconnected before the answer was complete".into());
-            llm_error(&room, &id, &error);
+            match self.failure.take() {
+                Some(error) => f.failed(Outcome::Truncated, &error),
+                None => f.failed(
+                    Outcome::ClientGone,
+                    "Client disconnected before the answer was complete",
+                ),
+            }
         } else if !(200..300).contains(&f.status) {
-            metrics.proxied(&id, Outcome::ErrorStatus);
-            drop(f.lease);
-            llm_error(
-                &room,
-                &id,
-                &format!("Participant answered with status {}", f.status),
-            );
+            let error = format!("Participant answered with status {}", f.status);
+            f.failed(Outcome::ErrorStatus, &error);
         } else {
-            let duration = f.started.elapsed();
             self.scanner.finish();
-            let tokens = self.scanner.tokens();
+            let duration = f.started.elapsed();
             let ttft = self
                 .scanner
                 .first_content
                 .map_or(duration, |t| t.duration_since(f.started));
-            let generating = duration.saturating_sub(ttft).as_secs_f64();
-            let secs = if generating > 0.0 {
-                generating
-            } else {
-                duration.as_secs_f64()
-            };
-            let tps = if secs > 0.0 {
-                tokens as f64 / secs
-            } else {
-                0.0
-            };
-            f.hub.metrics.proxied(&id, Outcome::Ok);
-            f.hub.metrics.tokens(tokens);
-            f.hub.metrics.ttft.observe(ttft);
-            f.hub.metrics.duration.observe(duration);
-            let metrics = LlmMetrics {
-                tokens,
-                latency_first_token_ms: ttft.as_millis() as u64,
-                duration_ms: duration.as_millis() as u64,
-                tokens_per_second: (tps * 100.0).round() / 100.0,
-            };
-            // Release the participant and announce under one lock, so a listing after the event
-            // shows it idle.
-            let served = f.lease.model.clone();
-            let mut inner = room.lock();
-            f.lease.release(&mut inner);
-            inner.publish(
-                Kind::LlmComplete,
-                &event::LlmComplete {
-                    participant_id: id.as_str().into(),
-                    model: served.as_ref().into(),
-                    requested: Some(f.model.as_str().into()),
-                    metrics,
-                },
-            );
+            f.completed(self.scanner.tokens(), ttft, duration);
         }
+    }
+
+    /// A connection whose answer ended cleanly (nothing unread) serves the next request: a
+    /// direct one from the connector's pool, a tunnel from the participant's parked tunnels.
+    fn recycle(&mut self, f: &Finish) {
+        if !(self.done && self.failure.is_none() && f.keep_alive && self.buf.is_empty()) {
+            return;
+        }
+        match self.io.take() {
+            Some(Upstream::Tunnel(up)) => {
+                // Refused (shutdown, bounds): the socket closes, the agent opens another.
+                let room = f.lease.room();
+                let _ = f
+                    .hub
+                    .tunnels
+                    .park(&room.info.code, &f.lease.participant_id, *up);
+            }
+            Some(conn) => f.hub.connector.put_idle(&f.lease.pool_key, conn),
+            None => {}
+        }
+    }
+}
+
+impl Finish {
+    /// Count and announce a request that did not end well; the lease frees the participant.
+    fn failed(self, outcome: Outcome, error: &str) {
+        let room = self.lease.room().clone();
+        let id = self.lease.participant_id.clone();
+        self.hub.metrics.proxied(&id, outcome);
+        drop(self.lease);
+        llm_error(&room, &id, error);
+    }
+
+    /// Count a complete generation and announce it with its measurements.
+    fn completed(self, tokens: u64, ttft: Duration, duration: Duration) {
+        let metrics = &self.hub.metrics;
+        let id = &self.lease.participant_id;
+        metrics.proxied(id, Outcome::Ok);
+        metrics.tokens(tokens);
+        metrics.ttft.observe(ttft);
+        metrics.duration.observe(duration);
+        // Tokens per second of generating (after the first token), or of the whole answer
+        // when it came at once.
+        let generating = duration.saturating_sub(ttft).as_secs_f64();
+        let secs = if generating > 0.0 {
+            generating
+        } else {
+            duration.as_secs_f64()
+        };
+        let tps = if secs > 0.0 {
+            tokens as f64 / secs
+        } else {
+            0.0
+        };
+        let measured = LlmMetrics {
+            tokens,
+            latency_first_token_ms: ttft.as_millis() as u64,
+            duration_ms: duration.as_millis() as u64,
+            tokens_per_second: (tps * 100.0).round() / 100.0,
+        };
+        // Release the participant and announce under one lock, so a listing after the event
+        // shows it idle.
+        let room = self.lease.room().clone();
+        let mut inner = room.lock();
+        let event = event::LlmComplete {
+            participant_id: id.as_str().into(),
+            model: self.lease.model.as_ref().into(),
+            requested: Some(self.requested.as_str().into()),
+            metrics: measured,
+        };
+        let json = serde_json::to_vec(&event).unwrap_or_default();
+        self.lease.release(&mut inner);
+        inner.events.publish(Kind::LlmComplete.name(), &json);
     }
 }
 

@@ -7,12 +7,12 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gambiarra::http::body::ChunkedDecoder;
-use gambiarra::http::head::parse_request;
-use gambiarra::http::sse::encode_event;
-use gambiarra::hub::proxy::tokens::BodyKind;
-use gambiarra::hub::rooms::events::EventLog;
-use gambiarra::hub::router::route;
+use gambiarra::internals::ChunkedDecoder;
+use gambiarra::internals::parse_request;
+use gambiarra::internals::encode_event;
+use gambiarra::internals::BodyKind;
+use gambiarra::internals::EventLog;
+use gambiarra::internals::route;
 
 const CHAT_HEAD: &[u8] = b"POST /rooms/ABC234/v1/chat/completions HTTP/1.1\r\n\
 Host: 192.168.1.10:3000\r\nUser-Agent: OpenAI/Python 1.54.0\r\nAccept: application/json\r\n\
@@ -49,7 +49,7 @@ fn head_and_route(c: &mut Criterion) {
     c.bench_function("route_only", |b| {
         b.iter(|| {
             black_box(route(
-                gambiarra::http::Method::Post,
+                gambiarra::internals::Method::Post,
                 black_box("/rooms/ABC234/v1/chat/completions"),
             ))
         })
@@ -119,15 +119,15 @@ fn chat_body(content: usize) -> Bytes {
 fn rewrite(c: &mut Criterion) {
     let config: gambiarra::types::GenerationConfig =
         serde_json::from_str(r#"{"temperature":0.2,"max_tokens":512,"top_p":0.9}"#).unwrap();
-    let defaults = gambiarra::hub::proxy::rewrite::Defaults::new("llama3:8b", &config);
+    let defaults = gambiarra::internals::rewrite::Defaults::new("llama3:8b", &config);
     let mut g = c.benchmark_group("rewrite");
     for size in [512usize, 64 * 1024, 1024 * 1024] {
         let body = chat_body(size);
         g.throughput(Throughput::Bytes(body.len() as u64));
         g.bench_function(format!("scan_splice_{}", body.len()), |b| {
             b.iter(|| {
-                let scan = gambiarra::hub::proxy::rewrite::scan(black_box(&body)).unwrap();
-                black_box(gambiarra::hub::proxy::rewrite::splice(
+                let scan = gambiarra::internals::rewrite::scan(black_box(&body)).unwrap();
+                black_box(gambiarra::internals::rewrite::splice(
                     &body, &scan, &defaults,
                 ))
             })
@@ -165,7 +165,7 @@ fn relay(c: &mut Criterion) {
         .unwrap();
     g.bench_function("token_scanner_200_tokens", |b| {
         b.iter(|| {
-            let mut s = gambiarra::hub::proxy::tokens::TokenScanner::new(BodyKind::Sse);
+            let mut s = gambiarra::internals::TokenScanner::new(BodyKind::Sse);
             s.feed(black_box(&payload));
             black_box(s.tokens())
         })
@@ -185,7 +185,7 @@ fn relay(c: &mut Criterion) {
         };
         b.iter(|| {
             let mut dec = ChunkedDecoder::new();
-            let mut scanner = gambiarra::hub::proxy::tokens::TokenScanner::new(BodyKind::Sse);
+            let mut scanner = gambiarra::internals::TokenScanner::new(BodyKind::Sse);
             let mut buf = bytes::BytesMut::with_capacity(4096);
             let mut out = 0;
             for r in &reads {
@@ -219,7 +219,7 @@ const EVENTS: [(&str, &str); 3] = [
 /// replaced (kept here, below, to measure both in one run), and the two JSON parsers on the
 /// design card parsing the same bytes.
 fn scanner(c: &mut Criterion) {
-    use gambiarra::hub::proxy::tokens::TokenScanner;
+    use gambiarra::internals::TokenScanner;
     let mut g = c.benchmark_group("scanner");
     g.throughput(Throughput::Elements(1));
     for (name, event) in EVENTS {
@@ -309,7 +309,7 @@ mod legacy {
 /// A protected room's password check: Argon2id once (what the first request pays), then the
 /// remembered digest (what every later request pays).
 fn password(c: &mut Criterion) {
-    use gambiarra::hub::guard::auth::{Auth, RoomSecrets, hash_password, verify_password};
+    use gambiarra::internals::{Auth, RoomSecrets, hash_password, verify_password};
     let hash = hash_password("correct horse battery staple").unwrap();
     let mut g = c.benchmark_group("password");
     g.sample_size(10);

@@ -251,9 +251,9 @@ async fn slow_subscriber_is_evicted_without_stalling_others() {
         !ended,
         "an evicted subscriber must not see a clean end of stream"
     );
-    let room_state = hub.state().room(&code).unwrap();
-    assert_eq!(room_state.lock().events.evictions, 1);
-    assert_eq!(room_state.lock().events.subscriber_count(), 1);
+    let (evictions, subscribers) = hub.event_counts(&code).unwrap();
+    assert_eq!(evictions, 1);
+    assert_eq!(subscribers, 1);
     hub.shutdown().await;
 }
 

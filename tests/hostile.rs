@@ -348,7 +348,7 @@ async fn tunnels_count_against_the_connection_limits_and_are_reaped_when_closed(
     for _ in 0..8 {
         tunnels.push(open_tunnel(addr, &code, "t", &secret).await);
     }
-    eventually("8 parked", || hub.tunnels().parked(&code, "t") == 8).await;
+    eventually("8 parked", || hub.parked_tunnels(&code, "t") == 8).await;
     // The address is at its limit: parked tunnels are connections like any other.
     let mut c = Conn::open(addr).await;
     c.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").await;
@@ -356,8 +356,8 @@ async fn tunnels_count_against_the_connection_limits_and_are_reaped_when_closed(
     // The agent goes away: its parked sockets are closed at once (no CLOSE-WAIT until the
     // pool is next touched), and the address's places come back.
     drop(tunnels);
-    eventually("reaped", || hub.tunnels().total() == 0).await;
-    assert_eq!(hub.tunnels().parked(&code, "t"), 0);
+    eventually("reaped", || hub.parked_tunnels_total() == 0).await;
+    assert_eq!(hub.parked_tunnels(&code, "t"), 0);
     let mut c = Conn::open(addr).await;
     c.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").await;
     assert_eq!(c.read_response().await.map(|r| r.status), Some(200));
@@ -377,7 +377,7 @@ async fn parked_tunnels_are_capped_across_the_hub_and_chatty_ones_closed() {
     let (b, sb) = tunnelled(addr, "b").await;
     let _one = open_tunnel(addr, &a, "a", &sa).await;
     let _two = open_tunnel(addr, &a, "a", &sa).await;
-    eventually("2 parked", || hub.tunnels().total() == 2).await;
+    eventually("2 parked", || hub.parked_tunnels_total() == 2).await;
     // Over the hub-wide cap: refused before the upgrade, with a status the agent backs off on.
     let mut three = Conn::open(addr).await;
     three
@@ -391,10 +391,10 @@ async fn parked_tunnels_are_capped_across_the_hub_and_chatty_ones_closed() {
     let r = three.read_response().await.unwrap();
     assert_eq!(r.status, 503, "{}", r.error());
     assert!(r.header("retry-after").is_some());
-    assert_eq!(hub.tunnels().parked(&b, "b"), 0);
+    assert_eq!(hub.parked_tunnels(&b, "b"), 0);
     // A parked tunnel that speaks before it is asked is not a tunnel: closed.
     drop(_two);
-    eventually("one parked", || hub.tunnels().total() == 1).await;
+    eventually("one parked", || hub.parked_tunnels_total() == 1).await;
     let mut chatty = open_tunnel(addr, &b, "b", &sb).await;
     chatty.send(b"surprise").await;
     assert!(chatty.closed().await);
@@ -407,7 +407,7 @@ async fn shutdown_closes_parked_tunnels() {
     let addr = hub.local_addr();
     let (code, secret) = tunnelled(addr, "t").await;
     let mut t = open_tunnel(addr, &code, "t", &secret).await;
-    eventually("parked", || hub.tunnels().total() == 1).await;
+    eventually("parked", || hub.parked_tunnels_total() == 1).await;
     // Shutdown would otherwise wait its whole grace period for the parked socket's slot.
     tokio::time::timeout(Duration::from_secs(5), hub.shutdown())
         .await
@@ -523,7 +523,7 @@ async fn parallel_wrong_passwords_get_429_without_running_argon2() {
     assert_eq!(verified + refused, 200, "{statuses:?}");
     // Only the allowance was ever verified; everything else was refused before Argon2.
     assert!(
-        verified <= gambiarra::hub::guard::auth::FAILURE_BURST as usize,
+        verified <= gambiarra::internals::FAILURE_BURST as usize,
         "{verified} guesses were verified"
     );
     // Someone else, with the password, is not held up by the attacker.
@@ -730,7 +730,7 @@ async fn an_endpoint_that_leads_back_to_the_hub_is_a_loop_not_511_hops() {
 #[tokio::test]
 async fn allowed_endpoint_networks_are_enforced_at_join() {
     let hub = start(HubConfig {
-        endpoint_rules: gambiarra::hub::guard::endpoints::EndpointRules {
+        endpoint_rules: gambiarra::hub::EndpointRules {
             allowed: vec!["192.168.77.0/24".parse().unwrap()],
         },
         ..HubConfig::default()
@@ -1021,7 +1021,7 @@ async fn one_request_tries_a_few_participants_not_the_whole_room() {
         attempts += 1;
         let _ = e;
     }
-    assert_eq!(attempts, gambiarra::hub::proxy::MAX_ATTEMPTS);
+    assert_eq!(attempts, gambiarra::internals::MAX_ATTEMPTS);
     hub.shutdown().await;
 }
 

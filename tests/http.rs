@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
-use gambiarra::http::head::MAX_HEAD_BYTES;
+use gambiarra::internals::MAX_HEAD_BYTES;
 use gambiarra::hub::{CONTROL_BODY_LIMIT, V1_BODY_LIMIT};
 use serde_json::json;
 

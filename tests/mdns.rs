@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gambiarra::mdns::packet::{self, RData};
+use gambiarra::internals::packet::{self, RData};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gambiarra");
 

@@ -113,7 +113,7 @@ async fn every_route_of_a_protected_room_needs_the_password() {
     .await;
     assert_eq!(r.status, 201, "{}", r.error());
     let b_secret = secret_of(&r);
-    assert_eq!(hub.state().room(&code).unwrap().participants().len(), 2);
+    assert_eq!(hub.participants(&code).unwrap().len(), 2);
 
     // Reads, health checks and leaving.
     for (method, p, body) in [

@@ -153,7 +153,7 @@ async fn sdk_talks_to_an_https_hub() {
 async fn tunnels_work_through_an_https_hub() {
     use gambiarra::client::tunnel::{TunnelSpec, run as run_tunnels};
     use gambiarra::client::{HubClient, JoinRequest};
-    use gambiarra::http::upstream::Target;
+    use gambiarra::internals::Target;
     use std::sync::{Arc, RwLock};
     let hub = start_default().await;
     let addr = hub.local_addr();
@@ -199,7 +199,7 @@ async fn tunnels_work_through_an_https_hub() {
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(run_tunnels(spec, 2, stopped));
     for _ in 0..500 {
-        if hub.tunnels().parked(&code, "t") >= 2 {
+        if hub.parked_tunnels(&code, "t") >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

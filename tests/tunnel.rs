@@ -11,7 +11,7 @@ use common::*;
 use gambiarra::HubConfig;
 use gambiarra::client::tunnel::{TunnelSpec, run as run_tunnels};
 use gambiarra::client::{HubClient, JoinRequest};
-use gambiarra::http::upstream::Target;
+use gambiarra::internals::Target;
 use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::json;
 
@@ -89,7 +89,7 @@ fn spec(s: &Setup) -> TunnelSpec {
 
 async fn wait_parked(s: &Setup, n: usize) {
     for _ in 0..500 {
-        if s.hub.state().room(&s.code).is_ok() && parked(s) >= n {
+        if s.hub.participants(&s.code).is_some() && parked(s) >= n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -100,7 +100,7 @@ async fn wait_parked(s: &Setup, n: usize) {
 fn parked(s: &Setup) -> usize {
     // Counted through the public API: participants list does not show tunnels, so ask the hub
     // object the test embeds.
-    s.hub.tunnels().parked(&s.code, "t")
+    s.hub.parked_tunnels(&s.code, "t")
 }
 
 #[tokio::test]

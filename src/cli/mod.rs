@@ -2,22 +2,22 @@
 //! [`Cli`] and calls [`run`].
 
 #[cfg(feature = "tools")]
-pub mod bench;
+pub(crate) mod bench;
 #[cfg(feature = "client")]
-pub mod create;
+pub(crate) mod create;
 #[cfg(feature = "client")]
-pub mod delete;
+pub(crate) mod delete;
 #[cfg(feature = "client")]
-pub mod discover;
+pub(crate) mod discover;
 #[cfg(feature = "client")]
-pub mod join;
+pub(crate) mod join;
 #[cfg(feature = "client")]
-pub mod list;
+pub(crate) mod list;
 #[cfg(feature = "tools")]
-pub mod mock_llm;
+pub(crate) mod mock_llm;
 #[cfg(feature = "client")]
-pub mod monitor;
-pub mod serve;
+pub(crate) mod monitor;
+pub(crate) mod serve;
 
 use std::process::ExitCode;
 

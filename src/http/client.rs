@@ -19,7 +19,6 @@ pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 pub struct ResponseHead {
     raw: Bytes,
     pub status: u16,
-    pub minor_version: u8,
     headers: Vec<(Range<usize>, Range<usize>)>,
     pub framing: BodyFraming,
     /// The upstream will keep the connection open after this response.
@@ -137,7 +136,6 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHeadParts>, HeadError
         head: ResponseHead {
             raw: Bytes::new(),
             status,
-            minor_version,
             headers,
             framing,
             keep_alive: !close,

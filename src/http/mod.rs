@@ -26,9 +26,8 @@ pub mod sse;
 pub mod upstream;
 pub mod url;
 
-pub use body::BodyFraming;
 pub use conn::write_all_vectored;
 pub use head::{Method, RequestHead};
 pub use limits::ServerConfig;
-pub use response::{AsyncStream, Body, BodyStream, Response, Upgraded};
+pub use response::{Body, BodyStream, Response, Upgraded};
 pub use service::{Handler, Peer, Request};

@@ -24,19 +24,10 @@ pub struct Peer {
 pub struct Request {
     pub head: RequestHead,
     pub body: Bytes,
-    /// The body's bytes counted against the server's body memory while the request lives.
+    /// The body's bytes, counted against the server's body memory until the request is
+    /// dropped (held for its `Drop`, never read).
+    #[expect(dead_code, reason = "held for its Drop")]
     pub budget: Option<BodyBudget>,
-}
-
-impl Request {
-    /// A request not read from a connection (tests, embedders).
-    pub fn new(head: RequestHead, body: Bytes) -> Self {
-        Request {
-            head,
-            body,
-            budget: None,
-        }
-    }
 }
 
 /// What the server calls for each request: first with the head alone, then with the body.

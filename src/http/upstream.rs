@@ -197,7 +197,6 @@ pub enum ConnectError {
     Tls(io::Error),
     /// A tunnelled participant has no open tunnel (its agent is gone or overloaded).
     NoTunnel,
-    Unsupported(&'static str),
     /// The endpoint resolves only to addresses the hub may not connect to for this
     /// participant (see `endpoints`).
     Forbidden(String),
@@ -221,7 +220,6 @@ impl ConnectError {
             // more, and its health checks say it lives (counting these as strikes let anyone
             // knock a participant offline by keeping its tunnels busy).
             ConnectError::NoTunnel => false,
-            ConnectError::Unsupported(_) => false,
         }
     }
 }
@@ -233,7 +231,6 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Timeout => f.write_str("Connection timed out"),
             ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             ConnectError::NoTunnel => f.write_str("Participant has no open tunnel"),
-            ConnectError::Unsupported(m) => f.write_str(m),
             ConnectError::Forbidden(why) => write!(f, "Endpoint not allowed: {why}"),
         }
     }
@@ -396,6 +393,7 @@ impl Connector {
     }
 
     /// Idle connections currently pooled for `target_key` (tests, metrics).
+    #[cfg(test)]
     pub fn idle_count(&self, target_key: &str) -> usize {
         self.pool().get(target_key).map_or(0, Vec::len)
     }

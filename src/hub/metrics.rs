@@ -252,6 +252,7 @@ impl Metrics {
     }
 
     /// Participants with their own series now.
+    #[cfg(test)]
     pub fn participant_series(&self) -> usize {
         crate::sync::lock(&self.proxied).len()
     }

@@ -25,14 +25,14 @@
 //! - [`error`]: the one error type handlers answer with, and how state errors map onto it.
 //! - [`metrics`]: the counters behind `/metrics`.
 
-pub mod api;
-pub mod error;
-pub mod guard;
-pub mod metrics;
-pub mod proxy;
-pub mod rooms;
-pub mod router;
-pub mod service;
+pub(crate) mod api;
+pub(crate) mod error;
+pub(crate) mod guard;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
+pub(crate) mod rooms;
+pub(crate) mod router;
+pub(crate) mod service;
 
 use std::io;
 use std::net::SocketAddr;
@@ -45,8 +45,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::http;
+pub use crate::http::limits::{ServerConfig, ServerStats};
+pub use guard::endpoints::{Cidr, EndpointRules};
 use crate::types::{HEALTH_CHECK_INTERVAL_MS, PARTICIPANT_TIMEOUT_MS};
-use guard::{auth, endpoints, limits};
+use guard::{auth, limits};
 use proxy::tunnel;
 use rooms::{Limits, State, events, ids, persist, sweeper};
 use service::Service;
@@ -77,7 +79,7 @@ pub const DEFAULT_CONTROL_BURST: u32 = 200;
 #[derive(Clone, Debug)]
 pub struct HubConfig {
     /// Bounds of the HTTP server (connections, timeouts, grace period).
-    pub server: http::ServerConfig,
+    pub server: ServerConfig,
     /// How often participants are expected to check in (the sweeper runs at least this often).
     pub health_interval: Duration,
     /// Silence after which a participant is offline.
@@ -123,7 +125,7 @@ pub struct HubConfig {
     pub max_tunnels: usize,
     /// What direct endpoints may be (`--allow-endpoint`); local addresses only for local
     /// joiners in any case.
-    pub endpoint_rules: endpoints::EndpointRules,
+    pub endpoint_rules: EndpointRules,
 }
 
 /// Default time a participant may take to start answering.
@@ -132,7 +134,7 @@ pub const TTFB_TIMEOUT: Duration = Duration::from_secs(300);
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            server: http::ServerConfig::default(),
+            server: ServerConfig::default(),
             health_interval: Duration::from_millis(HEALTH_CHECK_INTERVAL_MS),
             participant_timeout: Duration::from_millis(PARTICIPANT_TIMEOUT_MS),
             max_rooms: DEFAULT_MAX_ROOMS,
@@ -157,13 +159,13 @@ impl Default for HubConfig {
             state_file: None,
             tunnel_wait: tunnel::TUNNEL_WAIT,
             max_tunnels: tunnel::MAX_PARKED_TOTAL,
-            endpoint_rules: endpoints::EndpointRules::default(),
+            endpoint_rules: EndpointRules::default(),
         }
     }
 }
 
 /// What every request handler shares.
-pub struct HubInner {
+pub(crate) struct HubInner {
     pub state: State,
     pub config: HubConfig,
     pub connector: http::upstream::Connector,
@@ -267,14 +269,36 @@ impl Hub {
         self.shutdown.clone()
     }
 
-    /// The hub's rooms and participants (read-only use by embedders and tests).
-    pub fn state(&self) -> &State {
-        &self.inner.state
+    /// The rooms, as `GET /rooms` lists them.
+    pub fn rooms(&self) -> Vec<crate::types::RoomSummary> {
+        self.inner.state.list_rooms()
     }
 
-    /// The parked reverse-tunnel sockets.
-    pub fn tunnels(&self) -> &tunnel::Tunnels {
-        &self.inner.tunnels
+    /// A room's participants, as `GET /rooms/:code/participants` lists them; `None` when there
+    /// is no such room.
+    pub fn participants(&self, code: &str) -> Option<Vec<crate::types::ParticipantInfo>> {
+        self.inner.state.room(code).ok().map(|r| r.participants())
+    }
+
+    /// Reverse-tunnel sockets parked for a participant (tests).
+    #[doc(hidden)]
+    pub fn parked_tunnels(&self, code: &str, id: &str) -> usize {
+        self.inner.tunnels.parked(code, id)
+    }
+
+    /// A room's event-stream counts (tests): subscribers evicted for falling behind, and
+    /// subscribers now.
+    #[doc(hidden)]
+    pub fn event_counts(&self, code: &str) -> Option<(u64, usize)> {
+        let room = self.inner.state.room(code).ok()?;
+        let inner = room.lock();
+        Some((inner.events.evictions, inner.events.subscriber_count()))
+    }
+
+    /// Reverse-tunnel sockets parked across the hub (tests).
+    #[doc(hidden)]
+    pub fn parked_tunnels_total(&self) -> usize {
+        self.inner.tunnels.total()
     }
 
     /// Shut down gracefully and wait until done.

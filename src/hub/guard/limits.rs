@@ -118,6 +118,7 @@ impl RateLimiter {
     }
 
     /// Addresses tracked now.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         crate::sync::lock(&self.buckets).len()
     }

@@ -10,4 +10,4 @@ pub mod state;
 pub mod sweeper;
 
 pub use error::StateError;
-pub use state::{Lease, Limits, Room, SelectError, State};
+pub use state::{Limits, Room, State};

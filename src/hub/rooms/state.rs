@@ -822,11 +822,6 @@ impl State {
         Ok((sub, slot))
     }
 
-    /// Event subscribers across all rooms.
-    pub fn subscriber_total(&self) -> usize {
-        self.subscribers.load(Ordering::SeqCst)
-    }
-
     /// End every event stream (shutdown).
     pub fn close_all_streams(&self) {
         self.closed.store(true, Ordering::SeqCst);

@@ -7,11 +7,11 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gambiarra::internals::ChunkedDecoder;
-use gambiarra::internals::parse_request;
-use gambiarra::internals::encode_event;
 use gambiarra::internals::BodyKind;
+use gambiarra::internals::ChunkedDecoder;
 use gambiarra::internals::EventLog;
+use gambiarra::internals::encode_event;
+use gambiarra::internals::parse_request;
 use gambiarra::internals::route;
 
 const CHAT_HEAD: &[u8] = b"POST /rooms/ABC234/v1/chat/completions HTTP/1.1\r\n\

@@ -27,11 +27,10 @@ pub mod types;
 /// not stable.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::http::Method;
     pub use crate::http::body::ChunkedDecoder;
+    pub use crate::http::head::Method;
     pub use crate::http::head::{MAX_HEAD_BYTES, parse_request};
     pub use crate::http::sse::encode_event;
-    pub use crate::http::upstream::Target;
     pub use crate::hub::guard::auth::{
         Auth, FAILURE_BURST, RoomSecrets, hash_password, verify_password,
     };

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
-use gambiarra::internals::MAX_HEAD_BYTES;
 use gambiarra::hub::{CONTROL_BODY_LIMIT, V1_BODY_LIMIT};
+use gambiarra::internals::MAX_HEAD_BYTES;
 use serde_json::json;
 
 #[tokio::test]

@@ -151,9 +151,9 @@ async fn sdk_talks_to_an_https_hub() {
 
 #[tokio::test]
 async fn tunnels_work_through_an_https_hub() {
+    use gambiarra::client::Target;
     use gambiarra::client::tunnel::{TunnelSpec, run as run_tunnels};
     use gambiarra::client::{HubClient, JoinRequest};
-    use gambiarra::internals::Target;
     use std::sync::{Arc, RwLock};
     let hub = start_default().await;
     let addr = hub.local_addr();

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use gambiarra::HubConfig;
+use gambiarra::client::Target;
 use gambiarra::client::tunnel::{TunnelSpec, run as run_tunnels};
 use gambiarra::client::{HubClient, JoinRequest};
-use gambiarra::internals::Target;
 use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::json;
 

@@ -20,19 +20,19 @@ use crate::tools::bench::{BenchConfig, run as run_bench};
 pub struct BenchArgs {
     /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
     #[argh(option)]
-    pub hub: Option<String>,
+    pub(crate) hub: Option<String>,
     /// room code (omit with --path to benchmark any OpenAI-compatible server)
     #[argh(option)]
-    pub room: Option<String>,
+    pub(crate) room: Option<String>,
     /// request path instead of /rooms/CODE/v1/chat/completions
     #[argh(option)]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// the model field: *, a participant id, model:NAME or NAME (default *)
     #[argh(option, default = "String::from(\"*\")")]
-    pub model: String,
+    pub(crate) model: String,
     /// concurrent keep-alive connections (default 64)
     #[argh(option, short = 'c', default = "64")]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// how long to run: 10s, 500ms, 2m (default 10s)
     #[argh(
         option,
@@ -40,16 +40,16 @@ pub struct BenchArgs {
         default = "String::from(\"10s\")",
         from_str_fn(parse_duration_arg)
     )]
-    pub duration: String,
+    pub(crate) duration: String,
     /// request streamed completions
     #[argh(switch)]
-    pub stream: bool,
+    pub(crate) stream: bool,
     /// extra JSON members for the body, e.g. '"max_tokens":16'
     #[argh(option, default = "String::new()")]
-    pub extra: String,
+    pub(crate) extra: String,
     /// print the report as JSON
     #[argh(switch)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 fn parse_duration_arg(s: &str) -> Result<String, String> {
@@ -57,7 +57,7 @@ fn parse_duration_arg(s: &str) -> Result<String, String> {
 }
 
 /// `10s`, `500ms`, `2m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -75,7 +75,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-pub fn run(args: BenchArgs) -> ExitCode {
+pub(crate) fn run(args: BenchArgs) -> ExitCode {
     let hub = super::hub_url(args.hub.clone());
     let parsed = match url::parse(&hub) {
         Ok(u) if u.scheme == Scheme::Http => u,

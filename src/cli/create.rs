@@ -14,28 +14,28 @@ use argh::FromArgs;
 pub struct CreateArgs {
     /// room name
     #[argh(option, short = 'n')]
-    pub name: String,
+    pub(crate) name: String,
     /// protect the room with this password: joining and using it then needs it
     /// (default: $GAMBIARRA_PASSWORD if set)
     #[argh(option)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// the hub's admin token, if it requires one to create rooms
     /// (default: $GAMBIARRA_ADMIN_TOKEN)
     #[argh(option)]
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
     /// hub URL (default: $GAMBIARRA_HUB, else the one hub discovered on the LAN, else
     /// http://localhost:3000)
     #[argh(option)]
-    pub hub: Option<String>,
+    pub(crate) hub: Option<String>,
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
     #[argh(option)]
-    pub ca: Vec<String>,
+    pub(crate) ca: Vec<String>,
     /// print the hub's answer as JSON
     #[argh(switch)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
-pub fn run(args: CreateArgs) -> ExitCode {
+pub(crate) fn run(args: CreateArgs) -> ExitCode {
     let (client, rt) = match super::hub_session("create", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,

@@ -15,23 +15,23 @@ use argh::FromArgs;
 pub struct DeleteArgs {
     /// room code
     #[argh(option, short = 'c')]
-    pub code: String,
+    pub(crate) code: String,
     /// the room's host token, printed by `create` (default: $GAMBIARRA_HOST_TOKEN)
     #[argh(option)]
-    pub host_token: Option<String>,
+    pub(crate) host_token: Option<String>,
     /// the hub's admin token instead (default: $GAMBIARRA_ADMIN_TOKEN)
     #[argh(option)]
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
     /// hub URL (default: $GAMBIARRA_HUB, else the one hub discovered on the LAN, else
     /// http://localhost:3000)
     #[argh(option)]
-    pub hub: Option<String>,
+    pub(crate) hub: Option<String>,
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
     #[argh(option)]
-    pub ca: Vec<String>,
+    pub(crate) ca: Vec<String>,
 }
 
-pub fn run(args: DeleteArgs) -> ExitCode {
+pub(crate) fn run(args: DeleteArgs) -> ExitCode {
     let (client, rt) = match super::hub_session("delete", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,

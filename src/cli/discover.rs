@@ -16,13 +16,13 @@ use argh::FromArgs;
 pub struct DiscoverArgs {
     /// how long to listen for answers, in ms (default 800)
     #[argh(option, default = "crate::mdns::BROWSE_WAIT.as_millis() as u64")]
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     /// print the hubs as JSON
     #[argh(switch)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
-pub fn run(args: DiscoverArgs) -> ExitCode {
+pub(crate) fn run(args: DiscoverArgs) -> ExitCode {
     let rt = match super::runtime_with(Some(1)) {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -20,52 +20,52 @@ use crate::types::HEALTH_CHECK_INTERVAL_MS;
 pub struct JoinArgs {
     /// room code
     #[argh(option, short = 'c')]
-    pub code: String,
+    pub(crate) code: String,
     /// the model to share, as your server names it (e.g. llama3:8b)
     #[argh(option, short = 'm')]
-    pub model: String,
+    pub(crate) model: String,
     /// your OpenAI-compatible server (default http://localhost:11434, Ollama)
     #[argh(
         option,
         short = 'e',
         default = "String::from(\"http://localhost:11434\")"
     )]
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// display name (default MODEL@<first 6 characters of the id>)
     #[argh(option)]
-    pub nickname: Option<String>,
+    pub(crate) nickname: Option<String>,
     /// participant id, to keep the same identity across runs (default: a new UUID)
     #[argh(option)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// password of a protected room (default: $GAMBIARRA_PASSWORD)
     #[argh(option)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// hub URL (default: $GAMBIARRA_HUB, else the one hub discovered on the LAN, else
     /// http://localhost:3000)
     #[argh(option)]
-    pub hub: Option<String>,
+    pub(crate) hub: Option<String>,
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
     #[argh(option)]
-    pub ca: Vec<String>,
+    pub(crate) ca: Vec<String>,
     /// do not detect and share CPU/RAM/GPU specs
     #[argh(switch)]
-    pub no_specs: bool,
+    pub(crate) no_specs: bool,
     /// skip checking that the endpoint serves the model
     #[argh(switch)]
-    pub no_probe: bool,
+    pub(crate) no_probe: bool,
     /// let the hub connect to --endpoint directly instead of through tunnels this agent opens
     /// (needs an endpoint the hub can reach)
     #[argh(switch)]
-    pub direct: bool,
+    pub(crate) direct: bool,
     /// tunnel connections kept open to the hub (default 4)
     #[argh(option, default = "crate::client::tunnel::TUNNEL_POOL")]
-    pub tunnels: usize,
+    pub(crate) tunnels: usize,
     /// health-check interval in ms (default 10000)
     #[argh(option, default = "HEALTH_CHECK_INTERVAL_MS")]
-    pub health_interval_ms: u64,
+    pub(crate) health_interval_ms: u64,
 }
 
-pub fn run(args: JoinArgs) -> ExitCode {
+pub(crate) fn run(args: JoinArgs) -> ExitCode {
     let (hub, rt) = match super::hub_session("join", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,

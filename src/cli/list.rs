@@ -17,17 +17,17 @@ pub struct ListArgs {
     /// hub URL (default: $GAMBIARRA_HUB, else the one hub discovered on the LAN, else
     /// http://localhost:3000)
     #[argh(option)]
-    pub hub: Option<String>,
+    pub(crate) hub: Option<String>,
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
     #[argh(option)]
-    pub ca: Vec<String>,
+    pub(crate) ca: Vec<String>,
     /// print the rooms as JSON
     #[argh(switch)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// "42s", "7m", "3h", "2d".
-pub fn age(ms: u64) -> String {
+pub(crate) fn age(ms: u64) -> String {
     let s = ms / 1000;
     match s {
         0..=59 => format!("{s}s"),
@@ -37,7 +37,7 @@ pub fn age(ms: u64) -> String {
     }
 }
 
-pub fn run(args: ListArgs) -> ExitCode {
+pub(crate) fn run(args: ListArgs) -> ExitCode {
     let (client, rt) = match super::hub_session("list", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,

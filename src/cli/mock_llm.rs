@@ -18,27 +18,27 @@ use crate::tools::mock::{MockConfig, MockLlm};
 pub struct MockLlmArgs {
     /// port to listen on (default 11434, Ollama's)
     #[argh(option, short = 'p', default = "11434")]
-    pub port: u16,
+    pub(crate) port: u16,
     /// address to listen on (default 127.0.0.1)
     #[argh(option, default = "String::from(\"127.0.0.1\")")]
-    pub host: String,
+    pub(crate) host: String,
     /// model name to serve (default llama3)
     #[argh(option, default = "String::from(\"llama3\")")]
-    pub model: String,
+    pub(crate) model: String,
     /// tokens per completion (default 50)
     #[argh(option, default = "50")]
-    pub tokens: u32,
+    pub(crate) tokens: u32,
     /// milliseconds between streamed tokens (default 20)
     #[argh(option, default = "20")]
-    pub token_delay_ms: u64,
+    pub(crate) token_delay_ms: u64,
     /// how the JSON looks, after real servers: compact (default), spaced (Python's
     /// json.dumps, like llama-cpp-python), reasoning (reasoning_content deltas), tool-calls
     /// (a streamed tool call), usage-chunk (a usage chunk in every stream)
     #[argh(option, default = "crate::tools::mock::Style::Compact")]
-    pub style: crate::tools::mock::Style,
+    pub(crate) style: crate::tools::mock::Style,
 }
 
-pub fn run(args: MockLlmArgs) -> ExitCode {
+pub(crate) fn run(args: MockLlmArgs) -> ExitCode {
     super::init_logging(tracing::Level::WARN);
     let addr: SocketAddr = match format!("{}:{}", args.host, args.port).parse() {
         Ok(a) => a,

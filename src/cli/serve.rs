@@ -20,98 +20,98 @@ use crate::types::{HEALTH_CHECK_INTERVAL_MS, PARTICIPANT_TIMEOUT_MS};
 pub struct ServeArgs {
     /// address to listen on (default 0.0.0.0; use :: for IPv6)
     #[argh(option, default = "String::from(\"0.0.0.0\")")]
-    pub host: String,
+    pub(crate) host: String,
     /// port to listen on (default 3000; 0 picks a free one)
     #[argh(option, short = 'p', default = "3000")]
-    pub port: u16,
+    pub(crate) port: u16,
     /// print only warnings and errors
     #[argh(switch, short = 'q')]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// log every request
     #[argh(switch, short = 'v')]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
     /// most connections served at once; more get 503 (default 10000)
     #[argh(option, default = "limits::DEFAULT_MAX_CONNECTIONS")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// expected interval of participants' health checks in ms (default 10000)
     #[argh(option, default = "HEALTH_CHECK_INTERVAL_MS")]
-    pub health_interval_ms: u64,
+    pub(crate) health_interval_ms: u64,
     /// silence in ms after which a participant is offline (default 30000)
     #[argh(option, default = "PARTICIPANT_TIMEOUT_MS")]
-    pub participant_timeout_ms: u64,
+    pub(crate) participant_timeout_ms: u64,
     /// most rooms on this hub (default 10000)
     #[argh(option, default = "hub::DEFAULT_MAX_ROOMS")]
-    pub max_rooms: usize,
+    pub(crate) max_rooms: usize,
     /// most rooms one address may have at once; the admin is not bounded (default 64; 0: no
     /// bound)
     #[argh(option, default = "hub::DEFAULT_MAX_ROOMS_PER_IP")]
-    pub max_rooms_per_ip: usize,
+    pub(crate) max_rooms_per_ip: usize,
     /// silence in ms after which a participant is forgotten: removed, announced as left
     /// (default an hour, or the participant timeout if that is longer)
     #[argh(option)]
-    pub forget_after_ms: Option<u64>,
+    pub(crate) forget_after_ms: Option<u64>,
     /// most participants in one room (default 1000)
     #[argh(option, default = "hub::DEFAULT_MAX_PARTICIPANTS")]
-    pub max_participants: usize,
+    pub(crate) max_participants: usize,
     /// most event-stream subscribers on one room (default 1000)
     #[argh(option, default = "hub::DEFAULT_MAX_SUBSCRIBERS")]
-    pub max_subscribers: usize,
+    pub(crate) max_subscribers: usize,
     /// most event-stream subscribers on the whole hub (default 10000)
     #[argh(option, default = "hub::DEFAULT_MAX_SUBSCRIBERS_TOTAL")]
-    pub max_subscribers_total: usize,
+    pub(crate) max_subscribers_total: usize,
     /// most connections open at once from one address (IPv6: one /64); more get 429
     /// (default 512; 0: no bound)
     #[argh(option, default = "limits::DEFAULT_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: usize,
+    pub(crate) max_connections_per_ip: usize,
     /// control-route requests per second per address, everything but /v1 and tunnels;
     /// more get 429 (default 50; 0: no bound)
     #[argh(option, default = "hub::DEFAULT_CONTROL_RATE")]
-    pub rate_limit: f64,
+    pub(crate) rate_limit: f64,
     /// control-route requests an address may burst above --rate-limit (default 200)
     #[argh(option, default = "hub::DEFAULT_CONTROL_BURST")]
-    pub rate_burst: u32,
+    pub(crate) rate_burst: u32,
     /// require this token (Authorization: Bearer) to create and delete rooms and to read
     /// /metrics; also read from GAMBIARRA_ADMIN_TOKEN, which keeps it out of `ps`
     #[argh(option)]
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
     /// time a participant may take to start answering, in ms (default 300000)
     #[argh(option, default = "hub::TTFB_TIMEOUT.as_millis() as u64")]
-    pub ttfb_timeout_ms: u64,
+    pub(crate) ttfb_timeout_ms: u64,
     /// worker threads (default: one per CPU core; 1 suits small devices)
     #[argh(option)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// serve HTTPS: PEM certificate chain (with --tls-key)
     #[argh(option)]
-    pub tls_cert: Option<String>,
+    pub(crate) tls_cert: Option<String>,
     /// serve HTTPS: PEM private key (with --tls-cert)
     #[argh(option)]
-    pub tls_key: Option<String>,
+    pub(crate) tls_key: Option<String>,
     /// save rooms to this file on every change and load them at start (default: in memory)
     #[argh(option)]
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     /// advertise the hub on the LAN with mDNS as gambiarra-hub-PORT._gambiarra._tcp.local,
     /// so `gambiarra discover` and commands without --hub find it
     #[argh(switch)]
-    pub mdns: bool,
+    pub(crate) mdns: bool,
     /// memory for request bodies across the hub, in MiB; a body that would go past
     /// it gets 503 before it is read (default 64)
     #[argh(option, default = "(limits::DEFAULT_BODY_MEMORY >> 20) as u64")]
-    pub max_body_memory_mb: u64,
+    pub(crate) max_body_memory_mb: u64,
     /// time a whole request body may take to arrive, in ms (default 120000)
     #[argh(option, default = "limits::BODY_DEADLINE.as_millis() as u64")]
-    pub body_deadline_ms: u64,
+    pub(crate) body_deadline_ms: u64,
     /// allow direct participant endpoints only in this network (CIDR, e.g. 192.168.1.0/24;
     /// repeatable); local addresses of this machine are for participants on it in any case
     #[argh(option)]
-    pub allow_endpoint: Vec<String>,
+    pub(crate) allow_endpoint: Vec<String>,
     /// most reverse-tunnel sockets parked across the hub, each also counted as a connection
     /// of its address (default 4096)
     #[argh(option, default = "hub::proxy::tunnel::MAX_PARKED_TOTAL")]
-    pub max_tunnels: usize,
+    pub(crate) max_tunnels: usize,
     /// PEM file of extra CA certificates to trust for https:// participant endpoints
     /// (e.g. a participant's self-signed certificate); repeatable
     #[argh(option)]
-    pub upstream_ca: Vec<String>,
+    pub(crate) upstream_ca: Vec<String>,
 }
 
 impl ServeArgs {
@@ -262,7 +262,7 @@ fn return_large_allocations() {
     }
 }
 
-pub fn run(args: ServeArgs) -> ExitCode {
+pub(crate) fn run(args: ServeArgs) -> ExitCode {
     return_large_allocations();
     super::init_logging(if args.quiet {
         tracing::Level::WARN

@@ -27,7 +27,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::http::client::{ReadError, read_body, read_head};
-use crate::http::upstream::{Connector, Target};
+use crate::http::upstream::Connector;
+/// A participant's endpoint, normalised: what a [`tunnel::TunnelSpec`] serves.
+pub use crate::http::upstream::Target;
 use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, RoomInfo, RoomSummary};
 
 /// Time allowed for one call to a hub (connect, request, whole answer).

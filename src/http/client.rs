@@ -12,27 +12,31 @@ use super::head::{HeadError, MAX_HEADERS, has_token};
 
 /// The largest upstream response head accepted, complete or not (larger → the proxy answers
 /// 502).
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// A parsed response head.
 #[derive(Clone, Debug)]
-pub struct ResponseHead {
+pub(crate) struct ResponseHead {
     raw: Bytes,
-    pub status: u16,
+    pub(crate) status: u16,
     headers: Vec<(Range<usize>, Range<usize>)>,
-    pub framing: BodyFraming,
+    pub(crate) framing: BodyFraming,
     /// The upstream will keep the connection open after this response.
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
 }
 
 impl ResponseHead {
-    pub fn headers(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
         self.headers
             .iter()
             .map(|(n, v)| (self.raw.slice(n.clone()), self.raw.slice(v.clone())))
     }
 
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+    #[cfg_attr(
+        not(any(feature = "client", feature = "tools")),
+        allow(dead_code, reason = "the SDK's and the load tool's")
+    )]
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
@@ -43,13 +47,13 @@ impl ResponseHead {
 /// A response head parsed from a buffer, before its bytes are frozen: the caller splits `len`
 /// bytes off its buffer and calls [`ResponseHeadParts::freeze`] with them.
 #[derive(Debug)]
-pub struct ResponseHeadParts {
-    pub len: usize,
+pub(crate) struct ResponseHeadParts {
+    pub(crate) len: usize,
     head: ResponseHead,
 }
 
 impl ResponseHeadParts {
-    pub fn freeze(mut self, raw: Bytes) -> ResponseHead {
+    pub(crate) fn freeze(mut self, raw: Bytes) -> ResponseHead {
         debug_assert_eq!(raw.len(), self.len);
         self.head.raw = raw;
         self.head
@@ -57,7 +61,7 @@ impl ResponseHeadParts {
 }
 
 /// Parse a response head at the start of `buf`. `Ok(None)`: incomplete.
-pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHeadParts>, HeadError> {
+pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHeadParts>, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut storage);
     let len = match resp.parse(buf) {
@@ -145,7 +149,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHeadParts>, HeadError
 
 /// Why a response could not be read.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The socket failed.
     Io(std::io::Error),
     /// The peer closed before the head or the body was complete.
@@ -189,7 +193,7 @@ async fn fill<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> Result<()
 
 /// Read from `io` into `buf` until a response head parses. The head's bytes are split off
 /// `buf`; whatever followed them stays there.
-pub async fn read_head<R: AsyncRead + Unpin>(
+pub(crate) async fn read_head<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
 ) -> Result<ResponseHead, ReadError> {
@@ -206,7 +210,7 @@ pub async fn read_head<R: AsyncRead + Unpin>(
 
 /// Read a whole body framed by `framing` (starting with what is already in `buf`), handing
 /// its payload to `on_data` piece by piece; more than `limit` bytes is `TooLarge`.
-pub async fn read_body<R: AsyncRead + Unpin>(
+pub(crate) async fn read_body<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
     framing: BodyFraming,
@@ -272,7 +276,7 @@ pub async fn read_body<R: AsyncRead + Unpin>(
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones a
 /// relay recomputes itself (`Content-Length`, `Date`) or sets itself (CORS).
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     const DROP: [&[u8]; 13] = [
         b"connection",
         b"keep-alive",

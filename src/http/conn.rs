@@ -715,7 +715,7 @@ impl OutChunk {
 }
 
 /// Write every byte of `parts`, using vectored writes.
-pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     parts: &[&[u8]],
 ) -> io::Result<()> {

@@ -16,7 +16,7 @@ thread_local! {
 }
 
 /// Call `f` with the current date as an HTTP date.
-pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+pub(crate) fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -32,7 +32,7 @@ pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 }
 
 /// Format Unix seconds as IMF-fixdate.
-pub fn format_http_date(secs: u64) -> [u8; DATE_LEN] {
+pub(crate) fn format_http_date(secs: u64) -> [u8; DATE_LEN] {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
     const MONTHS: [&[u8; 3]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",

@@ -9,28 +9,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Default for the most connections served at once; more are answered 503 and closed.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default for the most connections open at once from one client address (an IPv6 client is
 /// its /64); more are answered 429 and closed.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 512;
+pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 512;
 /// A head must be complete within this long of its first byte (and a new connection must send
 /// its first request within it). Past it → 408 and close.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A keep-alive connection with no request in progress is closed after this long.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// While a body is being read, each read must bring bytes within this long.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A whole body must arrive within this long of its head (a trickle of one byte per
 /// `BODY_TIMEOUT` does not keep a connection and its buffer for ever). Past it → 408.
-pub const BODY_DEADLINE: Duration = Duration::from_secs(120);
+pub(crate) const BODY_DEADLINE: Duration = Duration::from_secs(120);
 /// Default most bytes of request bodies held in memory across the server at once. A body that
 /// would go past it is refused with 503 before it is read.
-pub const DEFAULT_BODY_MEMORY: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_BODY_MEMORY: usize = 64 * 1024 * 1024;
 /// A write that makes no progress for this long (a client that stopped reading) closes the
 /// connection.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests before giving up on them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Bounds and defaults of an HTTP server.
 #[derive(Clone)]
@@ -69,14 +69,14 @@ pub struct ServerStats {
 /// The first bytes of every body that the server's body memory does not count: a body this
 /// small (every control route's) is bounded by the connection limits alone, so a few clients
 /// holding large bodies can never stop a participant's health check or join.
-pub const BODY_FREE: usize = 64 * 1024;
+pub(crate) const BODY_FREE: usize = 64 * 1024;
 /// One client address may hold at most this share (1/N) of the server's body memory.
-pub const BODY_SHARE_PER_IP: usize = 4;
+pub(crate) const BODY_SHARE_PER_IP: usize = 4;
 
 /// Request-body bytes counted against [`ServerConfig::body_memory`] (and the client address's
 /// share of it) until dropped, with the request.
 #[derive(Debug)]
-pub struct BodyBudget {
+pub(crate) struct BodyBudget {
     stats: Arc<ServerStats>,
     ip: IpAddr,
     /// Bytes of the body so far (the first [`BODY_FREE`] are not counted).
@@ -177,7 +177,7 @@ impl Default for ServerConfig {
 /// The address limits are kept by: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64, the
 /// block one host or network usually holds, so a client cannot take a fresh allowance per
 /// address.
-pub fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -230,7 +230,7 @@ impl Drop for IpSlot {
 /// One connection counted against the server's bounds (the connection limit, its address's
 /// limit, the open-connections gauge). It lives as long as the socket does: with the
 /// connection task, or, after an upgrade, with the upgraded socket (a parked tunnel).
-pub struct ConnSlot {
+pub(crate) struct ConnSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
     _ip: IpSlot,
     stats: Arc<ServerStats>,

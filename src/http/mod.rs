@@ -26,8 +26,7 @@ pub mod sse;
 pub mod upstream;
 pub mod url;
 
-pub use conn::write_all_vectored;
-pub use head::{Method, RequestHead};
-pub use limits::ServerConfig;
-pub use response::{Body, BodyStream, Response, Upgraded};
-pub use service::{Handler, Peer, Request};
+pub(crate) use conn::write_all_vectored;
+pub(crate) use head::{Method, RequestHead};
+pub(crate) use response::{Body, BodyStream, Response, Upgraded};
+pub(crate) use service::{Handler, Peer, Request};

@@ -10,11 +10,11 @@ use super::date;
 
 /// A header: name and value as bytes (static names cost nothing; relayed ones are slices of the
 /// upstream head).
-pub type Header = (Bytes, Bytes);
+pub(crate) type Header = (Bytes, Bytes);
 
 /// A source of body chunks for a streamed response (SSE, proxied bodies). Polled by the
 /// connection, which also watches the client socket while streaming.
-pub trait BodyStream: Send + 'static {
+pub(crate) trait BodyStream: Send + 'static {
     /// The next piece of the body; `None` ends it normally. An error ends it abnormally: the
     /// connection is closed without the terminating chunk, so the client knows the body is
     /// truncated.
@@ -28,27 +28,29 @@ pub trait BodyStream: Send + 'static {
 }
 
 /// Any byte stream a connection can be handed over as.
-pub trait AsyncStream:
+pub(crate) trait AsyncStream:
     tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static
 {
 }
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> AsyncStream for T {}
 
 /// A connection handed over by an `Upgrade` response, after its `101` went out.
-pub struct Upgraded {
-    pub io: Box<dyn AsyncStream>,
+pub(crate) struct Upgraded {
+    pub(crate) io: Box<dyn AsyncStream>,
     /// Bytes the client sent after its request, already read from the socket.
-    pub read_ahead: Bytes,
+    pub(crate) read_ahead: Bytes,
     /// Keeps the connection counted against the server's limits (`--max-connections`, per
-    /// address) for as long as the socket lives, wherever it goes after the upgrade.
-    pub slot: Option<super::limits::ConnSlot>,
+    /// address) for as long as the socket lives, wherever it goes after the upgrade (held for
+    /// its `Drop`, never read).
+    #[expect(dead_code, reason = "held for its Drop")]
+    pub(crate) slot: Option<super::limits::ConnSlot>,
 }
 
 /// Takes over an upgraded connection.
-pub type OnUpgrade = Box<dyn FnOnce(Upgraded) + Send>;
+pub(crate) type OnUpgrade = Box<dyn FnOnce(Upgraded) + Send>;
 
 /// The body of a response.
-pub enum Body {
+pub(crate) enum Body {
     Empty,
     /// Sent with `Content-Length`.
     Full(Bytes),
@@ -80,16 +82,16 @@ impl std::fmt::Debug for Body {
 
 /// A response on its way to the client.
 #[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<Header>,
-    pub body: Body,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) body: Body,
     /// Close the connection after this response, whatever the client asked for.
-    pub close: bool,
+    pub(crate) close: bool,
 }
 
 impl Response {
-    pub fn new(status: u16) -> Self {
+    pub(crate) fn new(status: u16) -> Self {
         Response {
             status,
             headers: Vec::new(),
@@ -99,38 +101,33 @@ impl Response {
     }
 
     /// A JSON response from already-encoded bytes.
-    pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
+    pub(crate) fn json(status: u16, body: impl Into<Bytes>) -> Self {
         Response::new(status)
             .header("Content-Type", Bytes::from_static(b"application/json"))
             .body(Body::Full(body.into()))
     }
 
     /// `{"error": message}` with this status.
-    pub fn json_error(status: u16, message: &str) -> Self {
+    pub(crate) fn json_error(status: u16, message: &str) -> Self {
         let body = serde_json::to_vec(&serde_json::json!({ "error": message }))
             .unwrap_or_else(|_| b"{\"error\":\"error\"}".to_vec());
         Response::json(status, body)
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<Bytes>) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<Bytes>) -> Self {
         self.headers
             .push((Bytes::from_static(name.as_bytes()), value.into()));
         self
     }
 
-    pub fn body(mut self, body: Body) -> Self {
+    pub(crate) fn body(mut self, body: Body) -> Self {
         self.body = body;
-        self
-    }
-
-    pub fn close(mut self) -> Self {
-        self.close = true;
         self
     }
 }
 
 /// The reason phrase for the status codes the hub sends.
-pub fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         101 => "Switching Protocols",
@@ -163,7 +160,7 @@ pub fn reason(status: u16) -> &'static str {
 
 /// How the body will be framed on the wire, decided by the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WireFraming {
+pub(crate) enum WireFraming {
     Length(u64),
     Chunked,
     /// HTTP/1.0 client and a streamed body: the end is the close.
@@ -172,7 +169,7 @@ pub enum WireFraming {
 
 /// Append the response head to `out`: status line, the response's headers, `extra` headers
 /// (server-wide defaults such as CORS), `Date`, framing and `Connection`.
-pub fn encode_head(
+pub(crate) fn encode_head(
     out: &mut BytesMut,
     status: u16,
     headers: &[Header],

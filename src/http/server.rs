@@ -21,7 +21,7 @@ use super::limits::{ConnSlot, PerIp, ServerConfig};
 use super::service::{Handler, Peer, shutdown_signalled};
 
 /// The listen backlog.
-pub const LISTEN_BACKLOG: i32 = 1024;
+pub(crate) const LISTEN_BACKLOG: i32 = 1024;
 /// After a failed accept (out of descriptors), the accept loop pauses this long, doubling on
 /// each further failure up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -31,7 +31,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const MAX_REJECTING: usize = 64;
 
 /// A TLS acceptor for a certificate chain and its key (HTTP/1.1 via ALPN).
-pub fn tls_acceptor(
+pub(crate) fn tls_acceptor(
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
 ) -> Result<tokio_rustls::TlsAcceptor, rustls::Error> {
@@ -46,7 +46,7 @@ pub fn tls_acceptor(
 
 /// Bind a listener with SO_REUSEADDR, TCP_NODELAY (inherited by accepted sockets on Linux, and
 /// set again on each) and a real backlog.
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
@@ -62,7 +62,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// Accept connections until `shutdown` turns true, then wait (up to the grace period) for the
 /// open connections to finish.
-pub async fn serve<H: Handler>(
+pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     config: Arc<ServerConfig>,

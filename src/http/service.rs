@@ -15,23 +15,23 @@ use super::response::Response;
 
 /// Who is on the other end of a connection.
 #[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    pub addr: SocketAddr,
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
 }
 
 /// A request with its whole (bounded) body.
 #[derive(Debug)]
-pub struct Request {
-    pub head: RequestHead,
-    pub body: Bytes,
+pub(crate) struct Request {
+    pub(crate) head: RequestHead,
+    pub(crate) body: Bytes,
     /// The body's bytes, counted against the server's body memory until the request is
     /// dropped (held for its `Drop`, never read).
     #[expect(dead_code, reason = "held for its Drop")]
-    pub budget: Option<BodyBudget>,
+    pub(crate) budget: Option<BodyBudget>,
 }
 
 /// What the server calls for each request: first with the head alone, then with the body.
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     /// What [`Handler::admit`] decided about a request, handed on to [`Handler::handle`].
     type Admitted: Send;
 
@@ -55,7 +55,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Resolve once `shutdown` holds `true` (at once if it already does).
-pub async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is dropped here, before the future completes, so callers'
     // futures stay `Send`.
     let _ = shutdown.wait_for(|s| *s).await;

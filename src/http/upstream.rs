@@ -304,6 +304,7 @@ impl Connector {
 
     /// A fresh connection; for `https://`, the TLS handshake is part of it (and of its
     /// timeout).
+    #[cfg_attr(not(feature = "client"), allow(dead_code, reason = "the SDK's"))]
     pub async fn connect_fresh(&self, target: &Target) -> Result<Upstream, ConnectError> {
         self.connect_checked(target, |_| Ok(())).await
     }

@@ -13,22 +13,22 @@ pub enum Scheme {
 
 /// A parsed absolute http(s) URL, borrowing from its text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Url<'a> {
-    pub scheme: Scheme,
+pub(crate) struct Url<'a> {
+    pub(crate) scheme: Scheme,
     /// Host name or IP address; an IPv6 address keeps its brackets.
-    pub host: &'a str,
+    pub(crate) host: &'a str,
     /// Explicit port, or the scheme's default.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Path without query and fragment; empty when the URL has none.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
 }
 
 /// The longest URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
+pub(crate) const MAX_URL_LEN: usize = 2048;
 
 /// Parse an absolute `http://` or `https://` URL. User info (`user:pass@`) is refused: a
 /// credential in an endpoint would be shown to everyone who lists the room.
-pub fn parse(s: &str) -> Result<Url<'_>, &'static str> {
+pub(crate) fn parse(s: &str) -> Result<Url<'_>, &'static str> {
     if s.len() > MAX_URL_LEN {
         return Err("URL too long");
     }
@@ -104,7 +104,7 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// A URL's host, normalised.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Host {
+pub(crate) enum Host {
     Ip(IpAddr),
     /// A DNS name, lower-case, without a trailing dot.
     Name(String),
@@ -112,7 +112,7 @@ pub enum Host {
 
 /// Normalise a URL's host (`[v6]` keeps its brackets in URLs). IPv4-mapped IPv6 addresses
 /// become IPv4.
-pub fn host_of(raw: &str) -> Host {
+pub(crate) fn host_of(raw: &str) -> Host {
     if let Some(v6) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']'))
         && let Ok(ip) = v6.parse::<Ipv6Addr>()
     {
@@ -170,7 +170,7 @@ fn loose_ipv4(s: &str) -> Option<Ipv4Addr> {
 }
 
 /// IPv4-mapped IPv6 as IPv4; everything else as is.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

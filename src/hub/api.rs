@@ -20,18 +20,18 @@ use crate::types::event::{self, Kind};
 use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, ParticipantStatus, now_ms};
 
 /// Longest room name.
-pub const MAX_ROOM_NAME: usize = 128;
+pub(crate) const MAX_ROOM_NAME: usize = 128;
 /// Longest participant id.
-pub const MAX_PARTICIPANT_ID: usize = 128;
+pub(crate) const MAX_PARTICIPANT_ID: usize = 128;
 /// Longest nickname.
-pub const MAX_NICKNAME: usize = 128;
+pub(crate) const MAX_NICKNAME: usize = 128;
 /// Longest model name.
-pub const MAX_MODEL: usize = 256;
+pub(crate) const MAX_MODEL: usize = 256;
 /// Longest free-text spec (GPU, CPU name).
-pub const MAX_SPEC_TEXT: usize = 256;
+pub(crate) const MAX_SPEC_TEXT: usize = 256;
 /// Most stop sequences in a config, and the longest one.
-pub const MAX_STOP_SEQUENCES: usize = 16;
-pub const MAX_STOP_LEN: usize = 256;
+pub(crate) const MAX_STOP_SEQUENCES: usize = 16;
+pub(crate) const MAX_STOP_LEN: usize = 256;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -74,7 +74,7 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn health() -> Response {
+pub(crate) fn health() -> Response {
     json(200, &json!({ "status": "ok", "timestamp": now_ms() }))
 }
 
@@ -86,7 +86,7 @@ struct CreateRoomBody {
 
 /// `POST /rooms`: create a room, protected when a password is given. The answer carries the
 /// `hostToken` (the only time it is ever sent) that deletes the room.
-pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Response> {
+pub(crate) async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Response> {
     hub.auth.check_admin(auth::bearer(&req.head), ip)?;
     let body: CreateRoomBody = parse_json(&req.body)?;
     let name = body
@@ -123,7 +123,7 @@ pub async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Result<Re
 
 /// `DELETE /rooms/:code`: for the room's host (`Authorization: Bearer <hostToken>`) or the hub
 /// admin.
-pub async fn delete_room(
+pub(crate) async fn delete_room(
     hub: &HubInner,
     room: Arc<Room>,
     req: &Request,
@@ -141,7 +141,7 @@ pub async fn delete_room(
 }
 
 /// `GET /metrics`: Prometheus text.
-pub fn metrics(hub: &HubInner) -> Response {
+pub(crate) fn metrics(hub: &HubInner) -> Response {
     let open = hub
         .config
         .server
@@ -158,7 +158,7 @@ pub fn metrics(hub: &HubInner) -> Response {
         )))
 }
 
-pub fn list_rooms(hub: &HubInner) -> Response {
+pub(crate) fn list_rooms(hub: &HubInner) -> Response {
     json(200, &json!({ "rooms": hub.state.list_rooms() }))
 }
 
@@ -182,7 +182,7 @@ struct JoinBody {
 
 /// The header a participant proves it owns its id with (leave, re-join); the body field
 /// `participantSecret` works too.
-pub const PARTICIPANT_SECRET_HEADER: &str = "gambiarra-participant-secret";
+pub(crate) const PARTICIPANT_SECRET_HEADER: &str = "gambiarra-participant-secret";
 
 /// The participant secret a request presents: the header, else the body's field.
 fn presented_secret<'a>(
@@ -237,7 +237,7 @@ fn validate_config(config: &GenerationConfig) -> Result<()> {
     Ok(())
 }
 
-pub fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Response> {
+pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Response> {
     let body: JoinBody = parse_json(&req.body)?;
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let (Some(id), Some(nickname), Some(model), Some(endpoint)) = (
@@ -319,11 +319,17 @@ struct LeaveBody {
 }
 
 /// The header the room's host (or the hub admin) removes a participant with.
-pub const HOST_TOKEN_HEADER: &str = "gambiarra-host-token";
+pub(crate) const HOST_TOKEN_HEADER: &str = "gambiarra-host-token";
 
 /// `DELETE /rooms/:code/leave/:id`: with the participant's secret (header or body), or the
 /// room's host token / the admin token in `Gambiarra-Host-Token` (removing someone).
-pub fn leave(hub: &HubInner, room: &Room, id: &str, req: &Request, ip: IpAddr) -> Result<Response> {
+pub(crate) fn leave(
+    hub: &HubInner,
+    room: &Room,
+    id: &str,
+    req: &Request,
+    ip: IpAddr,
+) -> Result<Response> {
     // The body is only read when the header is absent (a DELETE usually has none).
     let field = match req.head.header(PARTICIPANT_SECRET_HEADER) {
         Some(_) => None,
@@ -354,7 +360,12 @@ struct HealthBody {
 
 /// `POST /rooms/:code/health`: a sign of life. Our agent sends its secret (header or body),
 /// after which this participant's checks must carry it; the seed's agent sends none.
-pub fn health_check(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Response> {
+pub(crate) fn health_check(
+    hub: &HubInner,
+    room: &Room,
+    req: &Request,
+    ip: IpAddr,
+) -> Result<Response> {
     let body: HealthBody = parse_json(&req.body)?;
     let id = body
         .id
@@ -372,12 +383,12 @@ pub fn health_check(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> R
     Ok(json(200, &json!({ "success": true })))
 }
 
-pub fn participants(room: &Room) -> Result<Response> {
+pub(crate) fn participants(room: &Room) -> Result<Response> {
     Ok(json(200, &json!({ "participants": room.participants() })))
 }
 
 /// `GET /rooms/:code/v1/models`: participants that can take a request, as OpenAI models.
-pub fn models(room: &Room) -> Result<Response> {
+pub(crate) fn models(room: &Room) -> Result<Response> {
     let data: Vec<_> = room
         .participants()
         .into_iter()
@@ -407,7 +418,7 @@ fn last_event_id(req: &Request) -> Option<u64> {
 }
 
 /// `GET /rooms/:code/events`: the SSE stream.
-pub fn events(hub: &HubInner, room: Arc<Room>, req: &Request) -> Result<Response> {
+pub(crate) fn events(hub: &HubInner, room: Arc<Room>, req: &Request) -> Result<Response> {
     let (sub, slot) = hub.state.subscribe(&room, last_event_id(req))?;
     let client_id = crate::hub::rooms::ids::uuid_v4()?;
     let connected = encode_event(
@@ -436,7 +447,7 @@ pub fn events(hub: &HubInner, room: Arc<Room>, req: &Request) -> Result<Response
 
 /// `GET /rooms/:code/tunnel/:id` with `Upgrade: gambiarra-tunnel`: authenticate the
 /// participant's tunnel secret, answer 101, park the socket.
-pub fn tunnel(
+pub(crate) fn tunnel(
     hub: &Arc<HubInner>,
     room: Arc<Room>,
     id: &str,

@@ -11,16 +11,17 @@ use serde_json::json;
 use crate::http::Response;
 
 /// Message texts fixed by the TypeScript version's clients.
-pub mod msg {
-    pub const ROOM_NOT_FOUND: &str = "Room not found";
-    pub const PARTICIPANT_NOT_FOUND: &str = "Participant not found";
-    pub const NAME_REQUIRED: &str = "Name is required";
-    pub const MISSING_JOIN_FIELDS: &str = "Missing required fields: id, nickname, model, endpoint";
-    pub const PARTICIPANT_ID_REQUIRED: &str = "Participant ID is required";
-    pub const NOT_FOUND: &str = "Not found";
-    pub const METHOD_NOT_ALLOWED: &str = "Method not allowed";
-    pub const ROOM_REMOVED: &str = "Room was removed by its host";
-    pub const INVALID_PASSWORD: &str = "Invalid password";
+pub(crate) mod msg {
+    pub(crate) const ROOM_NOT_FOUND: &str = "Room not found";
+    pub(crate) const PARTICIPANT_NOT_FOUND: &str = "Participant not found";
+    pub(crate) const NAME_REQUIRED: &str = "Name is required";
+    pub(crate) const MISSING_JOIN_FIELDS: &str =
+        "Missing required fields: id, nickname, model, endpoint";
+    pub(crate) const PARTICIPANT_ID_REQUIRED: &str = "Participant ID is required";
+    pub(crate) const NOT_FOUND: &str = "Not found";
+    pub(crate) const METHOD_NOT_ALLOWED: &str = "Method not allowed";
+    pub(crate) const ROOM_REMOVED: &str = "Room was removed by its host";
+    pub(crate) const INVALID_PASSWORD: &str = "Invalid password";
 }
 
 impl From<crate::hub::rooms::ids::NoRandomness> for ApiError {
@@ -64,14 +65,14 @@ impl From<crate::hub::rooms::StateError> for ApiError {
 /// An error answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: u16,
-    pub message: Cow<'static, str>,
+    pub(crate) status: u16,
+    pub(crate) message: Cow<'static, str>,
     /// Seconds after which trying again may succeed (`Retry-After`), for 429 and 503.
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: u16, message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn new(status: u16, message: impl Into<Cow<'static, str>>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -80,7 +81,7 @@ impl ApiError {
     }
 
     /// 429 with `Retry-After`.
-    pub fn too_many(message: impl Into<Cow<'static, str>>, retry_after_secs: u64) -> Self {
+    pub(crate) fn too_many(message: impl Into<Cow<'static, str>>, retry_after_secs: u64) -> Self {
         ApiError {
             retry_after: Some(retry_after_secs.max(1)),
             ..Self::new(429, message)
@@ -88,7 +89,7 @@ impl ApiError {
     }
 
     /// 401: the room's password is missing or wrong.
-    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(401, message)
     }
 
@@ -107,20 +108,20 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(400, message)
     }
 
-    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(404, message)
     }
 
-    pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(503, message)
     }
 
     /// In the shape of the route it answers: OpenAI's on `/v1`, `{"error"}` elsewhere.
-    pub fn render(self, v1: bool) -> Response {
+    pub(crate) fn render(self, v1: bool) -> Response {
         if v1 {
             self.into_openai_response()
         } else {
@@ -129,12 +130,12 @@ impl ApiError {
     }
 
     /// `{"error": message}`.
-    pub fn into_response(self) -> Response {
+    pub(crate) fn into_response(self) -> Response {
         self.finish(Response::json_error(self.status, &self.message))
     }
 
     /// OpenAI's error shape.
-    pub fn into_openai_response(self) -> Response {
+    pub(crate) fn into_openai_response(self) -> Response {
         let kind = match self.status {
             400 | 413 | 422 => "invalid_request_error",
             401 | 403 => "authentication_error",
@@ -154,7 +155,7 @@ impl ApiError {
 impl ApiError {
     /// The OpenAI-shaped error's `code`: one of a fixed, documented set (README, "HTTP API"),
     /// so clients can match on it whatever the message says.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match (self.status, self.message.as_ref()) {
             (404, msg::ROOM_NOT_FOUND) => "room_not_found",
             (404, m) if m == crate::hub::proxy::NO_PARTICIPANT => "no_participant",

@@ -39,7 +39,7 @@ pub enum RouteLabel {
 
 impl RouteLabel {
     /// Every label, in the order of their counters.
-    pub const ALL: [RouteLabel; 16] = [
+    pub(crate) const ALL: [RouteLabel; 16] = [
         RouteLabel::Health,
         RouteLabel::CreateRoom,
         RouteLabel::ListRooms,
@@ -58,7 +58,7 @@ impl RouteLabel {
         RouteLabel::DeleteRoom,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RouteLabel::Health => "health",
             RouteLabel::CreateRoom => "create_room",
@@ -87,13 +87,13 @@ const STATUSES: [u16; 19] = [
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
 
 /// Most participants with series of their own in `gambiarra_proxied_requests_total`.
-pub const MAX_PARTICIPANT_SERIES: usize = 4096;
+pub(crate) const MAX_PARTICIPANT_SERIES: usize = 4096;
 /// The participant label of everyone past that bound.
-pub const OTHER_PARTICIPANTS: &str = "_other";
+pub(crate) const OTHER_PARTICIPANTS: &str = "_other";
 
 /// The `outcome` label of `gambiarra_proxied_requests_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The participant answered 2xx and the whole answer reached the client.
     Ok,
     /// The participant answered with an error status (relayed as is).
@@ -110,7 +110,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in the order of their counters.
-    pub const ALL: [Outcome; 6] = [
+    pub(crate) const ALL: [Outcome; 6] = [
         Outcome::Ok,
         Outcome::ErrorStatus,
         Outcome::Unreachable,
@@ -119,7 +119,7 @@ impl Outcome {
         Outcome::ClientGone,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::ErrorStatus => "error_status",
@@ -132,19 +132,19 @@ impl Outcome {
 }
 
 /// Histogram bucket bounds, in seconds.
-pub const BUCKETS: [f64; 12] = [
+pub(crate) const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// A Prometheus histogram over fixed buckets.
 #[derive(Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     counts: [AtomicU64; BUCKETS.len() + 1],
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = BUCKETS
             .iter()
@@ -170,14 +170,14 @@ impl Histogram {
 }
 
 /// Everything counted.
-pub struct Metrics {
+pub(crate) struct Metrics {
     requests: Vec<[AtomicU64; STATUS_SLOTS]>,
     in_flight: AtomicI64,
     /// Per participant, a count per outcome (indexed by [`Outcome`]).
     proxied: Mutex<HashMap<String, [u64; Outcome::ALL.len()]>>,
     tokens: AtomicU64,
-    pub ttft: Histogram,
-    pub duration: Histogram,
+    pub(crate) ttft: Histogram,
+    pub(crate) duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -194,7 +194,7 @@ impl Default for Metrics {
 }
 
 /// Counts a request in flight until dropped.
-pub struct InFlight<'a>(&'a Metrics);
+pub(crate) struct InFlight<'a>(&'a Metrics);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -203,13 +203,13 @@ impl Drop for InFlight<'_> {
 }
 
 impl Metrics {
-    pub fn start(&self) -> InFlight<'_> {
+    pub(crate) fn start(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
     }
 
     /// Count a finished request by route and status.
-    pub fn request(&self, route: RouteLabel, status: u16) {
+    pub(crate) fn request(&self, route: RouteLabel, status: u16) {
         let slot = STATUSES
             .iter()
             .position(|&s| s == status)
@@ -222,7 +222,7 @@ impl Metrics {
     /// Count a proxied request's outcome. Allocates only the first time a
     /// participant is seen; past [`MAX_PARTICIPANT_SERIES`] participants, new ones are counted
     /// together under `participant="_other"`.
-    pub fn proxied(&self, participant: &str, outcome: Outcome) {
+    pub(crate) fn proxied(&self, participant: &str, outcome: Outcome) {
         let i = outcome as usize;
         let mut map = crate::sync::lock(&self.proxied);
         if let Some(counts) = map.get_mut(participant) {
@@ -240,29 +240,29 @@ impl Metrics {
 
     /// Drop a participant's series (it left, or its room was deleted): a hub whose
     /// participants come and go keeps its memory and its scrape size bounded.
-    pub fn forget_participant(&self, participant: &str) {
+    pub(crate) fn forget_participant(&self, participant: &str) {
         crate::sync::lock(&self.proxied).remove(participant);
     }
 
     /// Keep the series of participants for which `live` holds (and `_other`); drop the rest.
     /// A request that finishes after its participant left counts into a series `leave` had
     /// already dropped; the sweeper calls this so such series do not pile up.
-    pub fn retain_participants(&self, live: impl Fn(&str) -> bool) {
+    pub(crate) fn retain_participants(&self, live: impl Fn(&str) -> bool) {
         crate::sync::lock(&self.proxied).retain(|id, _| id == OTHER_PARTICIPANTS || live(id));
     }
 
     /// Participants with their own series now.
     #[cfg(test)]
-    pub fn participant_series(&self) -> usize {
+    pub(crate) fn participant_series(&self) -> usize {
         crate::sync::lock(&self.proxied).len()
     }
 
-    pub fn tokens(&self, n: u64) {
+    pub(crate) fn tokens(&self, n: u64) {
         self.tokens.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The text exposition.
-    pub fn render(&self, state: &State, open_connections: usize) -> String {
+    pub(crate) fn render(&self, state: &State, open_connections: usize) -> String {
         let mut out = String::with_capacity(8192);
         out.push_str("# HELP gambiarra_http_requests_total HTTP requests answered, by route and status.\n# TYPE gambiarra_http_requests_total counter\n");
         for (r, row) in self.requests.iter().enumerate() {

@@ -46,8 +46,8 @@ use tokio::task::JoinHandle;
 
 use crate::http;
 pub use crate::http::limits::{ServerConfig, ServerStats};
-pub use guard::endpoints::{Cidr, EndpointRules};
 use crate::types::{HEALTH_CHECK_INTERVAL_MS, PARTICIPANT_TIMEOUT_MS};
+pub use guard::endpoints::{Cidr, EndpointRules};
 use guard::{auth, limits};
 use proxy::tunnel;
 use rooms::{Limits, State, events, ids, persist, sweeper};

@@ -9,6 +9,10 @@
 //!   collects the answers for a while. A hub's address is the one its answer came from: it is
 //!   reachable by construction, which the A records a responder lists are not always.
 
+// The querier serves `discover` (feature `client`) and the advertisement `serve --mdns`
+// (feature `mdns`): a build without one of them leaves the other half unused.
+#![cfg_attr(not(all(feature = "client", feature = "mdns")), allow(dead_code))]
+
 pub mod packet;
 
 use std::collections::BTreeMap;
@@ -19,39 +23,39 @@ use std::time::Duration;
 use packet::{RData, TYPE_PTR};
 
 /// The DNS-SD service type of a hub.
-pub const SERVICE_TYPE: &str = "_gambiarra._tcp.local";
+pub(crate) const SERVICE_TYPE: &str = "_gambiarra._tcp.local";
 /// The multicast group and port of mDNS over IPv4.
-pub const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
-pub const MDNS_PORT: u16 = 5353;
+pub(crate) const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
+pub(crate) const MDNS_PORT: u16 = 5353;
 /// How long [`browse`] listens by default.
-pub const BROWSE_WAIT: Duration = Duration::from_millis(800);
+pub(crate) const BROWSE_WAIT: Duration = Duration::from_millis(800);
 /// Largest datagram read.
 const MAX_PACKET: usize = 9000;
 
 /// The instance name a hub on `port` advertises.
-pub fn instance_name(port: u16) -> String {
+pub(crate) fn instance_name(port: u16) -> String {
     format!("gambiarra-hub-{port}")
 }
 
 /// A hub found on the network.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct FoundHub {
+pub(crate) struct FoundHub {
     /// `gambiarra-hub-3000._gambiarra._tcp.local`.
-    pub instance: String,
+    pub(crate) instance: String,
     /// The host it names (`pi.local`), if it said.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Where its answer came from.
-    pub addr: IpAddr,
-    pub port: u16,
+    pub(crate) addr: IpAddr,
+    pub(crate) port: u16,
     /// From TXT.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// `http` or `https`, from TXT (`http` if absent).
-    pub protocol: String,
+    pub(crate) protocol: String,
 }
 
 impl FoundHub {
     /// The hub's base URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self.addr {
             IpAddr::V6(a) => format!("{}://[{a}]:{}", self.protocol, self.port),
             IpAddr::V4(a) => format!("{}://{a}:{}", self.protocol, self.port),
@@ -68,7 +72,7 @@ struct Seen {
 }
 
 /// The hubs in one decoded answer from `from`.
-pub fn hubs_in(message: &packet::Message, from: IpAddr) -> Vec<FoundHub> {
+pub(crate) fn hubs_in(message: &packet::Message, from: IpAddr) -> Vec<FoundHub> {
     let mut seen = Seen::default();
     for r in &message.records {
         match &r.data {
@@ -113,7 +117,7 @@ pub fn hubs_in(message: &packet::Message, from: IpAddr) -> Vec<FoundHub> {
 
 /// Ask the network for hubs and collect answers for `wait`. Each hub once (by instance and
 /// address), sorted by URL.
-pub async fn browse(wait: Duration) -> io::Result<Vec<FoundHub>> {
+pub(crate) async fn browse(wait: Duration) -> io::Result<Vec<FoundHub>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_multicast_loop_v4(true)?;
@@ -162,18 +166,18 @@ pub async fn browse(wait: Duration) -> io::Result<Vec<FoundHub>> {
 /// A hub advertised on the LAN until [`Advertisement::withdraw`] (or drop, which may not get
 /// the goodbye out).
 #[cfg(feature = "mdns")]
-pub struct Advertisement {
+pub(crate) struct Advertisement {
     service: libmdns::Service,
     responder: libmdns::Responder,
     /// `gambiarra-hub-3000._gambiarra._tcp.local`.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 #[cfg(feature = "mdns")]
 impl Advertisement {
     /// Advertise a hub on `port` (`https` when it serves TLS). Must be called inside a tokio
     /// runtime; the responder runs on it.
-    pub fn start(port: u16, https: bool) -> io::Result<Advertisement> {
+    pub(crate) fn start(port: u16, https: bool) -> io::Result<Advertisement> {
         let responder = libmdns::Responder::spawn(&tokio::runtime::Handle::current())?;
         let version = format!("version={}", env!("CARGO_PKG_VERSION"));
         let protocol = if https {
@@ -196,7 +200,7 @@ impl Advertisement {
     /// Withdraw the service: its goodbye (TTL 0) is queued when the service goes, and the
     /// responder is stopped only after it had time to send it (stopping it at once would drop
     /// the queued packet).
-    pub async fn withdraw(self) {
+    pub(crate) async fn withdraw(self) {
         drop(self.service);
         tokio::time::sleep(Duration::from_millis(150)).await;
         drop(self.responder);
@@ -204,7 +208,7 @@ impl Advertisement {
 }
 
 /// This machine's host name, as mDNS names it (`pi.local`).
-pub fn local_hostname() -> String {
+pub(crate) fn local_hostname() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

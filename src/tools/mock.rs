@@ -187,9 +187,9 @@ impl MockLlm {
             config,
             stats: stats.clone(),
         });
-        let server_config = Arc::new(http::ServerConfig {
+        let server_config = Arc::new(http::limits::ServerConfig {
             shutdown_grace: Duration::from_secs(1),
-            ..http::ServerConfig::default()
+            ..http::limits::ServerConfig::default()
         });
         let task = tokio::spawn(http::server::serve(listener, service, server_config, rx));
         Ok(MockLlm {

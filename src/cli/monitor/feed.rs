@@ -9,16 +9,16 @@ use crate::client::events::HubEvent;
 use crate::types::now_ms;
 
 /// An event of one room, for whoever renders.
-pub struct RoomEvent {
-    pub code: String,
-    pub event: HubEvent,
+pub(crate) struct RoomEvent {
+    pub(crate) code: String,
+    pub(crate) event: HubEvent,
 }
 
 /// Subscribe to `code` and forward its events until the receiver goes away. A hub that cannot
 /// be reached is tried again (1 s, doubling to 30 s); one that refuses (a wrong password, a
 /// room that is gone) is reported once as `Disconnected` ending in [`GIVING_UP`], and not
 /// retried. Once subscribed, the stream reconnects by itself.
-pub async fn follow(hub: HubClient, code: String, tx: mpsc::Sender<RoomEvent>) {
+pub(crate) async fn follow(hub: HubClient, code: String, tx: mpsc::Sender<RoomEvent>) {
     // False once nobody listens any more.
     let forward = async |event: HubEvent| {
         let code = code.clone();
@@ -58,7 +58,7 @@ pub async fn follow(hub: HubClient, code: String, tx: mpsc::Sender<RoomEvent>) {
 
 /// Apply a room event to the watched rooms (refetching the room's participants after a
 /// `resync`); returns the room and the log line the event made.
-pub async fn apply_event<'a>(
+pub(crate) async fn apply_event<'a>(
     hub: &HubClient,
     rooms: &'a mut [RoomView],
     ev: &RoomEvent,
@@ -74,7 +74,10 @@ pub async fn apply_event<'a>(
 }
 
 /// The rooms to watch, with their names: the ones asked for, else every room.
-pub async fn resolve_rooms(hub: &HubClient, wanted: &[String]) -> Result<Vec<RoomView>, String> {
+pub(crate) async fn resolve_rooms(
+    hub: &HubClient,
+    wanted: &[String],
+) -> Result<Vec<RoomView>, String> {
     let rooms = hub.list_rooms().await.map_err(|e| e.to_string())?;
     if wanted.is_empty() {
         return Ok(rooms

@@ -6,8 +6,8 @@
 //! - [`plain`]: the line-per-event printer.
 //! - `tui`: the terminal UI.
 
-pub mod feed;
-pub mod model;
+pub(crate) mod feed;
+pub(crate) mod model;
 mod plain;
 #[cfg(feature = "tui")]
 mod tui;
@@ -29,22 +29,22 @@ pub struct MonitorArgs {
     /// hub URL (default: $GAMBIARRA_HUB, else the one hub discovered on the LAN, else
     /// http://localhost:3000)
     #[argh(option)]
-    pub hub: Option<String>,
+    pub(crate) hub: Option<String>,
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
     #[argh(option)]
-    pub ca: Vec<String>,
+    pub(crate) ca: Vec<String>,
     /// password of a protected room (default: $GAMBIARRA_PASSWORD)
     #[argh(option)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// room to watch (repeatable)
     #[argh(option, short = 'r')]
-    pub room: Vec<String>,
+    pub(crate) room: Vec<String>,
     /// print one line per event instead of the terminal UI
     #[argh(switch)]
-    pub plain: bool,
+    pub(crate) plain: bool,
 }
 
-pub fn run(args: MonitorArgs) -> ExitCode {
+pub(crate) fn run(args: MonitorArgs) -> ExitCode {
     let (hub, rt) = match crate::cli::hub_session("monitor", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,

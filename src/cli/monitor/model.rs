@@ -9,20 +9,20 @@ use crate::client::events::HubEvent;
 use crate::types::{LlmMetrics, ParticipantInfo, ParticipantStatus};
 
 /// Lines kept in a room's activity log.
-pub const LOG_LINES: usize = 500;
+pub(crate) const LOG_LINES: usize = 500;
 
 /// A participant as the monitor shows it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Card {
-    pub info: ParticipantInfo,
+pub(crate) struct Card {
+    pub(crate) info: ParticipantInfo,
     /// Requests seen start and not yet finish.
-    pub in_flight: u32,
-    pub last: Option<LlmMetrics>,
+    pub(crate) in_flight: u32,
+    pub(crate) last: Option<LlmMetrics>,
 }
 
 impl Card {
     /// The status to show: `busy` while a request runs.
-    pub fn status(&self) -> ParticipantStatus {
+    pub(crate) fn status(&self) -> ParticipantStatus {
         match self.info.status {
             ParticipantStatus::Offline => ParticipantStatus::Offline,
             _ if self.in_flight > 0 => ParticipantStatus::Busy,
@@ -33,17 +33,17 @@ impl Card {
 
 /// One watched room.
 #[derive(Clone, Debug, Default)]
-pub struct RoomView {
-    pub code: String,
-    pub name: String,
-    pub cards: Vec<Card>,
-    pub log: VecDeque<String>,
+pub(crate) struct RoomView {
+    pub(crate) code: String,
+    pub(crate) name: String,
+    pub(crate) cards: Vec<Card>,
+    pub(crate) log: VecDeque<String>,
     /// Connected to the hub's event stream right now.
-    pub connected: bool,
+    pub(crate) connected: bool,
 }
 
 impl RoomView {
-    pub fn new(code: &str, name: &str) -> Self {
+    pub(crate) fn new(code: &str, name: &str) -> Self {
         RoomView {
             code: code.to_string(),
             name: name.to_string(),
@@ -52,7 +52,7 @@ impl RoomView {
     }
 
     /// Replace the participants with a fresh listing (start, and after `resync`).
-    pub fn set_participants(&mut self, list: Vec<ParticipantInfo>) {
+    pub(crate) fn set_participants(&mut self, list: Vec<ParticipantInfo>) {
         self.cards = list
             .into_iter()
             .map(|info| Card {
@@ -75,7 +75,7 @@ impl RoomView {
     }
 
     /// Apply an event; returns the log line it makes (also appended to the log), if any.
-    pub fn apply(&mut self, event: &HubEvent, clock: &str) -> Option<String> {
+    pub(crate) fn apply(&mut self, event: &HubEvent, clock: &str) -> Option<String> {
         let text = describe(event, |id| self.nickname(id))?;
         match event {
             HubEvent::Connected { .. } => self.connected = true,
@@ -137,10 +137,10 @@ impl RoomView {
 
 /// How a `Disconnected` error ends when the hub refused a subscription for good (a wrong
 /// password, a room that is gone): the watcher does not retry.
-pub const GIVING_UP: &str = "not retrying";
+pub(crate) const GIVING_UP: &str = "not retrying";
 
 /// The human sentence for an event (`name` resolves a participant id to a nickname).
-pub fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Option<String> {
+pub(crate) fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Option<String> {
     Some(match event {
         HubEvent::Connected { .. } => "connected to the hub".into(),
         HubEvent::Disconnected { error } if error.ends_with(GIVING_UP) => {
@@ -194,7 +194,7 @@ pub fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Option<Strin
 }
 
 /// `HH:MM:SS` (UTC) of a Unix-milliseconds time.
-pub fn clock(ms: u64) -> String {
+pub(crate) fn clock(ms: u64) -> String {
     let s = ms / 1000 % 86_400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

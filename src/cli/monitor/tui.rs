@@ -21,10 +21,10 @@ use crate::client::specs;
 use crate::types::{ParticipantStatus, RoomSummary};
 
 /// Keys, as shown in the footer.
-pub const KEYS: &str = "q quit · tab next room · a add room · e expand · r refresh";
+pub(crate) const KEYS: &str = "q quit · tab next room · a add room · e expand · r refresh";
 
 /// What the screen shows.
-pub enum Mode {
+pub(crate) enum Mode {
     Watching,
     /// Choosing a room to add: the hub's rooms not watched yet.
     Picking {
@@ -33,18 +33,18 @@ pub enum Mode {
     },
 }
 
-pub struct App {
-    pub hub_url: String,
-    pub rooms: Vec<RoomView>,
-    pub tab: usize,
-    pub expanded: bool,
-    pub mode: Mode,
+pub(crate) struct App {
+    pub(crate) hub_url: String,
+    pub(crate) rooms: Vec<RoomView>,
+    pub(crate) tab: usize,
+    pub(crate) expanded: bool,
+    pub(crate) mode: Mode,
     /// A short message in the footer (errors, hints).
-    pub status: String,
+    pub(crate) status: String,
 }
 
 impl App {
-    pub fn new(hub_url: &str) -> Self {
+    pub(crate) fn new(hub_url: &str) -> Self {
         App {
             hub_url: hub_url.to_string(),
             rooms: Vec::new(),
@@ -109,7 +109,7 @@ fn card_item(card: &Card, expanded: bool) -> ListItem<'static> {
 }
 
 /// Render the whole screen.
-pub fn draw(frame: &mut Frame, app: &App) {
+pub(crate) fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
     let rows = Layout::default()
         .direction(Direction::Vertical)
@@ -276,7 +276,7 @@ async fn watch(app: &mut App, hub: &HubClient, mut room: RoomView, tx: &mpsc::Se
 }
 
 /// Run the UI until the user quits.
-pub async fn run(hub: HubClient, wanted: Vec<String>) -> ExitCode {
+pub(crate) async fn run(hub: HubClient, wanted: Vec<String>) -> ExitCode {
     let mut app = App::new(hub.url());
     let (tx, mut rx) = mpsc::channel::<RoomEvent>(1024);
     match resolve_rooms(&hub, &wanted).await {

@@ -22,18 +22,18 @@ use crate::hub::router::Route;
 type Result<T> = std::result::Result<T, ApiError>;
 
 /// What the hub decided from a request's head, before reading its body.
-pub struct Admission {
+pub(crate) struct Admission {
     /// The room of a room route, looked up once.
-    pub room: Option<Arc<Room>>,
+    pub(crate) room: Option<Arc<Room>>,
     /// A join into a protected room without `Authorization`: the password is in the body (the
     /// TypeScript API's style), checked by [`check_body_password`] as soon as the (small) body
     /// is read.
-    pub password_in_body: bool,
+    pub(crate) password_in_body: bool,
 }
 
 impl Admission {
     /// Outside any room, or inside one whose credentials are settled.
-    pub fn of(room: Option<Arc<Room>>) -> Self {
+    pub(crate) fn of(room: Option<Arc<Room>>) -> Self {
         Admission {
             room,
             password_in_body: false,
@@ -44,7 +44,7 @@ impl Admission {
 /// Let a request through, from its head alone: not a forwarding loop, within its address's
 /// control-route rate (not `/v1` or tunnels: those are the product, bounded by connections),
 /// and, inside a protected room, with the room's password.
-pub async fn admit(
+pub(crate) async fn admit(
     hub: &HubInner,
     head: &RequestHead,
     route: &Route<'_>,
@@ -137,7 +137,7 @@ async fn authorize(
 }
 
 /// A join's `password` body field, for a protected room (see [`authorize`]).
-pub async fn check_body_password(
+pub(crate) async fn check_body_password(
     hub: &HubInner,
     room: &Room,
     req: &Request,

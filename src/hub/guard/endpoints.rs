@@ -20,14 +20,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::http::url::{Host, canonical};
 
 /// The header listing the hubs a request was forwarded by.
-pub const HOP_HEADER: &str = "gambiarra-hop";
+pub(crate) const HOP_HEADER: &str = "gambiarra-hop";
 /// Most hubs a request may have been forwarded through (hub → participant that is a hub …).
-pub const MAX_HOPS: usize = 8;
+pub(crate) const MAX_HOPS: usize = 8;
 
 /// Loopback, link-local or unspecified: an address that means "this machine" or its link —
 /// also when it is an IPv4 one inside an IPv6 form that a resolver or a translator would turn
 /// back into it (IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`).
-pub fn is_local(ip: IpAddr) -> bool {
+pub(crate) fn is_local(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => local_v4(v4),
         IpAddr::V6(v6) => {
@@ -48,7 +48,7 @@ pub fn is_local(ip: IpAddr) -> bool {
 /// socket to it, which only an address of this machine allows — unless the system allows
 /// binding to any address (`ip_nonlocal_bind`), which a bind to a documentation address
 /// reveals: then nothing is known, and only [`is_local`] applies.
-pub fn is_own_address(ip: IpAddr) -> bool {
+pub(crate) fn is_own_address(ip: IpAddr) -> bool {
     use std::net::{SocketAddr, UdpSocket};
     static NONLOCAL_BIND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let binds = |ip: IpAddr| UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok();
@@ -97,7 +97,7 @@ impl std::str::FromStr for Cidr {
 }
 
 impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, canonical(ip)) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = u32::MAX
@@ -132,7 +132,7 @@ pub struct EndpointRules {
 impl EndpointRules {
     /// May the hub connect to `ip` for a participant that joined from loopback (`local_ok`)
     /// or not? The reason when not.
-    pub fn permits(&self, ip: IpAddr, local_ok: bool) -> Result<(), String> {
+    pub(crate) fn permits(&self, ip: IpAddr, local_ok: bool) -> Result<(), String> {
         let ip = canonical(ip);
         // `local_ok` first: a local joiner may reach anything, without the kernel being asked.
         if !local_ok && (is_local(ip) || is_own_address(ip)) {
@@ -151,7 +151,7 @@ impl EndpointRules {
 
     /// The join-time check of a direct endpoint's host: addresses now, `localhost` names as
     /// loopback; other names are checked at each connection, against what they resolve to.
-    pub fn check_host(&self, host: &Host, local_ok: bool) -> Result<(), String> {
+    pub(crate) fn check_host(&self, host: &Host, local_ok: bool) -> Result<(), String> {
         match host {
             Host::Ip(ip) => self.permits(*ip, local_ok),
             Host::Name(n) if n == "localhost" || n.ends_with(".localhost") => {
@@ -164,7 +164,7 @@ impl EndpointRules {
 
 /// Whether a request's `Gambiarra-Hop` list shows a loop through the hub `me` (or is longer
 /// than [`MAX_HOPS`]).
-pub fn is_loop(hops: Option<&[u8]>, me: &str) -> bool {
+pub(crate) fn is_loop(hops: Option<&[u8]>, me: &str) -> bool {
     let Some(hops) = hops else {
         return false;
     };

@@ -13,10 +13,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use crate::http::limits::client_key;
+pub(crate) use crate::http::limits::client_key;
 
 /// Most addresses a limiter tracks at once.
-pub const MAX_TRACKED: usize = 65_536;
+pub(crate) const MAX_TRACKED: usize = 65_536;
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
@@ -26,7 +26,7 @@ struct Bucket {
 
 /// A token bucket per client address.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     /// Tokens per second.
     rate: f64,
     burst: f64,
@@ -36,11 +36,11 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// `rate` tokens per second, at most `burst` saved up. A rate of 0 disables the limiter.
-    pub fn new(rate: f64, burst: u32) -> Self {
+    pub(crate) fn new(rate: f64, burst: u32) -> Self {
         Self::with_capacity(rate, burst, MAX_TRACKED)
     }
 
-    pub fn with_capacity(rate: f64, burst: u32, max_tracked: usize) -> Self {
+    pub(crate) fn with_capacity(rate: f64, burst: u32, max_tracked: usize) -> Self {
         RateLimiter {
             rate,
             burst: f64::from(burst.max(1)),
@@ -49,7 +49,7 @@ impl RateLimiter {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.rate > 0.0
     }
 
@@ -67,11 +67,11 @@ impl RateLimiter {
     }
 
     /// Take a token for `ip`; when there is none, how long until there will be.
-    pub fn take(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn take(&self, ip: IpAddr) -> Result<(), Duration> {
         self.take_at(ip, Instant::now())
     }
 
-    pub fn take_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         if !self.enabled() {
             return Ok(());
         }
@@ -95,7 +95,7 @@ impl RateLimiter {
 
     /// Give back a token taken by [`RateLimiter::take`] for something that turned out not to
     /// count (a reserved password attempt that was right).
-    pub fn give_back(&self, ip: IpAddr) {
+    pub(crate) fn give_back(&self, ip: IpAddr) {
         if !self.enabled() {
             return;
         }
@@ -106,7 +106,7 @@ impl RateLimiter {
     }
 
     /// Whether `ip` has no token left (without taking one), and for how long.
-    pub fn exhausted(&self, ip: IpAddr) -> Option<Duration> {
+    pub(crate) fn exhausted(&self, ip: IpAddr) -> Option<Duration> {
         if !self.enabled() {
             return None;
         }
@@ -119,7 +119,7 @@ impl RateLimiter {
 
     /// Addresses tracked now.
     #[cfg(test)]
-    pub fn tracked(&self) -> usize {
+    pub(crate) fn tracked(&self) -> usize {
         crate::sync::lock(&self.buckets).len()
     }
 
@@ -136,7 +136,7 @@ impl RateLimiter {
 }
 
 /// `Retry-After` in whole seconds, rounded up.
-pub fn retry_secs(d: Duration) -> u64 {
+pub(crate) fn retry_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 

@@ -3,7 +3,7 @@
 //! participant may point the hub at, and forwarding loops ([`endpoints`]); and the admission of
 //! a request from its head ([`admission`]).
 
-pub mod admission;
-pub mod auth;
-pub mod endpoints;
-pub mod limits;
+pub(crate) mod admission;
+pub(crate) mod auth;
+pub(crate) mod endpoints;
+pub(crate) mod limits;

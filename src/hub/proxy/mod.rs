@@ -17,8 +17,8 @@
 //! failures in a row mark it offline.
 
 pub mod rewrite;
-pub mod tokens;
-pub mod tunnel;
+pub(crate) mod tokens;
+pub(crate) mod tunnel;
 
 use std::collections::VecDeque;
 use std::io;
@@ -54,11 +54,11 @@ const READ_CHUNK_MAX: usize = 64 * 1024;
 /// Most participants one request is offered to (the first and its failovers).
 pub const MAX_ATTEMPTS: usize = 3;
 
-pub const NO_PARTICIPANT: &str = "No available participant for the requested model";
-pub const PARTICIPANT_OFFLINE: &str = "Participant is offline";
+pub(crate) const NO_PARTICIPANT: &str = "No available participant for the requested model";
+pub(crate) const PARTICIPANT_OFFLINE: &str = "Participant is offline";
 
 /// Relay one `/v1` request. Errors come back in OpenAI's shape.
-pub async fn handle(
+pub(crate) async fn handle(
     hub: &Arc<HubInner>,
     room: Arc<Room>,
     kind: ProxyKind,

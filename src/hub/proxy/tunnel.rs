@@ -25,16 +25,16 @@ use crate::http::Upgraded;
 
 /// The header a tunnel opening carries its participant's tunnel secret in (`Authorization` is
 /// the room password's, as on every route of a room).
-pub const SECRET_HEADER: &str = "gambiarra-tunnel-secret";
+pub(crate) const SECRET_HEADER: &str = "gambiarra-tunnel-secret";
 /// The `Upgrade` token of the tunnel handshake.
-pub const UPGRADE_TOKEN: &str = "gambiarra-tunnel";
+pub(crate) const UPGRADE_TOKEN: &str = "gambiarra-tunnel";
 /// Most sockets parked per participant (an agent keeps at most 64); more are closed.
-pub const MAX_PARKED: usize = 64;
+pub(crate) const MAX_PARKED: usize = 64;
 /// Default most sockets parked across the hub (`serve --max-tunnels`); more are closed. Each
 /// also counts against the connection limits for its whole life.
-pub const MAX_PARKED_TOTAL: usize = 4096;
+pub(crate) const MAX_PARKED_TOTAL: usize = 4096;
 /// How long a request waits for a parked socket when a participant has none free.
-pub const TUNNEL_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const TUNNEL_WAIT: Duration = Duration::from_secs(2);
 
 /// A parked socket, as the pool sees it: a way to ask its watcher for it. The watcher owns
 /// the socket; when the peer closes it (or sends anything unasked), the watcher closes it at
@@ -57,7 +57,7 @@ struct Pool {
 
 /// Why a socket was not parked (it is closed).
 #[derive(Debug, PartialEq, Eq)]
-pub enum ParkRefused {
+pub(crate) enum ParkRefused {
     /// The hub is shutting down.
     Closed,
     /// The client sent bytes after its handshake: not a tunnel.
@@ -69,7 +69,7 @@ pub enum ParkRefused {
 }
 
 /// Parked sockets, per (room code, participant id).
-pub struct Tunnels {
+pub(crate) struct Tunnels {
     pools: Mutex<HashMap<(String, String), Pool>>,
     /// Sockets parked now, across the hub (live watchers).
     total: Arc<AtomicUsize>,
@@ -121,7 +121,7 @@ async fn watch(
 
 impl Tunnels {
     /// At most `max_total` sockets parked across the hub.
-    pub fn new(max_total: usize) -> Self {
+    pub(crate) fn new(max_total: usize) -> Self {
         Tunnels {
             pools: Mutex::new(HashMap::new()),
             total: Arc::new(AtomicUsize::new(0)),
@@ -136,7 +136,7 @@ impl Tunnels {
 
     /// Park a socket for a participant; refused (and closed) when it is not quiet, or a bound
     /// is reached. Must be called inside the tokio runtime (it starts the socket's watcher).
-    pub fn park(&self, code: &str, id: &str, up: Upgraded) -> Result<(), ParkRefused> {
+    pub(crate) fn park(&self, code: &str, id: &str, up: Upgraded) -> Result<(), ParkRefused> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(ParkRefused::Closed);
         }
@@ -163,7 +163,7 @@ impl Tunnels {
 
     /// Whether a socket for this participant would be parked now (checked before answering
     /// `101`, so a full hub says so with a status instead of closing an accepted tunnel).
-    pub fn has_room(&self, code: &str, id: &str) -> Result<(), ParkRefused> {
+    pub(crate) fn has_room(&self, code: &str, id: &str) -> Result<(), ParkRefused> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(ParkRefused::Closed);
         }
@@ -177,7 +177,7 @@ impl Tunnels {
     }
 
     /// Sockets parked for a participant now.
-    pub fn parked(&self, code: &str, id: &str) -> usize {
+    pub(crate) fn parked(&self, code: &str, id: &str) -> usize {
         let mut pools = self.pools();
         pools
             .get_mut(&(code.to_string(), id.to_string()))
@@ -188,17 +188,17 @@ impl Tunnels {
     }
 
     /// Sockets parked across the hub now.
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.total.load(Ordering::SeqCst)
     }
 
     /// Close every parked socket of a participant (it left, or re-joined with a new secret).
-    pub fn drop_participant(&self, code: &str, id: &str) {
+    pub(crate) fn drop_participant(&self, code: &str, id: &str) {
         self.pools().remove(&(code.to_string(), id.to_string()));
     }
 
     /// Close every parked socket and park no more (shutdown).
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.pools().clear();
     }
@@ -206,7 +206,7 @@ impl Tunnels {
     /// Forget the pools of participants that are gone (a request still waiting when its
     /// participant left can re-create an empty one), and stale entries of the others.
     /// Returns how many pools went.
-    pub fn retain(&self, live: &std::collections::HashSet<(String, String)>) -> usize {
+    pub(crate) fn retain(&self, live: &std::collections::HashSet<(String, String)>) -> usize {
         let mut pools = self.pools();
         let before = pools.len();
         pools.retain(|key, pool| {
@@ -217,7 +217,7 @@ impl Tunnels {
     }
 
     /// A live parked socket, waiting up to `wait` for one to arrive.
-    pub async fn take(&self, code: &str, id: &str, wait: Duration) -> Option<Upgraded> {
+    pub(crate) async fn take(&self, code: &str, id: &str, wait: Duration) -> Option<Upgraded> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Most recently parked first: a tunnel that just served stays in use, and idle

@@ -5,7 +5,7 @@ use super::ids::NoRandomness;
 
 /// Why a change to rooms or participants did not happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StateError {
+pub(crate) enum StateError {
     RoomNotFound,
     /// The room existed and its host deleted it.
     RoomRemoved,

@@ -1,11 +1,11 @@
 //! Random identifiers: room codes people can read out loud, room ids, UUID v4 client ids.
 
 /// Room-code alphabet: upper-case letters and digits without the look-alikes 0/O and 1/I.
-pub const CODE_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+pub(crate) const CODE_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 /// Characters in a room code.
-pub const CODE_LEN: usize = 6;
+pub(crate) const CODE_LEN: usize = 6;
 /// Characters in a room id (nanoid's URL-safe alphabet and default length).
-pub const ROOM_ID_LEN: usize = 21;
+pub(crate) const ROOM_ID_LEN: usize = 21;
 const ID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
 /// The operating system's random source failed. Secrets (host tokens, participant secrets,
@@ -29,14 +29,14 @@ impl From<NoRandomness> for std::io::Error {
 }
 
 /// `N` bytes from the operating system's random source.
-pub fn random_bytes<const N: usize>() -> Result<[u8; N], NoRandomness> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], NoRandomness> {
     let mut buf = [0u8; N];
     getrandom::fill(&mut buf).map_err(|_| NoRandomness)?;
     Ok(buf)
 }
 
 /// A fresh 6-character room code (the caller retries on a collision).
-pub fn room_code() -> Result<String, NoRandomness> {
+pub(crate) fn room_code() -> Result<String, NoRandomness> {
     // 32 symbols: the low 5 bits of each byte are uniform.
     Ok(random_bytes::<CODE_LEN>()?
         .iter()
@@ -45,7 +45,7 @@ pub fn room_code() -> Result<String, NoRandomness> {
 }
 
 /// A fresh room id.
-pub fn room_id() -> Result<String, NoRandomness> {
+pub(crate) fn room_id() -> Result<String, NoRandomness> {
     Ok(random_bytes::<ROOM_ID_LEN>()?
         .iter()
         .map(|b| ID_ALPHABET[(b & 63) as usize] as char)
@@ -53,7 +53,7 @@ pub fn room_id() -> Result<String, NoRandomness> {
 }
 
 /// A random UUID v4 in its canonical text form.
-pub fn uuid_v4() -> Result<String, NoRandomness> {
+pub(crate) fn uuid_v4() -> Result<String, NoRandomness> {
     let mut b = random_bytes::<16>()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -69,7 +69,7 @@ pub fn uuid_v4() -> Result<String, NoRandomness> {
 }
 
 /// A fresh 256-bit secret, hex-encoded.
-pub fn secret() -> Result<String, NoRandomness> {
+pub(crate) fn secret() -> Result<String, NoRandomness> {
     Ok(random_bytes::<32>()?
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -77,7 +77,7 @@ pub fn secret() -> Result<String, NoRandomness> {
 }
 
 /// Normalise a room code from a URL: upper-case, and only if it could be a code at all.
-pub fn normalize_code(code: &str) -> Option<String> {
+pub(crate) fn normalize_code(code: &str) -> Option<String> {
     (code.len() == CODE_LEN && code.bytes().all(|b| b.is_ascii_alphanumeric()))
         .then(|| code.to_ascii_uppercase())
 }

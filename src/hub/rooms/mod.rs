@@ -2,12 +2,12 @@
 //! every change is announced on ([`events`]), the file rooms survive restarts in ([`persist`]),
 //! the timer that notices silence ([`sweeper`]), and the random names and secrets ([`ids`]).
 
-pub mod error;
-pub mod events;
-pub mod ids;
-pub mod persist;
-pub mod state;
-pub mod sweeper;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod ids;
+pub(crate) mod persist;
+pub(crate) mod state;
+pub(crate) mod sweeper;
 
-pub use error::StateError;
-pub use state::{Limits, Room, State};
+pub(crate) use error::StateError;
+pub(crate) use state::{Limits, Room, State};

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::RoomInfo;
 
 /// The state file's format version.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -29,19 +29,19 @@ struct Saved {
 /// A room as saved: its public info and the hashes of its secrets (never the secrets).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SavedRoom {
+pub(crate) struct SavedRoom {
     #[serde(flatten)]
-    pub info: RoomInfo,
+    pub(crate) info: RoomInfo,
     /// Argon2id PHC string of the room password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_hash: Option<String>,
+    pub(crate) password_hash: Option<String>,
     /// BLAKE2b-256 of the host token, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_token_hash: Option<String>,
+    pub(crate) host_token_hash: Option<String>,
 }
 
 /// Where rooms are kept.
-pub struct Store {
+pub(crate) struct Store {
     path: PathBuf,
     tmp: PathBuf,
     /// Serialises writes; holds the number of the snapshot the file holds.
@@ -51,13 +51,13 @@ pub struct Store {
 }
 
 /// The rooms at one moment, numbered in the order snapshots were taken.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     number: u64,
     rooms: Vec<SavedRoom>,
 }
 
 impl Store {
-    pub fn new(path: impl Into<PathBuf>) -> Store {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Store {
         let path = path.into();
         let mut tmp = path.clone().into_os_string();
         tmp.push(".tmp");
@@ -69,12 +69,12 @@ impl Store {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The saved rooms; none if the file does not exist yet.
-    pub fn load(&self) -> io::Result<Vec<SavedRoom>> {
+    pub(crate) fn load(&self) -> io::Result<Vec<SavedRoom>> {
         let data = match fs::read(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -101,7 +101,7 @@ impl Store {
 
     /// Take a snapshot (`rooms` is called with the numbering lock held, so numbers follow the
     /// order of the snapshots' contents).
-    pub fn snapshot(&self, rooms: impl FnOnce() -> Vec<SavedRoom>) -> Snapshot {
+    pub(crate) fn snapshot(&self, rooms: impl FnOnce() -> Vec<SavedRoom>) -> Snapshot {
         let mut taken = crate::sync::lock(&self.taken);
         *taken += 1;
         Snapshot {
@@ -111,7 +111,7 @@ impl Store {
     }
 
     /// Write `snapshot` durably, on the blocking pool.
-    pub async fn save(self: &Arc<Self>, snapshot: Snapshot) -> io::Result<()> {
+    pub(crate) async fn save(self: &Arc<Self>, snapshot: Snapshot) -> io::Result<()> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.write(snapshot))
             .await
@@ -119,7 +119,7 @@ impl Store {
     }
 
     /// Write atomically, unless the file already holds a newer snapshot.
-    pub fn write(&self, snapshot: Snapshot) -> io::Result<()> {
+    pub(crate) fn write(&self, snapshot: Snapshot) -> io::Result<()> {
         let mut written = crate::sync::lock(&self.written);
         if *written >= snapshot.number {
             return Ok(());

@@ -23,62 +23,62 @@ use crate::types::{ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, no
 
 /// Bounds on what the state holds.
 #[derive(Clone, Debug)]
-pub struct Limits {
-    pub max_rooms: usize,
-    pub max_participants_per_room: usize,
-    pub max_subscribers_per_room: usize,
+pub(crate) struct Limits {
+    pub(crate) max_rooms: usize,
+    pub(crate) max_participants_per_room: usize,
+    pub(crate) max_subscribers_per_room: usize,
     /// Event subscribers across all rooms.
-    pub max_subscribers: usize,
-    pub event_ring: usize,
-    pub subscriber_queue: usize,
+    pub(crate) max_subscribers: usize,
+    pub(crate) event_ring: usize,
+    pub(crate) subscriber_queue: usize,
     /// Rooms one address may have at once (0: no bound).
-    pub max_rooms_per_ip: usize,
+    pub(crate) max_rooms_per_ip: usize,
     /// Silence after which a participant is forgotten (removed, `participant:left`).
-    pub forget_after: std::time::Duration,
+    pub(crate) forget_after: std::time::Duration,
     /// Silence after which a participant's id may be taken by a new join (its liveness, not
     /// its routing status: a participant marked offline because its connections failed still
     /// owns its id while it checks in).
-    pub participant_timeout: std::time::Duration,
+    pub(crate) participant_timeout: std::time::Duration,
 }
 
 /// One participant as the hub tracks it.
 #[derive(Clone, Debug)]
-pub struct Participant {
+pub(crate) struct Participant {
     /// As registered; `status` here is only ever `Online` or `Offline`.
-    pub info: ParticipantInfo,
+    pub(crate) info: ParticipantInfo,
     /// Proxied requests in flight to this participant.
-    pub in_flight: u32,
+    pub(crate) in_flight: u32,
     /// Consecutive failed connection attempts.
-    pub conn_failures: u32,
+    pub(crate) conn_failures: u32,
     /// The endpoint, parsed and normalised once at join.
-    pub target: Arc<Target>,
+    pub(crate) target: Arc<Target>,
     /// Model name and config defaults, encoded once at join for the body rewrite.
-    pub defaults: Arc<Defaults>,
+    pub(crate) defaults: Arc<Defaults>,
     /// The model it serves, shared with the leases (events name it).
-    pub model: Arc<str>,
+    pub(crate) model: Arc<str>,
     /// BLAKE2b of the participant secret (hex): what proves ownership of this id on leave and
     /// re-join, and what its tunnels authenticate with. The secret itself is only ever in the
     /// join answer; this is never listed or broadcast.
-    pub secret_hash: String,
+    pub(crate) secret_hash: String,
     /// Serves through reverse tunnels (the hub never connects to its endpoint).
-    pub tunnel: bool,
+    pub(crate) tunnel: bool,
     /// Joined from the hub's own machine: its direct endpoint may be a local address.
-    pub local_ok: bool,
+    pub(crate) local_ok: bool,
     /// Its idle connections' pool: the endpoint's, apart for participants joined on the hub's
     /// machine (their connections may reach what others may not, so they are never shared).
-    pub pool_key: Arc<str>,
+    pub(crate) pool_key: Arc<str>,
     /// Its health checks have carried its secret: from then on, those that do not are
     /// refused, so nobody else can keep this registration alive once its agent is gone.
-    pub health_authenticated: bool,
+    pub(crate) health_authenticated: bool,
     /// The last sign of life, on the monotonic clock: liveness must not jump when the wall
     /// clock is stepped (a router without a battery-backed clock syncing NTP). `info.lastSeen`
     /// keeps the wall time for the wire.
-    pub seen: std::time::Instant,
+    pub(crate) seen: std::time::Instant,
 }
 
 impl Participant {
     /// The status as listed: `busy` while a request is in flight.
-    pub fn status(&self) -> ParticipantStatus {
+    pub(crate) fn status(&self) -> ParticipantStatus {
         match self.info.status {
             ParticipantStatus::Offline => ParticipantStatus::Offline,
             _ if self.in_flight > 0 => ParticipantStatus::Busy,
@@ -87,7 +87,7 @@ impl Participant {
     }
 
     /// The participant as listed and broadcast.
-    pub fn snapshot(&self) -> ParticipantInfo {
+    pub(crate) fn snapshot(&self) -> ParticipantInfo {
         let mut info = self.info.clone();
         info.status = self.status();
         info
@@ -95,21 +95,21 @@ impl Participant {
 }
 
 /// What a room's lock protects.
-pub struct RoomInner {
+pub(crate) struct RoomInner {
     /// In join order.
-    pub participants: Vec<Participant>,
-    pub events: EventLog,
+    pub(crate) participants: Vec<Participant>,
+    pub(crate) events: EventLog,
     /// Rotates ties between equally loaded candidates.
     rotation: usize,
 }
 
 impl RoomInner {
-    pub fn find(&self, id: &str) -> Option<usize> {
+    pub(crate) fn find(&self, id: &str) -> Option<usize> {
         self.participants.iter().position(|p| p.info.id == id)
     }
 
     /// Broadcast `data` as JSON under `event`.
-    pub fn publish<T: Serialize + ?Sized>(&mut self, event: Kind, data: &T) {
+    pub(crate) fn publish<T: Serialize + ?Sized>(&mut self, event: Kind, data: &T) {
         // Serialising these plain structs cannot fail.
         let json = serde_json::to_vec(data).unwrap_or_default();
         self.events.publish(event.name(), &json);
@@ -117,24 +117,24 @@ impl RoomInner {
 }
 
 /// A room.
-pub struct Room {
-    pub info: RoomInfo,
+pub(crate) struct Room {
+    pub(crate) info: RoomInfo,
     /// Password hash and host-token hash; never listed or broadcast.
-    pub secrets: RoomSecrets,
+    pub(crate) secrets: RoomSecrets,
     /// The address (IPv6: its /64) that created it, for the per-address room bound; `None`
     /// for rooms restored from the state file and those an admin created.
-    pub creator: Option<std::net::IpAddr>,
+    pub(crate) creator: Option<std::net::IpAddr>,
     inner: Mutex<RoomInner>,
 }
 
 impl Room {
     /// Lock the room. A panic while holding the lock cannot leave the participant list
     /// half-written (every change is a single push/replace/remove), so poisoning is ignored.
-    pub fn lock(&self) -> MutexGuard<'_, RoomInner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RoomInner> {
         crate::sync::lock(&self.inner)
     }
 
-    pub fn participants(&self) -> Vec<ParticipantInfo> {
+    pub(crate) fn participants(&self) -> Vec<ParticipantInfo> {
         self.lock()
             .participants
             .iter()
@@ -151,7 +151,7 @@ fn about(id: &str) -> event::ParticipantRef<'_> {
 }
 
 /// One event subscriber counted against the hub-wide bound; dropping it frees the place.
-pub struct SubscriberSlot(Arc<AtomicUsize>);
+pub(crate) struct SubscriberSlot(Arc<AtomicUsize>);
 
 impl Drop for SubscriberSlot {
     fn drop(&mut self) {
@@ -161,47 +161,47 @@ impl Drop for SubscriberSlot {
 
 /// Outcome of a health check.
 #[derive(Debug, PartialEq, Eq)]
-pub enum HealthOutcome {
+pub(crate) enum HealthOutcome {
     Ok,
     /// The participant had been offline and is back.
     BackOnline,
 }
 
 /// Largest participant entry, encoded as JSON (what every listing and event carries).
-pub const MAX_PARTICIPANT_JSON: usize = 8 * 1024;
+pub(crate) const MAX_PARTICIPANT_JSON: usize = 8 * 1024;
 
 /// Consecutive connection failures after which a participant is marked offline.
-pub const STRIKES_OFFLINE: u32 = 3;
+pub(crate) const STRIKES_OFFLINE: u32 = 3;
 
 /// A participant chosen for one request. While it lives the participant counts the request as
 /// in flight (and lists as `busy`); dropping it releases that.
-pub struct Lease {
+pub(crate) struct Lease {
     room: Arc<Room>,
-    pub participant_id: String,
-    pub target: Arc<Target>,
-    pub defaults: Arc<Defaults>,
+    pub(crate) participant_id: String,
+    pub(crate) target: Arc<Target>,
+    pub(crate) defaults: Arc<Defaults>,
     /// The model the participant serves (what the upstream is asked for).
-    pub model: Arc<str>,
+    pub(crate) model: Arc<str>,
     /// Reach it through a parked tunnel socket, not by connecting.
-    pub tunnel: bool,
+    pub(crate) tunnel: bool,
     /// Its endpoint may be a local address of the hub's machine (it joined from there).
-    pub local_ok: bool,
+    pub(crate) local_ok: bool,
     /// Where its idle connections are pooled (see `Participant::pool_key`).
-    pub pool_key: Arc<str>,
+    pub(crate) pool_key: Arc<str>,
     /// The request named this participant by id (no failover to others).
-    pub explicit: bool,
+    pub(crate) explicit: bool,
     /// The participant had failed connections before this request (a success resets them).
-    pub had_failures: bool,
+    pub(crate) had_failures: bool,
     released: bool,
 }
 
 impl Lease {
-    pub fn room(&self) -> &Arc<Room> {
+    pub(crate) fn room(&self) -> &Arc<Room> {
         &self.room
     }
 
     /// Release under a lock the caller already holds on this lease's room.
-    pub fn release(mut self, inner: &mut RoomInner) {
+    pub(crate) fn release(mut self, inner: &mut RoomInner) {
         self.released = true;
         if let Some(i) = inner.find(&self.participant_id) {
             let p = &mut inner.participants[i];
@@ -225,7 +225,7 @@ impl Drop for Lease {
 
 /// Why no participant could be chosen.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SelectError {
+pub(crate) enum SelectError {
     /// Nothing in the room matches (404).
     NoMatch,
     /// The participant named by id is offline (503).
@@ -248,14 +248,14 @@ fn owns(hash: &str, presented: Option<&[u8]>) -> bool {
 
 /// Codes of deleted rooms remembered, so their participants and clients hear "removed" (410)
 /// rather than "not found".
-pub const REMOVED_REMEMBERED: usize = 1024;
+pub(crate) const REMOVED_REMEMBERED: usize = 1024;
 
 /// All rooms.
-pub struct State {
+pub(crate) struct State {
     rooms: RwLock<HashMap<String, Arc<Room>>>,
     /// Codes of recently deleted rooms, oldest first.
     removed: Mutex<VecDeque<String>>,
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Set at shutdown: no new event streams.
     closed: AtomicBool,
     /// Event subscribers across all rooms (each holds a [`SubscriberSlot`]).
@@ -265,7 +265,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(limits: Limits, store: Option<crate::hub::rooms::persist::Store>) -> Self {
+    pub(crate) fn new(limits: Limits, store: Option<crate::hub::rooms::persist::Store>) -> Self {
         let store = store.map(Arc::new);
         State {
             rooms: RwLock::new(HashMap::new()),
@@ -307,7 +307,7 @@ impl State {
     }
 
     /// Look a room up by code, case-insensitively.
-    pub fn room(&self, code: &str) -> Result<Arc<Room>, StateError> {
+    pub(crate) fn room(&self, code: &str) -> Result<Arc<Room>, StateError> {
         let code = ids::normalize_code(code).ok_or(StateError::RoomNotFound)?;
         if let Some(room) = self.rooms().get(&code) {
             return Ok(room.clone());
@@ -323,7 +323,7 @@ impl State {
     /// Create a room and announce it to every subscriber of every room.
     /// `creator`: the creating address, counted against `max_rooms_per_ip` (`None`: not
     /// bounded, for the admin).
-    pub async fn create_room(
+    pub(crate) async fn create_room(
         &self,
         name: String,
         secrets: RoomSecrets,
@@ -381,7 +381,7 @@ impl State {
     /// Delete a room: it is gone at once (saved first, with `--state`), `room:deleted` goes to
     /// every room's subscribers, and its own event streams end. Requests already being proxied
     /// finish; its participants hear 410 at their next health check.
-    pub async fn delete_room(&self, room: Arc<Room>) -> Result<Arc<Room>, StateError> {
+    pub(crate) async fn delete_room(&self, room: Arc<Room>) -> Result<Arc<Room>, StateError> {
         let code = room.info.code.clone();
         if self.rooms_mut().remove(&code).is_none() {
             // Deleted meanwhile by another request.
@@ -435,7 +435,7 @@ impl State {
     }
 
     /// The rooms as saved: everything but participants.
-    pub fn saved_rooms(&self) -> Vec<SavedRoom> {
+    pub(crate) fn saved_rooms(&self) -> Vec<SavedRoom> {
         self.all_rooms()
             .iter()
             .map(|r| SavedRoom {
@@ -447,7 +447,7 @@ impl State {
     }
 
     /// Load the saved rooms (at start, with `--state`). Returns how many.
-    pub fn restore(&self) -> std::io::Result<usize> {
+    pub(crate) fn restore(&self) -> std::io::Result<usize> {
         let Some(store) = &self.store else {
             return Ok(0);
         };
@@ -464,7 +464,7 @@ impl State {
     }
 
     /// (room code, participant id) of every participant in every room.
-    pub fn participant_keys(&self) -> std::collections::HashSet<(String, String)> {
+    pub(crate) fn participant_keys(&self) -> std::collections::HashSet<(String, String)> {
         let mut keys = std::collections::HashSet::new();
         for room in self.all_rooms() {
             for p in &room.lock().participants {
@@ -475,13 +475,13 @@ impl State {
     }
 
     /// Every room, oldest first.
-    pub fn all_rooms(&self) -> Vec<Arc<Room>> {
+    pub(crate) fn all_rooms(&self) -> Vec<Arc<Room>> {
         let mut v: Vec<_> = self.rooms().values().cloned().collect();
         v.sort_by(|a, b| (a.info.created_at, &a.info.code).cmp(&(b.info.created_at, &b.info.code)));
         v
     }
 
-    pub fn list_rooms(&self) -> Vec<RoomSummary> {
+    pub(crate) fn list_rooms(&self) -> Vec<RoomSummary> {
         self.all_rooms()
             .iter()
             .map(|r| RoomSummary {
@@ -501,7 +501,7 @@ impl State {
     /// `presented` is that participant's secret (403 otherwise); a silent one may be taken by
     /// anyone, whatever its routing status. `secret_hash` is the hash of the fresh secret the
     /// new registration gets.
-    pub fn join(
+    pub(crate) fn join(
         &self,
         room: &Room,
         mut info: ParticipantInfo,
@@ -582,7 +582,7 @@ impl State {
 
     /// Remove a participant and announce it: with its secret, or (`by_host`) on the say of
     /// the room's host, already authenticated by the caller.
-    pub fn leave(
+    pub(crate) fn leave(
         &self,
         room: &Room,
         id: &str,
@@ -605,7 +605,7 @@ impl State {
     /// `presented`: the participant secret the check carried, if any. A wrong one is refused;
     /// none is accepted (the seed's agents send none) until the participant has once sent its
     /// secret, and refused after.
-    pub fn health(
+    pub(crate) fn health(
         &self,
         room: &Room,
         id: &str,
@@ -637,7 +637,7 @@ impl State {
     /// Mark participants silent for longer than the participant timeout offline (by the
     /// monotonic clock), announcing each once, and forget those silent past `forget_after`.
     /// Returns how many went offline.
-    pub fn sweep(&self, now: std::time::Instant) -> usize {
+    pub(crate) fn sweep(&self, now: std::time::Instant) -> usize {
         let timeout = self.limits.participant_timeout;
         let mut n = 0;
         for room in self.all_rooms() {
@@ -675,7 +675,7 @@ impl State {
 
     /// Choose a participant for `requested` (a participant id, `model:<name>`, a model name,
     /// or `*`/`any`), skipping `tried`: the least loaded online candidate, ties rotating.
-    pub fn select(
+    pub(crate) fn select(
         &self,
         room: &Arc<Room>,
         requested: &str,
@@ -749,7 +749,7 @@ impl State {
 
     /// Record a failed connection attempt; the third in a row marks the participant offline
     /// (announced). Returns whether it went offline now.
-    pub fn connect_failed(&self, room: &Room, id: &str) -> bool {
+    pub(crate) fn connect_failed(&self, room: &Room, id: &str) -> bool {
         let mut inner = room.lock();
         let Some(i) = inner.find(id) else {
             return false;
@@ -765,7 +765,7 @@ impl State {
     }
 
     /// Whether `presented` is the secret of a participant that serves through tunnels.
-    pub fn tunnel_allowed(
+    pub(crate) fn tunnel_allowed(
         &self,
         room: &Room,
         id: &str,
@@ -778,7 +778,7 @@ impl State {
     }
 
     /// A sign of life other than a health check (a tunnel socket parked).
-    pub fn touch(&self, room: &Room, id: &str) {
+    pub(crate) fn touch(&self, room: &Room, id: &str) {
         let mut inner = room.lock();
         if let Some(i) = inner.find(id) {
             let p = &mut inner.participants[i];
@@ -788,7 +788,7 @@ impl State {
     }
 
     /// Record a successful connection: the strike count starts again.
-    pub fn connect_ok(&self, room: &Room, id: &str) {
+    pub(crate) fn connect_ok(&self, room: &Room, id: &str) {
         let mut inner = room.lock();
         if let Some(i) = inner.find(id) {
             inner.participants[i].conn_failures = 0;
@@ -797,7 +797,7 @@ impl State {
 
     /// Subscribe to a room's events, within the per-room and hub-wide subscriber bounds. The
     /// slot counts against the hub-wide bound until it is dropped (with the stream).
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         room: &Room,
         last_id: Option<u64>,
@@ -823,7 +823,7 @@ impl State {
     }
 
     /// End every event stream (shutdown).
-    pub fn close_all_streams(&self) {
+    pub(crate) fn close_all_streams(&self) {
         self.closed.store(true, Ordering::SeqCst);
         for room in self.all_rooms() {
             room.lock().events.close_all();

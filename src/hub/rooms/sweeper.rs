@@ -12,15 +12,15 @@ use tokio::time::{MissedTickBehavior, interval};
 use crate::hub::HubInner;
 
 /// The sweeper never runs more often than this.
-pub const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(10);
+pub(crate) const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(10);
 
 /// How often to sweep: often enough that a participant is marked offline within a quarter of
 /// the timeout of going silent, and at least once per health interval.
-pub fn sweep_period(health_interval: Duration, timeout: Duration) -> Duration {
+pub(crate) fn sweep_period(health_interval: Duration, timeout: Duration) -> Duration {
     health_interval.min(timeout / 4).max(MIN_SWEEP_PERIOD)
 }
 
-pub async fn run(hub: Arc<HubInner>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(hub: Arc<HubInner>, mut shutdown: watch::Receiver<bool>) {
     let period = sweep_period(hub.config.health_interval, hub.config.participant_timeout);
     let mut tick = interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

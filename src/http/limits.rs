@@ -36,7 +36,7 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct ServerConfig {
     pub max_connections: usize,
-    /// Per client address (see [`client_key`]); 0: no per-address bound.
+    /// Per client address (see `client_key`); 0: no per-address bound.
     pub max_connections_per_ip: usize,
     pub head_timeout: Duration,
     pub idle_timeout: Duration,
@@ -60,9 +60,9 @@ pub struct ServerConfig {
 pub struct ServerStats {
     /// Connections being served now.
     pub open: std::sync::atomic::AtomicUsize,
-    /// Request-body bytes held now, past each body's free allowance (see [`BodyBudget`]).
+    /// Request-body bytes held now, past each body's free allowance (see `BodyBudget`).
     pub body_bytes: std::sync::atomic::AtomicUsize,
-    /// The same, per client address (see [`client_key`]).
+    /// The same, per client address (see `client_key`).
     body_bytes_per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -190,7 +190,7 @@ pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Things in progress per client address (see [`client_key`]): connections here, Argon2
+/// Things in progress per client address (see `client_key`): connections here, Argon2
 /// computations in `hub::auth`.
 #[derive(Default)]
 pub(crate) struct PerIp(std::sync::Mutex<HashMap<IpAddr, usize>>);

@@ -1,5 +1,5 @@
 //! The hub: rooms, participants, events and the OpenAI-compatible proxy, served over
-//! [`crate::http`].
+//! `crate::http`.
 //!
 //! [`Hub`] is the embedding API: start it on an address or an existing listener, read its bound
 //! address, and shut it down gracefully (stop accepting, end event streams, let in-flight
@@ -16,14 +16,14 @@
 
 //! Where things live:
 //!
-//! - [`service`]: every request's way in — admission, then one `match` over the [`router`]'s
+//! - `service`: every request's way in — admission, then one `match` over the `router`'s
 //!   routes to the handler that answers it.
-//! - [`api`]: one handler per REST route (rooms, join, leave, health, events, tunnels).
-//! - [`proxy`]: the `/v1` proxy, the body rewrite, the metrics scanner, reverse tunnels.
-//! - [`rooms`]: rooms and participants, their events, persistence, the sweeper, ids.
-//! - [`guard`]: admission, passwords and tokens, rate limits, endpoint rules.
-//! - [`error`]: the one error type handlers answer with, and how state errors map onto it.
-//! - [`metrics`]: the counters behind `/metrics`.
+//! - `api`: one handler per REST route (rooms, join, leave, health, events, tunnels).
+//! - `proxy`: the `/v1` proxy, the body rewrite, the metrics scanner, reverse tunnels.
+//! - `rooms`: rooms and participants, their events, persistence, the sweeper, ids.
+//! - `guard`: admission, passwords and tokens, rate limits, endpoint rules.
+//! - `error`: the one error type handlers answer with, and how state errors map onto it.
+//! - `metrics`: the counters behind `/metrics`.
 
 pub(crate) mod api;
 pub(crate) mod error;

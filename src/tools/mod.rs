@@ -1,5 +1,5 @@
-//! Tools around the hub, not the hub itself: a fake LLM server ([`mock`]), a load generator
-//! ([`bench`]) and the entry points of the fuzz targets (`fuzzing`, reached through
+//! Tools around the hub, not the hub itself: a fake LLM server (`mock`), a load generator
+//! (`bench`) and the entry points of the fuzz targets (`fuzzing`, reached through
 //! [`crate::internals`]).
 
 #[cfg(feature = "tools")]

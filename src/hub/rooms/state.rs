@@ -70,10 +70,10 @@ pub(crate) struct Participant {
     /// Its health checks have carried its secret: from then on, those that do not are
     /// refused, so nobody else can keep this registration alive once its agent is gone.
     pub(crate) health_authenticated: bool,
-    /// The last sign of life, on the monotonic clock: liveness must not jump when the wall
-    /// clock is stepped (a router without a battery-backed clock syncing NTP). `info.lastSeen`
-    /// keeps the wall time for the wire.
-    pub(crate) seen: std::time::Instant,
+    /// The last sign of life, on the runtime's monotonic clock (virtual in tests that pause
+    /// time): liveness must not jump when the wall clock is stepped (a router without a
+    /// battery-backed clock syncing NTP). `info.lastSeen` keeps the wall time for the wire.
+    pub(crate) seen: tokio::time::Instant,
 }
 
 impl Participant {
@@ -534,7 +534,7 @@ impl State {
             local_ok,
             pool_key,
             health_authenticated: false,
-            seen: std::time::Instant::now(),
+            seen: tokio::time::Instant::now(),
         };
         let snapshot = p.snapshot();
         // Every listing and event carries the entry: its encoded size is bounded, whatever mix
@@ -624,7 +624,7 @@ impl State {
             }
         }
         p.info.last_seen = now_ms().max(p.info.last_seen + 1);
-        p.seen = std::time::Instant::now();
+        p.seen = tokio::time::Instant::now();
         if p.info.status == ParticipantStatus::Offline {
             p.info.status = ParticipantStatus::Online;
             p.conn_failures = 0;
@@ -637,7 +637,7 @@ impl State {
     /// Mark participants silent for longer than the participant timeout offline (by the
     /// monotonic clock), announcing each once, and forget those silent past `forget_after`.
     /// Returns how many went offline.
-    pub(crate) fn sweep(&self, now: std::time::Instant) -> usize {
+    pub(crate) fn sweep(&self, now: tokio::time::Instant) -> usize {
         let timeout = self.limits.participant_timeout;
         let mut n = 0;
         for room in self.all_rooms() {
@@ -783,7 +783,7 @@ impl State {
         if let Some(i) = inner.find(id) {
             let p = &mut inner.participants[i];
             p.info.last_seen = now_ms().max(p.info.last_seen);
-            p.seen = std::time::Instant::now();
+            p.seen = tokio::time::Instant::now();
         }
     }
 

@@ -27,7 +27,7 @@ pub(crate) async fn run(hub: Arc<HubInner>, mut shutdown: watch::Receiver<bool>)
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let n = hub.state.sweep(std::time::Instant::now());
+                let n = hub.state.sweep(tokio::time::Instant::now());
                 if n > 0 {
                     tracing::info!(count = n, "participants went offline");
                 }

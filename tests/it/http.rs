@@ -1,11 +1,9 @@
 //! The HTTP/1.1 layer over real sockets: keep-alive, pipelining, chunked request bodies,
 //! 100-continue, HTTP/1.0, and what happens at every bound.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gambiarra::HubConfig;
 use gambiarra::hub::{CONTROL_BODY_LIMIT, V1_BODY_LIMIT};
 use gambiarra::internals::MAX_HEAD_BYTES;
@@ -343,16 +341,10 @@ async fn connection_limit_answers_503() {
     assert_eq!(a.request("GET", "/health", None).await.status, 200);
     // A freed slot is reused.
     drop(b);
-    let mut ok = None;
-    for _ in 0..100 {
-        let r = req(addr, "GET", "/health", None).await;
-        if r.status == 200 {
-            ok = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ok.is_some(), "a slot was freed but never reused");
+    eventually("a freed slot is reused", async || {
+        req(addr, "GET", "/health", None).await.status == 200
+    })
+    .await;
     hub.shutdown().await;
 }
 

@@ -1,12 +1,10 @@
 //! Protected rooms, host tokens, the admin token and the abuse limits, over real sockets.
 #![cfg(feature = "tools")]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gambiarra::HubConfig;
 use gambiarra::tools::mock::MockLlm;
 use serde_json::{Value, json};

@@ -2,9 +2,7 @@
 //! message; `create` and `list` through the real binary.
 #![cfg(all(feature = "client", feature = "tools"))]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gambiarra::client::{ClientError, HubClient, JoinRequest};
 
 fn join_req(id: &str) -> JoinRequest {

@@ -1,9 +1,7 @@
 //! Every row of the REST table, over real sockets, with the exact statuses and error texts that
 //! the TypeScript version's clients match on.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

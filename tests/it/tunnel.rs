@@ -2,12 +2,10 @@
 //! connections it opens to the hub; only its own secret can attach them.
 #![cfg(all(feature = "client", feature = "tools"))]
 
-mod common;
-
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gambiarra::HubConfig;
 use gambiarra::client::Target;
 use gambiarra::client::tunnel::{TunnelSpec, run as run_tunnels};

@@ -1,9 +1,7 @@
 //! `serve --tls-cert --tls-key`: the hub itself speaks HTTPS; the CLI reaches it with `--ca`.
 #![cfg(all(feature = "client", feature = "tools"))]
 
-mod common;
-
-use common::free_port;
+use crate::common::free_port;
 
 use std::process::Stdio;
 use std::sync::Arc;

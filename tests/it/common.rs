@@ -1,6 +1,6 @@
 //! Test helpers: start a hub on a free port, and a raw HTTP/1.1 client that shows exactly what
 //! went over the wire (statuses, headers, framing, connection closes).
-#![allow(dead_code)]
+#![allow(dead_code, reason = "not every test module uses every helper")]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +13,17 @@ use tokio::time::timeout;
 
 /// Generous bound on any single wait in a test: only reached when something is broken.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Wait until `check` holds, trying every 10 ms for up to [`WAIT`]; past that the test fails
+/// naming `what`. For conditions that become true by themselves (a sweep, a reconnect, a
+/// socket reaped), never as a timing assertion.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 pub async fn start(config: HubConfig) -> Hub {
     Hub::bind("127.0.0.1:0".parse().unwrap(), config)

@@ -1,11 +1,9 @@
 //! `GET /metrics`: Prometheus text that follows the traffic.
 #![cfg(feature = "tools")]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::json;
 

@@ -1,14 +1,11 @@
 //! `serve --state FILE`: rooms survive restarts, a crash mid-burst loses nothing that was
 //! acknowledged, and participants' agents come back by themselves.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gambiarra::HubConfig;
 #[cfg(all(feature = "client", feature = "tools"))]
 use gambiarra::tools::mock::{MockConfig, MockLlm};
@@ -41,13 +38,10 @@ fn serve(port: u16, state: &std::path::Path) -> tokio::process::Child {
 }
 
 async fn wait_up(addr: SocketAddr) {
-    for _ in 0..500 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("hub did not come up on {addr}");
+    eventually("the hub is up", async || {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
 }
 
 #[cfg(all(feature = "client", feature = "tools"))]
@@ -222,12 +216,7 @@ async fn agent_is_back_after_a_hub_restart() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    for _ in 0..500 {
-        if count(addr, &code).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the agent joined", async || count(addr, &code).await == 1).await;
     // Restart the hub: the room comes back from the state file, the agent re-joins it.
     std::process::Command::new("kill")
         .args(["-TERM", &hub.id().unwrap().to_string()])
@@ -236,15 +225,10 @@ async fn agent_is_back_after_a_hub_restart() {
     hub.wait().await.unwrap();
     let mut hub = serve(port, &path);
     wait_up(addr).await;
-    let mut back = false;
-    for _ in 0..500 {
-        if count(addr, &code).await == 1 {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(back, "the agent did not re-join after the restart");
+    eventually("the agent re-joined after the restart", async || {
+        count(addr, &code).await == 1
+    })
+    .await;
     std::process::Command::new("kill")
         .args(["-INT", &agent.id().unwrap().to_string()])
         .status()

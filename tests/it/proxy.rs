@@ -1,12 +1,10 @@
 //! The OpenAI-compatible proxy over real sockets, with the mock LLM as upstream.
 #![cfg(feature = "tools")]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gambiarra::HubConfig;
 use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::{Value, json};
@@ -295,18 +293,11 @@ async fn client_disconnect_cancels_upstream() {
     drop(c);
     // The upstream stream is abandoned (the mock sees its client go away) long before its
     // 10 s of tokens are done.
-    let mut cancelled = false;
-    for _ in 0..200 {
-        if up.cancelled() == 1 {
-            cancelled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        cancelled,
-        "the upstream kept generating for a client that left"
-    );
+    eventually(
+        "the upstream stops generating for a client that left",
+        async || up.cancelled() == 1,
+    )
+    .await;
     assert_eq!(sse.until("llm:request").await.data["participantId"], "p");
     let e = sse.until("llm:error").await;
     assert!(

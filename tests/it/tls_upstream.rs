@@ -3,12 +3,10 @@
 //! certificate made at test time.
 #![cfg(all(feature = "client", feature = "tools"))]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gambiarra::HubConfig;
 use gambiarra::tools::mock::{MockConfig, MockLlm};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

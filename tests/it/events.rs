@@ -1,10 +1,8 @@
 //! The event stream and the health sweeper, over real sockets.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gambiarra::HubConfig;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -280,20 +278,15 @@ async fn subscriber_bound_per_room() {
     assert!(r.error().contains("subscribers"));
     // A subscriber that leaves frees its place.
     drop(first);
-    let mut freed = false;
-    for _ in 0..100 {
-        let (status, _, _s) = Sse::open(hub.local_addr(), code, "").await;
-        if status == 200 {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(freed);
+    eventually("the evicted subscriber's place is free", async || {
+        Sse::open(hub.local_addr(), code, "").await.0 == 200
+    })
+    .await;
     hub.shutdown().await;
 }
 
-#[tokio::test]
+// Virtual time: the sweeps and the wait for "many more sweeps" pass without sleeping.
+#[tokio::test(start_paused = true)]
 async fn sweeper_marks_offline_once_and_health_brings_back() {
     let config = HubConfig {
         health_interval: Duration::from_millis(50),

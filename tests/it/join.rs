@@ -3,12 +3,10 @@
 //! and leaving on SIGINT.
 #![cfg(all(feature = "client", feature = "tools"))]
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gambiarra::tools::mock::{MockConfig, MockLlm};
 use serde_json::{Value, json};
 
@@ -357,15 +355,10 @@ async fn a_protected_room_through_tunnels_until_its_host_deletes_it() {
     // its tunnels, which authenticate with the password too.
     let child = args(PW).spawn().unwrap();
     let member = client.clone().with_password(Some(PW));
-    let mut joined = false;
-    for _ in 0..500 {
-        if member.participants(&code).await.unwrap().len() == 1 {
-            joined = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(joined);
+    eventually("the agent joined the protected room", async || {
+        member.participants(&code).await.unwrap().len() == 1
+    })
+    .await;
     let chat = json!({"model": "*", "messages": []});
     let r = req_with(
         addr,

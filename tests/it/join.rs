@@ -4,7 +4,6 @@
 #![cfg(all(feature = "client", feature = "tools"))]
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use crate::common::*;
 use gambiarra::tools::mock::{MockConfig, MockLlm};
@@ -74,17 +73,13 @@ async fn until(
     code: &str,
     pred: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    for _ in 0..500 {
-        let ps = participants(addr, code).await;
-        if pred(&ps) {
-            return ps;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "condition never held; participants: {:?}",
-        participants(addr, code).await
-    );
+    let mut seen = Vec::new();
+    eventually("the participants reach the expected state", async || {
+        seen = participants(addr, code).await;
+        pred(&seen)
+    })
+    .await;
+    seen
 }
 
 #[tokio::test]

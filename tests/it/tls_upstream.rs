@@ -196,12 +196,10 @@ async fn tunnels_work_through_an_https_hub() {
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(run_tunnels(spec, 2, stopped));
-    for _ in 0..500 {
-        if hub.parked_tunnels(&code, "t") >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("two tunnels parked", async || {
+        hub.parked_tunnels(&code, "t") >= 2
+    })
+    .await;
     let path = format!("/rooms/{code}/v1/chat/completions");
     let r = req(addr, "POST", &path, Some(json!({"model": "t"}))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));

@@ -86,13 +86,10 @@ fn spec(s: &Setup) -> TunnelSpec {
 }
 
 async fn wait_parked(s: &Setup, n: usize) {
-    for _ in 0..500 {
-        if s.hub.participants(&s.code).is_some() && parked(s) >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("tunnels never parked");
+    eventually("tunnels parked", async || {
+        s.hub.participants(&s.code).is_some() && parked(s) >= n
+    })
+    .await;
 }
 
 fn parked(s: &Setup) -> usize {

@@ -37,6 +37,9 @@ pub enum HubEvent {
         code: String,
     },
     ParticipantJoined(Box<ParticipantInfo>),
+    /// A participant changed its entry (its models, which are loaded, its nickname…): the
+    /// whole new entry.
+    ParticipantUpdated(Box<ParticipantInfo>),
     ParticipantLeft {
         participant_id: String,
     },
@@ -100,6 +103,9 @@ impl HubEvent {
             }),
             Some(Kind::ParticipantJoined) => {
                 p(data).map(|p| HubEvent::ParticipantJoined(Box::new(p)))
+            }
+            Some(Kind::ParticipantUpdated) => {
+                p(data).map(|p| HubEvent::ParticipantUpdated(Box::new(p)))
             }
             Some(Kind::ParticipantLeft) => {
                 p::<ev::ParticipantRef>(data).map(|d| HubEvent::ParticipantLeft {

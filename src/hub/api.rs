@@ -15,9 +15,12 @@ use crate::hub::HubInner;
 use crate::hub::error::{ApiError, msg};
 use crate::hub::guard::auth::{self, RoomSecrets};
 use crate::hub::rooms::events::SseStream;
+use crate::hub::rooms::models::{self, Dropped, ModelSet};
 use crate::hub::rooms::state::Room;
 use crate::types::event::{self, Kind};
-use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, ParticipantStatus, now_ms};
+use crate::types::{
+    GenerationConfig, MachineSpecs, ModelInfo, ParticipantInfo, ParticipantStatus, now_ms,
+};
 
 /// Longest room name.
 pub(crate) const MAX_ROOM_NAME: usize = 128;
@@ -26,7 +29,7 @@ pub(crate) const MAX_PARTICIPANT_ID: usize = 128;
 /// Longest nickname.
 pub(crate) const MAX_NICKNAME: usize = 128;
 /// Longest model name.
-pub(crate) const MAX_MODEL: usize = 256;
+pub(crate) const MAX_MODEL: usize = crate::hub::rooms::models::MAX_MODEL_NAME;
 /// Longest free-text spec (GPU, CPU name).
 pub(crate) const MAX_SPEC_TEXT: usize = 256;
 /// Most stop sequences in a config, and the longest one.
@@ -167,7 +170,10 @@ pub(crate) fn list_rooms(hub: &HubInner) -> Response {
 struct JoinBody {
     id: Option<String>,
     nickname: Option<String>,
+    /// The primary model (optional when `models` lists some: then its first).
     model: Option<String>,
+    /// Every model it serves: names, or `{name, aliases, loaded}`.
+    models: Option<Vec<ModelEntry>>,
     endpoint: Option<String>,
     specs: Option<MachineSpecs>,
     config: Option<GenerationConfig>,
@@ -178,6 +184,31 @@ struct JoinBody {
     tunnel: Option<bool>,
     /// Re-joining an id that is online: the secret the earlier join answered with.
     participant_secret: Option<String>,
+}
+
+/// One model in a join or update: a name, or the whole entry.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ModelEntry {
+    Name(String),
+    Full(ModelInfo),
+}
+
+fn model_list(entries: Vec<ModelEntry>) -> Vec<ModelInfo> {
+    entries
+        .into_iter()
+        .map(|e| match e {
+            ModelEntry::Name(name) => ModelInfo::named(name),
+            ModelEntry::Full(m) => m,
+        })
+        .collect()
+}
+
+/// The answer's part about models left out, when some were.
+fn add_dropped(answer: &mut serde_json::Value, dropped: &[Dropped]) {
+    if !dropped.is_empty() {
+        answer["dropped"] = json!(dropped);
+    }
 }
 
 /// The header a participant proves it owns its id with (leave, re-join); the body field
@@ -240,11 +271,13 @@ fn validate_config(config: &GenerationConfig) -> Result<()> {
 pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Response> {
     let body: JoinBody = parse_json(&req.body)?;
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let (Some(id), Some(nickname), Some(model), Some(endpoint)) = (
+    let list = body.models.map(model_list).unwrap_or_default();
+    let model = nonempty(body.model);
+    let (Some(id), Some(nickname), Some(endpoint), true) = (
         nonempty(body.id),
         nonempty(body.nickname),
-        nonempty(body.model),
         nonempty(body.endpoint),
+        model.is_some() || !list.is_empty(),
     ) else {
         return Err(ApiError::bad_request(msg::MISSING_JOIN_FIELDS));
     };
@@ -255,7 +288,9 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
         )));
     }
     check_len("nickname", &nickname, MAX_NICKNAME)?;
-    check_len("model", &model, MAX_MODEL)?;
+    if let Some(model) = &model {
+        check_len("model", model, MAX_MODEL)?;
+    }
     let parsed = url::parse(&endpoint)
         .map_err(|e| ApiError::bad_request(format!("endpoint must be an http(s) URL: {e}")))?;
     let tunnel = body.tunnel.unwrap_or(false);
@@ -276,6 +311,8 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
     validate_specs(&specs)?;
     let config = body.config.unwrap_or_default();
     validate_config(&config)?;
+    let (set, kept, dropped) =
+        ModelSet::build(model.as_deref(), list, &config).map_err(ApiError::bad_request)?;
     // The participant secret is made here and returned only in this answer; a re-join gets a
     // fresh one, so a secret that leaked stops working. Tunnels authenticate with it too.
     let secret = crate::hub::rooms::ids::secret()?;
@@ -285,7 +322,8 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
         ParticipantInfo {
             id,
             nickname,
-            model,
+            model: kept[0].name.clone(),
+            models: kept,
             endpoint,
             config,
             specs,
@@ -293,6 +331,7 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
             joined_at: 0,
             last_seen: 0,
         },
+        set,
         auth::token_hash(&secret),
         (tunnel, local_ok),
         presented,
@@ -300,12 +339,13 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
     // A re-join replaces the participant: tunnels parked under the old registration go.
     hub.tunnels
         .drop_participant(&room.info.code, &participant.id);
-    tracing::info!(room = %room.info.code, id = %participant.id, model = %participant.model, "participant joined");
+    tracing::info!(room = %room.info.code, id = %participant.id, model = %participant.model, models = participant.models.len(), "participant joined");
     let mut answer = json!({
         "participant": participant,
         "roomId": room.info.id,
         "participantSecret": secret,
     });
+    add_dropped(&mut answer, &dropped);
     if tunnel {
         answer["tunnelSecret"] = json!(secret);
     }
@@ -383,27 +423,121 @@ pub(crate) fn health_check(
     Ok(json(200, &json!({ "success": true })))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateBody {
+    nickname: Option<String>,
+    specs: Option<MachineSpecs>,
+    config: Option<GenerationConfig>,
+    model: Option<String>,
+    models: Option<Vec<ModelEntry>>,
+    participant_secret: Option<String>,
+}
+
+/// `PATCH /rooms/:code/participants/:id`: a participant changes its own entry (its models,
+/// nickname, specs or config) with its secret; `participant:updated` announces it. The id,
+/// endpoint and way of serving stay: those take a re-join.
+pub(crate) fn update(
+    hub: &HubInner,
+    room: &Room,
+    id: &str,
+    req: &Request,
+    ip: IpAddr,
+) -> Result<Response> {
+    let body: UpdateBody = parse_json(&req.body)?;
+    let presented = presented_secret(&req.head, body.participant_secret.as_deref());
+    if presented.is_none() {
+        return Err(ApiError::new(
+            401,
+            "Updating a participant needs its participantSecret",
+        ));
+    }
+    hub.auth.check_not_blocked(ip)?;
+    if let Some(nickname) = &body.nickname {
+        if nickname.trim().is_empty() {
+            return Err(ApiError::bad_request("nickname must not be empty"));
+        }
+        check_len("nickname", nickname, MAX_NICKNAME)?;
+    }
+    if let Some(model) = &body.model {
+        models::check_name(model).map_err(|why| ApiError::bad_request(format!("model: {why}")))?;
+    }
+    if let Some(specs) = &body.specs {
+        validate_specs(specs)?;
+    }
+    if let Some(config) = &body.config {
+        validate_config(config)?;
+    }
+    let change = crate::hub::rooms::state::Update {
+        nickname: body.nickname,
+        specs: body.specs,
+        config: body.config,
+        model: body.model,
+        models: body.models.map(model_list),
+    };
+    let (participant, dropped) =
+        hub.state
+            .update(room, id, presented, change)
+            .inspect_err(|e| {
+                if matches!(e, crate::hub::rooms::StateError::NotOwner(_)) {
+                    hub.auth.failed(ip);
+                }
+            })?;
+    tracing::debug!(room = %room.info.code, id, models = participant.models.len(), "participant updated");
+    let mut answer = json!({ "participant": participant });
+    add_dropped(&mut answer, &dropped);
+    Ok(json(200, &answer))
+}
+
 pub(crate) fn participants(room: &Room) -> Result<Response> {
     Ok(json(200, &json!({ "participants": room.participants() })))
 }
 
-/// `GET /rooms/:code/v1/models`: participants that can take a request, as OpenAI models.
-pub(crate) fn models(room: &Room) -> Result<Response> {
-    let data: Vec<_> = room
-        .participants()
+/// `GET /rooms/:code/v1/models`, OpenAI's model list: first each model the room serves once
+/// (its id a name to send; `gambiarra.participants` counts who serves it), then each
+/// participant that can take a request (its id the participant's, as the seed lists them).
+pub(crate) fn openai_models(room: &Room) -> Result<Response> {
+    let participants = room.participants();
+    let mut data: Vec<_> = models::catalogue(&participants)
         .into_iter()
-        .filter(|p| p.status != ParticipantStatus::Offline)
-        .map(|p| {
+        .filter(|m| m.online > 0)
+        .map(|m| {
             json!({
-                "id": p.id,
+                "id": m.id,
                 "object": "model",
-                "created": p.joined_at / 1000,
-                "owned_by": p.nickname,
-                "gambiarra": { "nickname": p.nickname, "model": p.model, "endpoint": p.endpoint },
+                "created": m.created,
+                "owned_by": "gambiarra",
+                "gambiarra": {
+                    "names": m.names,
+                    "participants": { "online": m.online, "busy": m.busy, "loaded": m.loaded },
+                },
             })
         })
         .collect();
+    data.extend(
+        participants
+            .into_iter()
+            .filter(|p| p.status != ParticipantStatus::Offline)
+            .map(|p| {
+                // Exactly the seed's entry (its clients compare it whole): the participant's
+                // models are in its listing and in the catalogue entries above.
+                json!({
+                    "id": p.id,
+                    "object": "model",
+                    "created": p.joined_at / 1000,
+                    "owned_by": p.nickname,
+                    "gambiarra": { "nickname": p.nickname, "model": p.model, "endpoint": p.endpoint },
+                })
+            }),
+    );
     Ok(json(200, &json!({ "object": "list", "data": data })))
+}
+
+/// `GET /rooms/:code/models`: the room's catalogue with each model's participants (offline
+/// ones too, and models only they serve).
+pub(crate) fn catalogue(room: &Room) -> Result<Response> {
+    let models = models::catalogue(&room.participants());
+    Ok(json(200, &json!({ "models": models })))
 }
 
 /// The `Last-Event-ID` a reconnecting client sent (header, or `lastEventId` in the query for

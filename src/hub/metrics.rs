@@ -35,11 +35,13 @@ pub enum RouteLabel {
     MethodNotAllowed,
     NotFound,
     DeleteRoom,
+    Update,
+    Catalogue,
 }
 
 impl RouteLabel {
     /// Every label, in the order of their counters.
-    pub(crate) const ALL: [RouteLabel; 16] = [
+    pub(crate) const ALL: [RouteLabel; 18] = [
         RouteLabel::Health,
         RouteLabel::CreateRoom,
         RouteLabel::ListRooms,
@@ -56,6 +58,8 @@ impl RouteLabel {
         RouteLabel::MethodNotAllowed,
         RouteLabel::NotFound,
         RouteLabel::DeleteRoom,
+        RouteLabel::Update,
+        RouteLabel::Catalogue,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -76,6 +80,8 @@ impl RouteLabel {
             RouteLabel::MethodNotAllowed => "method_not_allowed",
             RouteLabel::NotFound => "not_found",
             RouteLabel::DeleteRoom => "delete_room",
+            RouteLabel::Update => "update_participant",
+            RouteLabel::Catalogue => "catalogue",
         }
     }
 }

@@ -13,6 +13,8 @@
 //! | DELETE | /rooms/:code/leave/:id                 | Leave            |
 //! | POST   | /rooms/:code/health                    | HealthCheck      |
 //! | GET    | /rooms/:code/participants              | Participants     |
+//! | PATCH  | /rooms/:code/participants/:id          | Update           |
+//! | GET    | /rooms/:code/models                    | Catalogue        |
 //! | GET    | /rooms/:code/events                    | Events           |
 //! | GET    | /rooms/:code/tunnel/:id (Upgrade)      | Tunnel           |
 //! | GET    | /rooms/:code/v1/models                 | Models           |
@@ -69,6 +71,15 @@ pub enum Route<'a> {
     Participants {
         code: &'a str,
     },
+    /// A participant changes its own entry.
+    Update {
+        code: &'a str,
+        id: Cow<'a, str>,
+    },
+    /// The room's models, each with its participants.
+    Catalogue {
+        code: &'a str,
+    },
     Events {
         code: &'a str,
     },
@@ -104,6 +115,8 @@ impl Route<'_> {
             Route::Leave { .. } => RouteLabel::Leave,
             Route::HealthCheck { .. } => RouteLabel::HealthCheck,
             Route::Participants { .. } => RouteLabel::Participants,
+            Route::Update { .. } => RouteLabel::Update,
+            Route::Catalogue { .. } => RouteLabel::Catalogue,
             Route::Events { .. } => RouteLabel::Events,
             Route::Tunnel { .. } => RouteLabel::Tunnel,
             Route::Models { .. } => RouteLabel::Models,
@@ -121,6 +134,8 @@ impl Route<'_> {
             | Route::Leave { code, .. }
             | Route::HealthCheck { code }
             | Route::Participants { code }
+            | Route::Update { code, .. }
+            | Route::Catalogue { code }
             | Route::Events { code }
             | Route::Tunnel { code, .. }
             | Route::Models { code }
@@ -179,6 +194,11 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
         },
         ["rooms", code, "health"] => gate(method, Post, "POST", Route::HealthCheck { code }),
         ["rooms", code, "participants"] => gate(method, Get, GET, Route::Participants { code }),
+        ["rooms", code, "participants", id] => match percent_decode(id) {
+            Some(id) => gate(method, Patch, "PATCH", Route::Update { code, id }),
+            None => Route::NotFound,
+        },
+        ["rooms", code, "models"] => gate(method, Get, GET, Route::Catalogue { code }),
         ["rooms", code, "events"] => gate(method, Get, GET, Route::Events { code }),
         ["rooms", code, "tunnel", id] => match percent_decode(id) {
             Some(id) => gate(method, Get, "GET", Route::Tunnel { code, id }),
@@ -294,6 +314,21 @@ mod tests {
             Route::MethodNotAllowed { allow: "POST" }
         );
         assert_eq!(route(Method::Delete, "/rooms/x/leave/%zz"), Route::NotFound);
+        assert_eq!(
+            route(Method::Patch, "/rooms/x/participants/a%2Fb"),
+            Route::Update {
+                code: "x",
+                id: Cow::Owned("a/b".into())
+            }
+        );
+        assert_eq!(
+            route(Method::Get, "/rooms/x/participants/a"),
+            Route::MethodNotAllowed { allow: "PATCH" }
+        );
+        assert_eq!(
+            route(Method::Get, "/rooms/x/models"),
+            Route::Catalogue { code: "x" }
+        );
     }
 
     #[test]

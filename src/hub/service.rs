@@ -92,9 +92,11 @@ impl Service {
             (Route::Leave { id, .. }, Some(room)) => api::leave(hub, &room, id, req, ip),
             (Route::HealthCheck { .. }, Some(room)) => api::health_check(hub, &room, req, ip),
             (Route::Participants { .. }, Some(room)) => api::participants(&room),
+            (Route::Update { id, .. }, Some(room)) => api::update(hub, &room, id, req, ip),
+            (Route::Catalogue { .. }, Some(room)) => api::catalogue(&room),
             (Route::Events { .. }, Some(room)) => api::events(hub, room, req),
             (Route::Tunnel { id, .. }, Some(room)) => api::tunnel(hub, room, id, req, ip),
-            (Route::Models { .. }, Some(room)) => api::models(&room),
+            (Route::Models { .. }, Some(room)) => api::openai_models(&room),
             (Route::Proxy { kind, .. }, Some(room)) => {
                 Ok(proxy::handle(hub, room, *kind, req).await)
             }
@@ -110,6 +112,8 @@ impl Service {
                 | Route::Leave { .. }
                 | Route::HealthCheck { .. }
                 | Route::Participants { .. }
+                | Route::Update { .. }
+                | Route::Catalogue { .. }
                 | Route::Events { .. }
                 | Route::Tunnel { .. }
                 | Route::Models { .. }

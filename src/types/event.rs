@@ -10,6 +10,7 @@
 //! | `room:created`        | [`RoomInfo`](super::RoomInfo)     |
 //! | `room:deleted`        | [`RoomDeleted`]                   |
 //! | `participant:joined`  | [`ParticipantInfo`](super::ParticipantInfo) |
+//! | `participant:updated` | [`ParticipantInfo`](super::ParticipantInfo) |
 //! | `participant:left`    | [`ParticipantRef`]                |
 //! | `participant:offline` | [`ParticipantRef`]                |
 //! | `participant:online`  | [`ParticipantRef`]                |
@@ -31,6 +32,7 @@ pub enum Kind {
     RoomCreated,
     RoomDeleted,
     ParticipantJoined,
+    ParticipantUpdated,
     ParticipantLeft,
     ParticipantOffline,
     ParticipantOnline,
@@ -40,12 +42,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Connected,
         Kind::Resync,
         Kind::RoomCreated,
         Kind::RoomDeleted,
         Kind::ParticipantJoined,
+        Kind::ParticipantUpdated,
         Kind::ParticipantLeft,
         Kind::ParticipantOffline,
         Kind::ParticipantOnline,
@@ -62,6 +65,7 @@ impl Kind {
             Kind::RoomCreated => "room:created",
             Kind::RoomDeleted => "room:deleted",
             Kind::ParticipantJoined => "participant:joined",
+            Kind::ParticipantUpdated => "participant:updated",
             Kind::ParticipantLeft => "participant:left",
             Kind::ParticipantOffline => "participant:offline",
             Kind::ParticipantOnline => "participant:online",

@@ -7,6 +7,9 @@
 //! exactly what a participant registered.
 
 pub mod event;
+pub mod model;
+
+pub use model::{ModelInfo, model_key, same_model};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
@@ -98,7 +101,13 @@ impl GenerationConfig {
 pub struct ParticipantInfo {
     pub id: String,
     pub nickname: String,
+    /// The primary model: what a request for this participant's id (or `*`) is served with.
+    /// The first of `models`.
     pub model: String,
+    /// Every model it serves, the primary one first (a participant of a hub older than this
+    /// list, or of the seed, sends none: read it as `[model]`).
+    #[serde(default)]
+    pub models: Vec<ModelInfo>,
     /// The endpoint exactly as registered.
     pub endpoint: String,
     #[serde(default)]
@@ -192,6 +201,7 @@ mod tests {
             id: "a".into(),
             nickname: "n".into(),
             model: "m".into(),
+            models: vec![ModelInfo::named("m")],
             endpoint: "http://x".into(),
             config: GenerationConfig::default(),
             specs: MachineSpecs::default(),

@@ -346,7 +346,17 @@ async fn participants_and_models() {
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["object"], "list");
+    // The catalogue first: each model once, named as users send it.
     let m = &v["data"][0];
+    assert_eq!(m["id"], "llama3");
+    assert_eq!(m["object"], "model");
+    assert_eq!(m["owned_by"], "gambiarra");
+    assert_eq!(
+        m["gambiarra"],
+        json!({"names": ["llama3"], "participants": {"online": 1, "busy": 0, "loaded": 0}})
+    );
+    // Then the participants, as the seed lists them.
+    let m = &v["data"][1];
     assert_eq!(m["id"], "p1");
     assert_eq!(m["object"], "model");
     assert_eq!(m["owned_by"], "nick-p1");
@@ -355,6 +365,7 @@ async fn participants_and_models() {
         m["gambiarra"],
         json!({"nickname": "nick-p1", "model": "llama3", "endpoint": "http://localhost:11434"})
     );
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
     // /v1 errors use OpenAI's shape.
     let r = req(addr, "GET", "/rooms/ZZZZZZ/v1/models", None).await;
     assert_eq!(r.status, 404);

@@ -14,6 +14,7 @@ mod interop;
 mod join;
 mod mdns;
 mod metrics;
+mod models;
 mod persist;
 mod proxy;
 mod security;

@@ -427,9 +427,15 @@ async fn least_loaded_spread_and_busy_status() {
             ("fast".into(), "online".into())
         ]
     );
-    // Busy participants are still offered as models.
+    // Busy participants are still offered, and counted busy in their model's entry.
     let r = req(addr, "GET", &format!("/rooms/{code}/v1/models"), None).await;
-    assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+    let data = r.json()["data"].as_array().unwrap().clone();
+    let models = data.iter().filter(|m| m["owned_by"] == "gambiarra").count();
+    assert_eq!((models, data.len()), (1, 3));
+    assert_eq!(
+        data[0]["gambiarra"]["participants"],
+        json!({"online": 2, "busy": 1, "loaded": 0})
+    );
     // While `slow` is busy, every `*` request goes to the idle one.
     for _ in 0..6 {
         assert_eq!(chat(addr, &code, json!({"model": "*"})).await.status, 200);

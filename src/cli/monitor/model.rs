@@ -76,7 +76,7 @@ impl RoomView {
 
     /// Apply an event; returns the log line it makes (also appended to the log), if any.
     pub(crate) fn apply(&mut self, event: &HubEvent, clock: &str) -> Option<String> {
-        let text = describe(event, |id| self.nickname(id))?;
+        let mut text = describe(event, |id| self.nickname(id))?;
         match event {
             HubEvent::Connected { .. } => self.connected = true,
             HubEvent::Disconnected { .. } => self.connected = false,
@@ -91,6 +91,19 @@ impl RoomView {
                     None => self.cards.push(card),
                 }
             }
+            HubEvent::ParticipantUpdated(p) => match self.card(&p.id) {
+                Some(c) => {
+                    if let Some(diff) = model_changes(&c.info, p) {
+                        text = format!("{}: {diff}", p.nickname);
+                    }
+                    c.info = (**p).clone();
+                }
+                None => self.cards.push(Card {
+                    info: (**p).clone(),
+                    in_flight: 0,
+                    last: None,
+                }),
+            },
             HubEvent::ParticipantLeft { participant_id } => {
                 self.cards.retain(|c| &c.info.id != participant_id)
             }
@@ -153,7 +166,15 @@ pub(crate) fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Optio
         HubEvent::RoomCreated(r) => format!("room created: {} ({})", r.name, r.code),
         HubEvent::RoomDeleted { code, .. } => format!("room {code} was deleted by its host"),
         HubEvent::ParticipantJoined(p) => {
-            format!("{} joined with {} at {}", p.nickname, p.model, p.endpoint)
+            format!(
+                "{} joined with {} at {}",
+                p.nickname,
+                models_line(p),
+                p.endpoint
+            )
+        }
+        HubEvent::ParticipantUpdated(p) => {
+            format!("{} updated: serves {}", p.nickname, models_line(p))
         }
         HubEvent::ParticipantLeft { participant_id } => format!("{} left", name(participant_id)),
         HubEvent::ParticipantOffline { participant_id } => {
@@ -193,6 +214,86 @@ pub(crate) fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Optio
     })
 }
 
+/// Models listed in one line, at most [`MODELS_IN_A_LINE`], loaded ones marked `●`, unloaded
+/// `○` (nothing when the backend does not say).
+pub(crate) fn models_line(p: &ParticipantInfo) -> String {
+    if p.models.is_empty() {
+        return p.model.clone();
+    }
+    let mut line: Vec<String> = p
+        .models
+        .iter()
+        .take(MODELS_IN_A_LINE)
+        .map(|m| match m.loaded {
+            Some(true) => format!("{} ●", m.name),
+            Some(false) => format!("{} ○", m.name),
+            None => m.name.clone(),
+        })
+        .collect();
+    if p.models.len() > MODELS_IN_A_LINE {
+        line.push(format!("+{} more", p.models.len() - MODELS_IN_A_LINE));
+    }
+    line.join(", ")
+}
+
+/// Most models named in one line.
+pub(crate) const MODELS_IN_A_LINE: usize = 4;
+
+/// What changed in a participant's models, in words (`None`: nothing did).
+fn model_changes(before: &ParticipantInfo, after: &ParticipantInfo) -> Option<String> {
+    let names =
+        |p: &ParticipantInfo| -> Vec<String> { p.models.iter().map(|m| m.name.clone()).collect() };
+    let (old, new) = (names(before), names(after));
+    let mut parts = Vec::new();
+    let added: Vec<&str> = new
+        .iter()
+        .filter(|n| !old.contains(n))
+        .map(String::as_str)
+        .collect();
+    let removed: Vec<&str> = old
+        .iter()
+        .filter(|n| !new.contains(n))
+        .map(String::as_str)
+        .collect();
+    if !added.is_empty() {
+        parts.push(format!("now serves {}", added.join(", ")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("no longer serves {}", removed.join(", ")));
+    }
+    let loaded: Vec<&str> = after
+        .models
+        .iter()
+        .filter(|m| {
+            m.loaded == Some(true)
+                && before
+                    .models
+                    .iter()
+                    .any(|b| b.name == m.name && b.loaded != Some(true))
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    if !loaded.is_empty() {
+        parts.push(format!("loaded {}", loaded.join(", ")));
+    }
+    let unloaded: Vec<&str> = after
+        .models
+        .iter()
+        .filter(|m| {
+            m.loaded == Some(false)
+                && before
+                    .models
+                    .iter()
+                    .any(|b| b.name == m.name && b.loaded == Some(true))
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    if !unloaded.is_empty() {
+        parts.push(format!("unloaded {}", unloaded.join(", ")));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// `HH:MM:SS` (UTC) of a Unix-milliseconds time.
 pub(crate) fn clock(ms: u64) -> String {
     let s = ms / 1000 % 86_400;
@@ -209,6 +310,7 @@ mod tests {
             id: id.into(),
             nickname: format!("nick-{id}"),
             model: "llama3".into(),
+            models: vec![crate::types::ModelInfo::named("llama3")],
             endpoint: "http://x".into(),
             config: GenerationConfig::default(),
             specs: MachineSpecs::default(),

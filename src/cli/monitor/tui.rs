@@ -369,6 +369,7 @@ mod tests {
             id: id.into(),
             nickname: nick.into(),
             model: "llama3:8b".into(),
+            models: vec![crate::types::ModelInfo::named("llama3:8b")],
             endpoint: format!("http://{id}.lan:11434"),
             config: GenerationConfig::default(),
             specs: MachineSpecs {

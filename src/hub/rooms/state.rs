@@ -17,6 +17,7 @@ use crate::hub::guard::auth::RoomSecrets;
 use crate::hub::proxy::rewrite::Defaults;
 use crate::hub::rooms::events::{EventLog, Subscription};
 use crate::hub::rooms::ids;
+use crate::hub::rooms::models::{Dropped, ModelSet};
 use crate::hub::rooms::persist::SavedRoom;
 use crate::types::event::{self, Kind};
 use crate::types::{ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, now_ms};
@@ -52,10 +53,9 @@ pub(crate) struct Participant {
     pub(crate) conn_failures: u32,
     /// The endpoint, parsed and normalised once at join.
     pub(crate) target: Arc<Target>,
-    /// Model name and config defaults, encoded once at join for the body rewrite.
-    pub(crate) defaults: Arc<Defaults>,
-    /// The model it serves, shared with the leases (events name it).
-    pub(crate) model: Arc<str>,
+    /// The models it serves, indexed by name, each encoded once for the body rewrite (in the
+    /// order of `info.models`). Shared with the leases.
+    pub(crate) models: Arc<ModelSet>,
     /// BLAKE2b of the participant secret (hex): what proves ownership of this id on leave and
     /// re-join, and what its tunnels authenticate with. The secret itself is only ever in the
     /// join answer; this is never listed or broadcast.
@@ -167,8 +167,38 @@ pub(crate) enum HealthOutcome {
     BackOnline,
 }
 
-/// Largest participant entry, encoded as JSON (what every listing and event carries).
+/// What a participant changes of its entry ([`State::update`]); `None` keeps the current.
+#[derive(Debug, Default)]
+pub(crate) struct Update {
+    pub(crate) nickname: Option<String>,
+    pub(crate) specs: Option<crate::types::MachineSpecs>,
+    pub(crate) config: Option<crate::types::GenerationConfig>,
+    /// The primary model (validated by the caller).
+    pub(crate) model: Option<String>,
+    /// The whole model list (bounded by [`ModelSet::build`]).
+    pub(crate) models: Option<Vec<crate::types::ModelInfo>>,
+}
+
+/// Largest participant entry, encoded as JSON (what every listing and event carries), not
+/// counting its model list (bounded on its own by [`MAX_MODELS_JSON`]).
+///
+/// [`MAX_MODELS_JSON`]: crate::hub::rooms::models::MAX_MODELS_JSON
 pub(crate) const MAX_PARTICIPANT_JSON: usize = 8 * 1024;
+
+/// Refuse an entry over [`MAX_PARTICIPANT_JSON`] (its model list aside), whatever mix of long
+/// fields (and characters JSON escapes) it has.
+fn check_entry_size(info: &ParticipantInfo) -> Result<(), StateError> {
+    // Serialising these plain structs cannot fail.
+    let full = serde_json::to_vec(info).map_or(usize::MAX, |v| v.len());
+    let models = serde_json::to_vec(&info.models).map_or(0, |v| v.len());
+    let encoded = full.saturating_sub(models);
+    if encoded > MAX_PARTICIPANT_JSON {
+        return Err(StateError::Invalid(format!(
+            "participant entry too large ({encoded} bytes as JSON besides its models, at most {MAX_PARTICIPANT_JSON})"
+        )));
+    }
+    Ok(())
+}
 
 /// Consecutive connection failures after which a participant is marked offline.
 pub(crate) const STRIKES_OFFLINE: u32 = 3;
@@ -179,8 +209,9 @@ pub(crate) struct Lease {
     room: Arc<Room>,
     pub(crate) participant_id: String,
     pub(crate) target: Arc<Target>,
+    /// The chosen model's name and the participant's config, encoded for the body rewrite.
     pub(crate) defaults: Arc<Defaults>,
-    /// The model the participant serves (what the upstream is asked for).
+    /// The participant's own name for the chosen model (what the upstream is asked for).
     pub(crate) model: Arc<str>,
     /// Reach it through a parked tunnel socket, not by connecting.
     pub(crate) tunnel: bool,
@@ -505,6 +536,7 @@ impl State {
         &self,
         room: &Room,
         mut info: ParticipantInfo,
+        models: ModelSet,
         secret_hash: String,
         (tunnel, local_ok): (bool, bool),
         presented: Option<&[u8]>,
@@ -515,8 +547,6 @@ impl State {
         info.last_seen = now;
         // The API validated the endpoint with the same parser; this cannot fail for it.
         let target = Arc::new(Target::from_endpoint(&info.endpoint).map_err(StateError::Invalid)?);
-        let defaults = Arc::new(Defaults::new(&info.model, &info.config));
-        let model: Arc<str> = info.model.as_str().into();
         let pool_key: Arc<str> = if local_ok {
             format!("{} (joined on the hub's machine)", target.key).into()
         } else {
@@ -527,8 +557,7 @@ impl State {
             in_flight: 0,
             conn_failures: 0,
             target,
-            defaults,
-            model,
+            models: Arc::new(models),
             secret_hash,
             tunnel,
             local_ok,
@@ -537,21 +566,16 @@ impl State {
             seen: tokio::time::Instant::now(),
         };
         let snapshot = p.snapshot();
-        // Every listing and event carries the entry: its encoded size is bounded, whatever mix
-        // of long fields (and characters JSON escapes) it has.
-        let encoded = serde_json::to_vec(&snapshot).map_or(usize::MAX, |v| v.len());
-        if encoded > MAX_PARTICIPANT_JSON {
-            return Err(StateError::Invalid(format!(
-                "participant entry too large ({encoded} bytes as JSON, at most {MAX_PARTICIPANT_JSON})"
-            )));
-        }
+        // Every listing and event carries the entry.
+        check_entry_size(&snapshot)?;
         let mut inner = room.lock();
-        // An id that is another participant's model name would capture the requests for that
-        // model (an id wins over a model name): refused. `model:NAME` is never ambiguous.
+        // An id that names another participant's model (as matched: any spelling or alias)
+        // would capture the requests for that model (an id wins over a model name): refused.
+        // `model:NAME` is never ambiguous.
         if inner
             .participants
             .iter()
-            .any(|other| other.info.id != p.info.id && *other.model == *p.info.id)
+            .any(|other| other.info.id != p.info.id && other.models.serves(&p.info.id))
         {
             return Err(StateError::Invalid(format!(
                 "id {:?} is the name of a model served in this room: choose another id",
@@ -634,6 +658,69 @@ impl State {
         Ok(HealthOutcome::Ok)
     }
 
+    /// Change a participant's entry on its own say (`presented` must be its secret) and
+    /// announce it (`participant:updated`, only if something changed). A new model list is
+    /// bounded as at join; what did not fit is returned. Without a new primary the current
+    /// one stays if the list still has it, else the list's first is primary. Counts as a sign
+    /// of life.
+    pub(crate) fn update(
+        &self,
+        room: &Room,
+        id: &str,
+        presented: Option<&[u8]>,
+        change: Update,
+    ) -> Result<(ParticipantInfo, Vec<Dropped>), StateError> {
+        let mut inner = room.lock();
+        let i = inner.find(id).ok_or(StateError::ParticipantNotFound)?;
+        let p = &inner.participants[i];
+        if !owns(&p.secret_hash, presented) {
+            return Err(StateError::NotOwner(
+                "Only the participant itself can update its entry: present its participantSecret",
+            ));
+        }
+        let mut info = p.info.clone();
+        if let Some(nickname) = change.nickname {
+            info.nickname = nickname;
+        }
+        if let Some(specs) = change.specs {
+            info.specs = specs;
+        }
+        let config_changed = change.config.is_some();
+        if let Some(config) = change.config {
+            info.config = config;
+        }
+        let mut dropped = Vec::new();
+        let mut models = None;
+        if change.model.is_some() || change.models.is_some() || config_changed {
+            let list = change.models.unwrap_or_else(|| info.models.clone());
+            let primary = change.model.or_else(|| {
+                list.iter()
+                    .any(|m| m.name == info.model)
+                    .then(|| info.model.clone())
+            });
+            let (set, kept, left_out) = ModelSet::build(primary.as_deref(), list, &info.config)
+                .map_err(StateError::Invalid)?;
+            info.model = kept[0].name.clone();
+            info.models = kept;
+            dropped = left_out;
+            models = Some(Arc::new(set));
+        }
+        check_entry_size(&info)?;
+        let p = &mut inner.participants[i];
+        let changed = info != p.info;
+        p.info = info;
+        if let Some(set) = models {
+            p.models = set;
+        }
+        p.info.last_seen = now_ms().max(p.info.last_seen);
+        p.seen = tokio::time::Instant::now();
+        let snapshot = p.snapshot();
+        if changed {
+            inner.publish(Kind::ParticipantUpdated, &snapshot);
+        }
+        Ok((snapshot, dropped))
+    }
+
     /// Mark participants silent for longer than the participant timeout offline (by the
     /// monotonic clock), announcing each once, and forget those silent past `forget_after`.
     /// Returns how many went offline.
@@ -674,7 +761,11 @@ impl State {
     }
 
     /// Choose a participant for `requested` (a participant id, `model:<name>`, a model name,
-    /// or `*`/`any`), skipping `tried`: the least loaded online candidate, ties rotating.
+    /// or `*`/`any`), skipping `tried`. A name reaches every participant with a model of that
+    /// name or alias, spelled so or equal by [`model_key`](crate::types::model_key); among
+    /// them the least loaded wins, then one that has the model loaded, then an exact spelling,
+    /// the remaining ties rotating. An id and `*` are served with the participant's primary
+    /// model.
     pub(crate) fn select(
         &self,
         room: &Arc<Room>,
@@ -682,14 +773,15 @@ impl State {
         tried: &[String],
     ) -> Result<Lease, SelectError> {
         let mut inner = room.lock();
-        let lease = |p: &mut Participant, explicit: bool| {
+        let lease = |p: &mut Participant, model: usize, explicit: bool| {
             p.in_flight += 1;
+            let served = &p.models.models[model];
             Lease {
                 room: room.clone(),
                 participant_id: p.info.id.clone(),
                 target: p.target.clone(),
-                defaults: p.defaults.clone(),
-                model: p.model.clone(),
+                defaults: served.defaults.clone(),
+                model: served.name.clone(),
                 tunnel: p.tunnel,
                 local_ok: p.local_ok,
                 pool_key: p.pool_key.clone(),
@@ -710,29 +802,42 @@ impl State {
             if p.info.status == ParticipantStatus::Offline {
                 return Err(SelectError::Offline);
             }
-            return Ok(lease(p, true));
+            return Ok(lease(p, 0, true));
         }
         let name = by_model.unwrap_or(requested);
-        let matches = |p: &Participant| {
-            p.info.status != ParticipantStatus::Offline && (any || p.info.model == name)
-        };
-        let mut candidates: Vec<usize> = Vec::new();
+        let key = crate::types::model_key(name);
+        // (participant, its model) of the best rank so far.
+        let mut candidates: Vec<(usize, usize)> = Vec::new();
         let mut matched_any = false;
-        let mut least = u32::MAX;
+        let mut best = (u32::MAX, u8::MAX);
         for (i, p) in inner.participants.iter().enumerate() {
-            if !matches(p) {
+            if p.info.status == ParticipantStatus::Offline {
                 continue;
             }
+            let (model, rank) = if any {
+                (0, (p.in_flight, 0))
+            } else {
+                let Some((model, exact)) = p.models.resolve(name, &key) else {
+                    continue;
+                };
+                // Loaded, unknown, not loaded; then exact before a normalised spelling.
+                let loaded = match p.info.models.get(model).and_then(|m| m.loaded) {
+                    Some(true) => 0,
+                    None => 2,
+                    Some(false) => 4,
+                };
+                (model, (p.in_flight, loaded + u8::from(!exact)))
+            };
             matched_any = true;
             if tried.contains(&p.info.id) {
                 continue;
             }
-            if p.in_flight < least {
-                least = p.in_flight;
+            if rank < best {
+                best = rank;
                 candidates.clear();
             }
-            if p.in_flight == least {
-                candidates.push(i);
+            if rank == best {
+                candidates.push((i, model));
             }
         }
         if candidates.is_empty() {
@@ -742,9 +847,9 @@ impl State {
                 SelectError::NoMatch
             });
         }
-        let pick = candidates[inner.rotation % candidates.len()];
+        let (pick, model) = candidates[inner.rotation % candidates.len()];
         inner.rotation = inner.rotation.wrapping_add(1);
-        Ok(lease(&mut inner.participants[pick], false))
+        Ok(lease(&mut inner.participants[pick], model, false))
     }
 
     /// Record a failed connection attempt; the third in a row marks the participant offline

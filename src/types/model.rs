@@ -1,0 +1,106 @@
+//! Models a participant serves, and how a requested name matches one.
+//!
+//! A participant lists every model it shares ([`ModelInfo`]: its own name for it, optional
+//! aliases, and whether it is loaded in memory, when the backend tells). A request names a
+//! model; the names match when they are equal, or failing that when their [`model_key`]s are:
+//!
+//! | rule                    | `llama3` matches        |
+//! |-------------------------|-------------------------|
+//! | exact                   | `llama3`                |
+//! | case-insensitive        | `Llama3`, `LLAMA3`      |
+//! | Ollama's implicit tag   | `llama3:latest`         |
+//! | an alias the participant gave (`--alias llama3=meta-llama-3-8b-instruct`) | `meta-llama-3-8b-instruct` |
+//!
+//! `llama3:8b` is another model: only `:latest` is implicit.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// One model a participant serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The participant's own name for it: what its server is asked for.
+    pub name: String,
+    /// Other names it answers to in this room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// In memory now (`None`: the backend does not say). Ollama and LM Studio load models on
+    /// demand, which takes seconds to a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded: Option<bool>,
+}
+
+impl ModelInfo {
+    /// A model known only by name.
+    pub fn named(name: impl Into<String>) -> ModelInfo {
+        ModelInfo {
+            name: name.into(),
+            aliases: Vec::new(),
+            loaded: None,
+        }
+    }
+
+    /// Its name, then its aliases.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.name.as_str()).chain(self.aliases.iter().map(String::as_str))
+    }
+}
+
+/// The form two names are compared in when they are not equal: lower case, without Ollama's
+/// implicit `:latest` tag. Borrows when `name` is already in that form.
+pub fn model_key(name: &str) -> Cow<'_, str> {
+    let lowered = if name.chars().any(char::is_uppercase) {
+        Cow::Owned(name.to_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
+    match lowered {
+        Cow::Borrowed(s) => Cow::Borrowed(s.strip_suffix(":latest").unwrap_or(s)),
+        Cow::Owned(s) => match s.strip_suffix(":latest") {
+            Some(stripped) => Cow::Owned(stripped.to_string()),
+            None => Cow::Owned(s),
+        },
+    }
+}
+
+/// Whether `a` and `b` name the same model: equal, or equal [`model_key`]s.
+pub fn same_model(a: &str, b: &str) -> bool {
+    a == b || model_key(a) == model_key(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert_eq!(model_key("llama3"), "llama3");
+        assert!(matches!(model_key("llama3"), Cow::Borrowed(_)));
+        assert!(matches!(model_key("llama3:latest"), Cow::Borrowed(_)));
+        assert_eq!(model_key("llama3:latest"), "llama3");
+        assert_eq!(model_key("Llama3:LATEST"), "llama3");
+        assert_eq!(model_key("Qwen2.5-7B-Instruct"), "qwen2.5-7b-instruct");
+        assert_eq!(model_key("ÉCOLE"), "école");
+        assert!(same_model("llama3", "llama3:latest"));
+        assert!(same_model("LLAMA3", "llama3:latest"));
+        assert!(!same_model("llama3:8b", "llama3"));
+        assert!(!same_model("llama3:latest-x", "llama3"));
+    }
+
+    #[test]
+    fn wire_form() {
+        let m = ModelInfo::named("a");
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"name":"a"}"#);
+        let m = ModelInfo {
+            aliases: vec!["b".into()],
+            loaded: Some(true),
+            ..m
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"name":"a","aliases":["b"],"loaded":true}"#
+        );
+        assert_eq!(m.names().collect::<Vec<_>>(), ["a", "b"]);
+    }
+}

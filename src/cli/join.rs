@@ -1,4 +1,4 @@
-//! `gambiarra join`: share a local model in a room, until Ctrl+C / SIGTERM.
+//! `gambiarra join`: share a local model server's models in a room, until Ctrl+C / SIGTERM.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -6,24 +6,38 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::client::agent::{self, AgentEvent};
+use crate::client::backend::{self, Listing, Sharing};
 use crate::client::{JoinRequest, specs};
 use crate::types::HEALTH_CHECK_INTERVAL_MS;
 
-/// Share your local model in a room: probe it, register it, keep it registered.
+/// Share your local models in a room: probe the server, register them, keep them registered
+/// and in step with what the server has.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
     name = "join",
-    example = "Share Ollama's llama3 in room K7QF2M:\n  $ gambiarra join --code K7QF2M --model llama3\nLM Studio, with a nickname, on another hub:\n  $ gambiarra join --code K7QF2M --model qwen2.5-7b-instruct --endpoint http://localhost:1234 --nickname ana --hub http://192.168.1.10:3000",
-    note = "Ctrl+C (or SIGTERM) leaves the room before exiting."
+    example = "Share Ollama's llama3 in room K7QF2M:\n  $ gambiarra join --code K7QF2M --model llama3\nEverything Ollama has, llama3 first, also answering to \"l3\":\n  $ gambiarra join --code K7QF2M --all-models --model llama3 --alias l3=llama3\nLM Studio, with a nickname, on another hub:\n  $ gambiarra join --code K7QF2M --model qwen2.5-7b-instruct --endpoint http://localhost:1234 --nickname ana --hub http://192.168.1.10:3000",
+    note = "Every --probe-interval-ms the server's models are listed again and the room is told what was pulled, removed, loaded or unloaded. Ctrl+C (or SIGTERM) leaves the room before exiting."
 )]
 pub struct JoinArgs {
     /// room code
     #[argh(option, short = 'c')]
     pub(crate) code: String,
-    /// the model to share, as your server names it (e.g. llama3:8b)
+    /// a model to share, as your server names it (e.g. llama3:8b); repeat for several, the
+    /// first is the primary (what requests for your id or "*" get)
     #[argh(option, short = 'm')]
-    pub(crate) model: String,
+    pub(crate) model: Vec<String>,
+    /// share every model the server lists (Ollama /api/tags, LM Studio, else /v1/models),
+    /// following what it gains and loses
+    #[argh(switch)]
+    pub(crate) all_models: bool,
+    /// another name a model answers to in the room, ALIAS=MODEL (e.g.
+    /// llama3=meta-llama-3-8b-instruct); repeatable
+    #[argh(option)]
+    pub(crate) alias: Vec<String>,
+    /// how often to list the server's models again, in ms (default 60000; 0: never)
+    #[argh(option, default = "60_000")]
+    pub(crate) probe_interval_ms: u64,
     /// your OpenAI-compatible server (default http://localhost:11434, Ollama)
     #[argh(
         option,
@@ -50,7 +64,8 @@ pub struct JoinArgs {
     /// do not detect and share CPU/RAM/GPU specs
     #[argh(switch)]
     pub(crate) no_specs: bool,
-    /// skip checking that the endpoint serves the model
+    /// skip asking the endpoint for its models (share the --model names as given; no
+    /// loaded/unloaded information)
     #[argh(switch)]
     pub(crate) no_probe: bool,
     /// let the hub connect to --endpoint directly instead of through tunnels this agent opens
@@ -65,7 +80,73 @@ pub struct JoinArgs {
     pub(crate) health_interval_ms: u64,
 }
 
+/// What to share, from the flags; `Err` says what is wrong with them.
+fn sharing(args: &JoinArgs) -> Result<Sharing, String> {
+    if args.model.is_empty() && !args.all_models {
+        return Err("say what to share: --model NAME (repeatable) or --all-models".into());
+    }
+    if args.all_models && args.no_probe {
+        return Err("--all-models needs to ask the server for its models: drop --no-probe".into());
+    }
+    let aliases = args
+        .alias
+        .iter()
+        .map(|a| Sharing::parse_alias(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Sharing {
+        models: args.model.clone(),
+        all: args.all_models,
+        aliases,
+    })
+}
+
+/// Ask the server what it has (unless `--no-probe`) and choose what to register; `Err` is the
+/// message to exit with.
+async fn first_look(
+    args: &JoinArgs,
+    sharing: &Sharing,
+) -> Result<(Option<Listing>, Vec<crate::types::ModelInfo>), String> {
+    let listing = if args.no_probe {
+        None
+    } else {
+        Some(
+            backend::list(&args.endpoint)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+    };
+    let chosen = sharing.choose(listing.as_ref());
+    let available = || listing.as_ref().map(Listing::names).unwrap_or_default();
+    if let Some(model) = chosen.missing.first() {
+        return Err(backend::ProbeError::UnknownModel {
+            model: model.clone(),
+            available: available(),
+        }
+        .to_string());
+    }
+    if !chosen.orphan_aliases.is_empty() {
+        return Err(format!(
+            "--alias {}: the model is not shared (aliases name a model given with --model, or one the server lists with --all-models)",
+            chosen.orphan_aliases.join(", ")
+        ));
+    }
+    for (name, why) in &chosen.left_out {
+        eprintln!("! Not sharing {name}: {why}");
+    }
+    if chosen.models.is_empty() {
+        return Err(format!("{} lists no models to share", args.endpoint));
+    }
+    Ok((listing, chosen.models))
+}
+
 pub(crate) fn run(args: JoinArgs) -> ExitCode {
+    let sharing = match sharing(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gambiarra join: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (hub, rt) = match super::hub_session("join", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,
@@ -73,12 +154,17 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
     let password = super::secret_or_env(args.password.clone(), "GAMBIARRA_PASSWORD");
     let hub = hub.with_password(password.as_deref());
     rt.block_on(async move {
-        if !args.no_probe {
-            if let Err(e) = agent::probe(&args.endpoint, &args.model).await {
+        let (listing, models) = match first_look(&args, &sharing).await {
+            Ok(found) => found,
+            Err(e) => {
                 eprintln!("gambiarra join: {e}");
                 return ExitCode::FAILURE;
             }
-            println!("✓ {} serves {}", args.endpoint, args.model);
+        };
+        let shown = crate::cli::monitor::model::models_summary(&models);
+        match &listing {
+            Some(l) => println!("✓ {} ({}) serves {shown}", args.endpoint, l.flavor.name()),
+            None => println!("  Sharing {shown} (not checked: --no-probe)"),
         }
         let specs = if args.no_specs {
             None
@@ -102,13 +188,24 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let nickname = args.nickname.clone().unwrap_or_else(|| {
-            format!("{}@{}", args.model, id.chars().take(6).collect::<String>())
-        });
+        let primary = models[0].name.clone();
+        let nickname = args
+            .nickname
+            .clone()
+            .unwrap_or_else(|| format!("{primary}@{}", id.chars().take(6).collect::<String>()));
         let request = JoinRequest {
             id,
             nickname,
-            model: args.model.clone(),
+            model: primary,
+            // One model without aliases is the seed's registration: no list needed.
+            models: if models.len() == 1
+                && models[0].aliases.is_empty()
+                && models[0].loaded.is_none()
+            {
+                Vec::new()
+            } else {
+                models
+            },
             endpoint: args.endpoint.clone(),
             specs,
             config: None,
@@ -118,21 +215,30 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
             password: password.clone(),
             tunnel: !args.direct,
         };
+        let options = agent::Options {
+            interval: Duration::from_millis(args.health_interval_ms.max(10)),
+            tunnels: args.tunnels,
+            reprobe: listing
+                .filter(|_| args.probe_interval_ms > 0)
+                .map(|l| agent::Reprobe {
+                    every: Duration::from_millis(args.probe_interval_ms.max(100)),
+                    sharing: sharing.clone(),
+                    flavor: l.flavor,
+                }),
+        };
         let code = args.code.to_ascii_uppercase();
-        let interval = Duration::from_millis(args.health_interval_ms.max(10));
         let result = agent::run(
             &hub,
             &code,
             &request,
-            interval,
-            args.tunnels,
+            &options,
             super::wait_for_signal(),
             |event| match event {
                 AgentEvent::Joined(p) => {
                     println!("✓ Joined room {code} as {} (id {})", p.nickname, p.id);
                     println!(
                         "  Anyone in the room can now use {} at {}",
-                        p.model,
+                        crate::cli::monitor::model::models_line(&p),
                         hub.openai_base_url(&code)
                     );
                     println!("  Press Ctrl+C to leave.");
@@ -163,6 +269,42 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
                     println!("✗ Room {code} was deleted by its host; stopping.")
                 }
                 AgentEvent::LeaveFailed(e) => eprintln!("! Could not leave cleanly: {e}"),
+                AgentEvent::Dropped(dropped) => {
+                    for d in dropped {
+                        eprintln!("! The hub left out {}: {}", d.name, d.reason);
+                    }
+                }
+                AgentEvent::ModelsChanged {
+                    added,
+                    removed,
+                    loaded,
+                    unloaded,
+                } => {
+                    for (what, names) in [
+                        ("+ Now sharing", added),
+                        ("- No longer sharing", removed),
+                        ("● Loaded", loaded),
+                        ("○ Unloaded", unloaded),
+                    ] {
+                        if !names.is_empty() {
+                            println!("{what} {}", names.join(", "));
+                        }
+                    }
+                }
+                AgentEvent::Missing(names) if names.is_empty() => {
+                    println!("✓ The server lists every model named again.")
+                }
+                AgentEvent::Missing(names) => eprintln!(
+                    "! The server no longer lists {}: not shared until it does",
+                    names.join(", ")
+                ),
+                AgentEvent::ProbeFailed(e) => {
+                    eprintln!("! Cannot list the server's models ({e}); keeping the last list")
+                }
+                AgentEvent::ProbeRecovered => println!("✓ The server lists its models again."),
+                AgentEvent::UpdateFailed(e) => {
+                    eprintln!("! The hub did not take the new model list ({e}); trying again later")
+                }
             },
         )
         .await;

@@ -8,12 +8,13 @@ use argh::FromArgs;
 
 use crate::tools::mock::{MockConfig, MockLlm};
 
-/// Run a fake OpenAI-compatible LLM (chat, completions, embeddings, /v1/models, /api/tags).
+/// Run a fake OpenAI-compatible LLM (chat, completions, embeddings, /v1/models, Ollama's
+/// /api/tags and /api/ps).
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
     name = "mock-llm",
-    example = "A fake llama3 on Ollama's port, 50 tokens 20 ms apart:\n  $ gambiarra mock-llm\nAs fast as possible, for benchmarks:\n  $ gambiarra mock-llm --port 8081 --token-delay-ms 0 --tokens 200"
+    example = "A fake llama3 on Ollama's port, 50 tokens 20 ms apart:\n  $ gambiarra mock-llm\nA fake Ollama with three models, one loaded:\n  $ gambiarra mock-llm --model llama3:latest --model phi3:latest --model qwen2.5:7b --loaded llama3:latest\nAs fast as possible, for benchmarks:\n  $ gambiarra mock-llm --port 8081 --token-delay-ms 0 --tokens 200"
 )]
 pub struct MockLlmArgs {
     /// port to listen on (default 11434, Ollama's)
@@ -22,9 +23,12 @@ pub struct MockLlmArgs {
     /// address to listen on (default 127.0.0.1)
     #[argh(option, default = "String::from(\"127.0.0.1\")")]
     pub(crate) host: String,
-    /// model name to serve (default llama3)
-    #[argh(option, default = "String::from(\"llama3\")")]
-    pub(crate) model: String,
+    /// a model to list (default llama3); repeat for several
+    #[argh(option)]
+    pub(crate) model: Vec<String>,
+    /// a model /api/ps lists as loaded (default: the first model); repeatable
+    #[argh(option)]
+    pub(crate) loaded: Vec<String>,
     /// tokens per completion (default 50)
     #[argh(option, default = "50")]
     pub(crate) tokens: u32,
@@ -52,8 +56,19 @@ pub(crate) fn run(args: MockLlmArgs) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async move {
+        let mut models = args.model.clone();
+        if models.is_empty() {
+            models.push("llama3".into());
+        }
+        let loaded = if args.loaded.is_empty() {
+            vec![models[0].clone()]
+        } else {
+            args.loaded.clone()
+        };
         let config = MockConfig {
-            model: args.model.clone(),
+            model: models[0].clone(),
+            more_models: models[1..].to_vec(),
+            loaded,
             tokens: args.tokens,
             token_delay: Duration::from_millis(args.token_delay_ms),
             style: args.style,
@@ -66,8 +81,8 @@ pub(crate) fn run(args: MockLlmArgs) -> ExitCode {
             }
         };
         println!(
-            "Mock LLM serving model {:?} on {} ({} tokens, {} ms apart)",
-            args.model,
+            "Mock LLM serving {} on {} ({} tokens, {} ms apart)",
+            models.join(", "),
             mock.url(),
             args.tokens,
             args.token_delay_ms

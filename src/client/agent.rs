@@ -4,135 +4,52 @@
 //! Unlike the TypeScript agent, which exited on the first failed health check, this one rides
 //! out network blips (retrying with backoff, up to the health interval) and re-joins by itself
 //! when the hub no longer knows it (the hub restarted, or the participant was removed).
+//!
+//! With [`Reprobe`], it also asks its model server every so often which models it has and
+//! which are loaded ([`backend`](super::backend)), and updates its entry on the hub (with its
+//! participant secret) when that changed: a model pulled, removed, loaded or unloaded.
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::Deserialize;
-
+use super::backend::{self, Flavor, Sharing};
 use super::tunnel::TunnelSpec;
-use super::{ClientError, HubClient, JoinRequest};
+use super::{ClientError, DroppedModel, HubClient, JoinRequest, ParticipantUpdate};
 use crate::http::upstream::Target;
-use crate::types::ParticipantInfo;
+use crate::types::{ModelInfo, ParticipantInfo};
 
 /// First retry delay after a failed health check; doubles up to the health interval.
 pub const RETRY_MIN: Duration = Duration::from_millis(500);
 /// Time allowed for the leave call on shutdown.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default time between two looks at the model server's models.
+pub const REPROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Time allowed for one look at the model server's models.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the local model server cannot be used.
-#[derive(Debug)]
-pub enum ProbeError {
-    /// Nothing answered at the endpoint.
-    Unreachable { endpoint: String, detail: String },
-    /// The server answered, but does not serve the model.
-    UnknownModel {
-        model: String,
-        available: Vec<String>,
-    },
-    /// The server answered neither Ollama's nor OpenAI's model listing.
-    NoListing { endpoint: String, detail: String },
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Between health checks.
+    pub interval: Duration,
+    /// Tunnel connections kept open (with `JoinRequest::tunnel`).
+    pub tunnels: usize,
+    /// Keep the registered models in step with the server's (`None`: register them once).
+    pub reprobe: Option<Reprobe>,
 }
 
-impl std::fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProbeError::Unreachable { endpoint, detail } => write!(
-                f,
-                "nothing answers at {endpoint} ({detail}).\n  Is your model server running? For Ollama: `ollama serve`; for LM Studio: start its server (default http://localhost:1234).\n  Or point to it with --endpoint URL."
-            ),
-            ProbeError::UnknownModel { model, available } if available.is_empty() => {
-                write!(
-                    f,
-                    "model {model:?} is not available: the server lists no models"
-                )
-            }
-            ProbeError::UnknownModel { model, available } => write!(
-                f,
-                "model {model:?} is not available. The server has:\n{}",
-                available
-                    .iter()
-                    .map(|m| format!("  - {m}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-            ProbeError::NoListing { endpoint, detail } => write!(
-                f,
-                "{endpoint} answered, but neither /api/tags (Ollama) nor /v1/models (OpenAI) listed models ({detail})"
-            ),
-        }
-    }
+/// Looking again at the model server's models.
+#[derive(Clone, Debug)]
+pub struct Reprobe {
+    pub every: Duration,
+    /// What to share of what the server lists.
+    pub sharing: Sharing,
+    /// The kind of server the first look found (asked the same way again).
+    pub flavor: Flavor,
 }
 
-impl std::error::Error for ProbeError {}
-
-#[derive(Deserialize)]
-struct OllamaTags {
-    models: Vec<OllamaModel>,
-}
-
-#[derive(Deserialize)]
-struct OllamaModel {
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct OpenAiModels {
-    data: Vec<OpenAiModel>,
-}
-
-#[derive(Deserialize)]
-struct OpenAiModel {
-    id: String,
-}
-
-/// Does `listed` name `wanted`? Ollama lists `llama3:latest` for `llama3`.
-pub fn model_matches(listed: &str, wanted: &str) -> bool {
-    listed == wanted
-        || listed.strip_suffix(":latest") == Some(wanted)
-        || wanted.strip_suffix(":latest") == Some(listed)
-}
-
-/// The models an OpenAI-compatible (or Ollama) server offers: Ollama's `/api/tags` first, then
-/// `/v1/models`.
-pub async fn list_models(endpoint: &str) -> Result<Vec<String>, ProbeError> {
-    let server = HubClient::new(endpoint).map_err(|e| ProbeError::Unreachable {
-        endpoint: endpoint.into(),
-        detail: e.to_string(),
-    })?;
-    match server.get_json::<OllamaTags>("/api/tags").await {
-        Ok(tags) => return Ok(tags.models.into_iter().map(|m| m.name).collect()),
-        Err(ClientError::Unreachable(detail)) => {
-            return Err(ProbeError::Unreachable {
-                endpoint: endpoint.into(),
-                detail,
-            });
-        }
-        Err(_) => {}
-    }
-    server
-        .get_json::<OpenAiModels>("/v1/models")
-        .await
-        .map(|m| m.data.into_iter().map(|m| m.id).collect())
-        .map_err(|e| ProbeError::NoListing {
-            endpoint: endpoint.into(),
-            detail: e.to_string(),
-        })
-}
-
-/// Check that `endpoint` serves `model`.
-pub async fn probe(endpoint: &str, model: &str) -> Result<(), ProbeError> {
-    let available = list_models(endpoint).await?;
-    if available.iter().any(|m| model_matches(m, model)) {
-        Ok(())
-    } else {
-        Err(ProbeError::UnknownModel {
-            model: model.into(),
-            available,
-        })
-    }
-}
+pub use super::backend::{ProbeError, list_models, probe};
 
 /// What the agent tells its user.
 #[derive(Debug)]
@@ -160,18 +77,34 @@ pub enum AgentEvent {
     LeaveFailed(String),
     /// The room's host deleted the room; the agent stops.
     RoomRemoved,
+    /// The hub left these models out of the registration (over its bounds).
+    Dropped(Vec<DroppedModel>),
+    /// The registered models changed (the hub has the new list).
+    ModelsChanged {
+        added: Vec<String>,
+        removed: Vec<String>,
+        loaded: Vec<String>,
+        unloaded: Vec<String>,
+    },
+    /// Models named to share that the server no longer lists (or lists again: empty).
+    Missing(Vec<String>),
+    /// The model server did not answer its listing; the registered models stay as they are.
+    ProbeFailed(String),
+    /// The model server answers its listing again.
+    ProbeRecovered,
+    /// The hub did not take the new model list; it is sent again at the next look.
+    UpdateFailed(String),
 }
 
-/// Register `request` in room `code`, keep it alive every `interval`, and leave when
+/// Register `request` in room `code`, keep it alive every `options.interval`, and leave when
 /// `shutdown` resolves, or stop when the room is deleted. Fails only if the first join fails.
-/// With `request.tunnel`, `tunnels` connections to the hub are kept open for the hub to send
-/// requests through (`request.endpoint` is where they are spliced to).
+/// With `request.tunnel`, `options.tunnels` connections to the hub are kept open for the hub
+/// to send requests through (`request.endpoint` is where they are spliced to).
 pub async fn run(
     hub: &HubClient,
     code: &str,
     request: &JoinRequest,
-    interval: Duration,
-    tunnels: usize,
+    options: &Options,
     shutdown: impl Future<Output = ()>,
     mut on_event: impl FnMut(AgentEvent),
 ) -> Result<(), ClientError> {
@@ -181,7 +114,11 @@ pub async fn run(
         tunnel_secret: Arc::new(RwLock::new(
             joined.tunnel_secret.clone().unwrap_or_default(),
         )),
+        unsent: false,
     };
+    if !joined.dropped.is_empty() {
+        on_event(AgentEvent::Dropped(joined.dropped.clone()));
+    }
     // What proves this registration owns its id: re-joins and the leave present it.
     me.request.participant_secret = joined.participant_secret.clone();
     if me.request.tunnel && joined.tunnel_secret.is_none() {
@@ -189,9 +126,9 @@ pub async fn run(
         me.request.tunnel = false;
         on_event(AgentEvent::TunnelsUnsupported);
     }
-    let tunnels = Tunnels::start(hub, code, &me, tunnels)?;
+    let tunnels = Tunnels::start(hub, code, &me, options.tunnels)?;
     on_event(AgentEvent::Joined(joined.participant));
-    let ended = keep_alive(hub, code, &mut me, interval, shutdown, &mut on_event).await;
+    let ended = keep_alive(hub, code, &mut me, options, shutdown, &mut on_event).await;
     tunnels.stop().await;
     match ended {
         Ended::Removed => on_event(AgentEvent::RoomRemoved),
@@ -205,6 +142,8 @@ pub async fn run(
 struct Registration {
     request: JoinRequest,
     tunnel_secret: Arc<RwLock<String>>,
+    /// `request.models` changed but the hub has not taken them yet.
+    unsent: bool,
 }
 
 impl Registration {
@@ -214,6 +153,8 @@ impl Registration {
             *current = s;
         }
         self.request.participant_secret = joined.participant_secret;
+        // The join carried the current models.
+        self.unsent = false;
         joined.participant
     }
 }
@@ -280,16 +221,26 @@ async fn keep_alive(
     hub: &HubClient,
     code: &str,
     me: &mut Registration,
-    interval: Duration,
+    options: &Options,
     shutdown: impl Future<Output = ()>,
     on_event: &mut impl FnMut(AgentEvent),
 ) -> Ended {
     tokio::pin!(shutdown);
+    let interval = options.interval;
+    let mut probing = options.reprobe.clone().map(Probing::new);
     // While failing: the delay before the next try.
     let mut retry: Option<Duration> = None;
+    let mut next_check = tokio::time::Instant::now() + interval;
     loop {
+        let next_probe = probing.as_ref().map(|p| p.next);
         tokio::select! {
-            _ = tokio::time::sleep(retry.unwrap_or(interval)) => {}
+            _ = tokio::time::sleep_until(next_check) => {}
+            _ = sleep_until_some(next_probe) => {
+                if let Some(p) = probing.as_mut() {
+                    p.look(hub, code, me, on_event).await;
+                }
+                continue;
+            }
             _ = &mut shutdown => return Ended::Shutdown,
         }
         match round(hub, code, me).await {
@@ -323,6 +274,144 @@ async fn keep_alive(
                 });
             }
         }
+        next_check = tokio::time::Instant::now() + retry.unwrap_or(interval);
+    }
+}
+
+/// Sleep until `at`, or for ever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The re-probe's state between looks.
+struct Probing {
+    config: Reprobe,
+    next: tokio::time::Instant,
+    /// The last look failed (said once, until one succeeds).
+    failing: bool,
+    /// Named models the server did not list at the last look.
+    missing: Vec<String>,
+}
+
+impl Probing {
+    fn new(config: Reprobe) -> Probing {
+        Probing {
+            next: tokio::time::Instant::now() + config.every,
+            config,
+            failing: false,
+            missing: Vec::new(),
+        }
+    }
+
+    /// Look at the server's models; when what to share changed (or an earlier change did
+    /// not reach the hub), update the hub. A participant the hub forgot re-joins at the next
+    /// health check, with the new list.
+    async fn look(
+        &mut self,
+        hub: &HubClient,
+        code: &str,
+        me: &mut Registration,
+        on_event: &mut impl FnMut(AgentEvent),
+    ) {
+        self.next = tokio::time::Instant::now() + self.config.every;
+        let endpoint = me.request.endpoint.clone();
+        let flavor = self.config.flavor;
+        let listing = tokio::time::timeout(PROBE_TIMEOUT, async {
+            match backend::list_as(&endpoint, flavor).await {
+                // The server may have been replaced by another kind: find out again.
+                Err(backend::ProbeError::NoListing { .. }) => backend::list(&endpoint).await,
+                other => other,
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(backend::ProbeError::Unreachable {
+                endpoint: endpoint.clone(),
+                detail: "timed out".into(),
+            })
+        });
+        let listing = match listing {
+            Ok(l) => l,
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    on_event(AgentEvent::ProbeFailed(e.to_string()));
+                }
+                return;
+            }
+        };
+        if std::mem::replace(&mut self.failing, false) {
+            on_event(AgentEvent::ProbeRecovered);
+        }
+        self.config.flavor = listing.flavor;
+        let chosen = self.config.sharing.choose(Some(&listing));
+        if chosen.missing != self.missing {
+            self.missing = chosen.missing.clone();
+            on_event(AgentEvent::Missing(chosen.missing.clone()));
+        }
+        // Nothing to share now: keep the last list rather than register none (the hub needs
+        // one, and a server briefly listing nothing is likelier than one emptied for good).
+        if chosen.models.is_empty() || (chosen.models == me.request.models && !me.unsent) {
+            return;
+        }
+        let change = models_change(&me.request.models, &chosen.models);
+        me.request.model = chosen.models[0].name.clone();
+        me.request.models = chosen.models;
+        me.unsent = true;
+        let Some(secret) = me.request.participant_secret.clone() else {
+            // A hub without participant secrets has no update either: re-join to change.
+            return;
+        };
+        let update = ParticipantUpdate {
+            model: Some(me.request.model.clone()),
+            models: Some(me.request.models.clone()),
+            ..ParticipantUpdate::default()
+        };
+        match hub
+            .update_participant(code, &me.request.id, &secret, &update)
+            .await
+        {
+            Ok(updated) => {
+                me.unsent = false;
+                if !updated.dropped.is_empty() {
+                    on_event(AgentEvent::Dropped(updated.dropped));
+                }
+                on_event(change);
+            }
+            // Forgotten: the next health check re-joins with the new list.
+            Err(ClientError::Hub { status: 404, .. }) => {}
+            Err(e) => on_event(AgentEvent::UpdateFailed(e.to_string())),
+        }
+    }
+}
+
+/// What changed between two model lists, as an event.
+fn models_change(before: &[ModelInfo], after: &[ModelInfo]) -> AgentEvent {
+    let names = |list: &[ModelInfo], other: &[ModelInfo]| -> Vec<String> {
+        list.iter()
+            .filter(|m| !other.iter().any(|o| o.name == m.name))
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let became = |state: bool| -> Vec<String> {
+        after
+            .iter()
+            .filter(|m| {
+                m.loaded == Some(state)
+                    && before
+                        .iter()
+                        .any(|b| b.name == m.name && b.loaded != Some(state))
+            })
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    AgentEvent::ModelsChanged {
+        added: names(after, before),
+        removed: names(before, after),
+        loaded: became(true),
+        unloaded: became(false),
     }
 }
 
@@ -375,11 +464,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn matching_and_backoff() {
-        assert!(model_matches("llama3:latest", "llama3"));
-        assert!(model_matches("llama3", "llama3:latest"));
-        assert!(model_matches("qwen2.5:7b", "qwen2.5:7b"));
-        assert!(!model_matches("llama3:8b", "llama3"));
+    fn backoff_doubles_up_to_the_interval() {
         let i = Duration::from_secs(10);
         assert_eq!(backoff(RETRY_MIN, i), Duration::from_secs(1));
         assert_eq!(backoff(Duration::from_secs(8), i), i);

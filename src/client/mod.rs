@@ -15,6 +15,7 @@
 //! ```
 
 pub mod agent;
+pub mod backend;
 pub mod events;
 pub mod specs;
 pub mod tunnel;
@@ -30,7 +31,9 @@ use crate::http::client::{ReadError, read_body, read_head};
 use crate::http::upstream::Connector;
 /// A participant's endpoint, normalised: what a [`tunnel::TunnelSpec`] serves.
 pub use crate::http::upstream::Target;
-use crate::types::{GenerationConfig, MachineSpecs, ParticipantInfo, RoomInfo, RoomSummary};
+use crate::types::{
+    GenerationConfig, MachineSpecs, ModelInfo, ParticipantInfo, RoomInfo, RoomSummary,
+};
 
 /// Time allowed for one call to a hub (connect, request, whole answer).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,7 +94,11 @@ pub struct CreatedRoom {
 pub struct JoinRequest {
     pub id: String,
     pub nickname: String,
+    /// The primary model (the first of `models`, when there are several).
     pub model: String,
+    /// Every model it serves, with aliases and whether each is loaded (empty: only `model`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelInfo>,
     pub endpoint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub specs: Option<MachineSpecs>,
@@ -121,6 +128,41 @@ pub struct Joined {
     /// Only in this answer (a hub older than this field sends none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant_secret: Option<String>,
+    /// Models the hub left out of the registration (over its bounds), with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedModel>,
+}
+
+/// A model a hub did not register, and why (`alias=model` for an alias).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct DroppedModel {
+    pub name: String,
+    pub reason: String,
+}
+
+/// What a participant changes of its entry ([`HubClient::update_participant`]); `None`
+/// fields stay as they are.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ParticipantUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
+    /// The primary model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<ModelInfo>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub specs: Option<MachineSpecs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<GenerationConfig>,
+}
+
+/// `PATCH /rooms/:code/participants/:id` answer.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Updated {
+    pub participant: ParticipantInfo,
+    #[serde(default)]
+    pub dropped: Vec<DroppedModel>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +318,21 @@ impl HubClient {
         self.call_as::<serde_json::Value, ()>("DELETE", &path, None, pw, secret)
             .await
             .map(|_| ())
+    }
+
+    /// Change a participant's entry (its models, nickname, specs or config), proving
+    /// ownership with its `participant_secret`. The hub announces `participant:updated`.
+    pub async fn update_participant(
+        &self,
+        code: &str,
+        id: &str,
+        secret: &str,
+        update: &ParticipantUpdate,
+    ) -> Result<Updated> {
+        let path = format!("/rooms/{}/participants/{}", enc(code), enc(id));
+        let pw = self.password.as_deref();
+        self.call_as("PATCH", &path, Some(update), pw, Some(secret))
+            .await
     }
 
     /// A room's participants.

@@ -1,7 +1,8 @@
 //! A fake OpenAI-compatible LLM server (`gambiarra mock-llm`), served by the project's own HTTP
 //! layer: chat completions (streaming and not), completions, embeddings, `/v1/models` and
-//! Ollama's `/api/tags`. It lets anyone try a hub without a GPU, and it is the upstream of the
-//! tests and benchmarks.
+//! Ollama's `/api/tags` and `/api/ps`. It lets anyone try a hub without a GPU, and it is the
+//! upstream of the tests and benchmarks. Its models and which of them are "loaded" can change
+//! while it runs ([`MockLlm::set_models`], [`MockLlm::set_loaded`]), as with `ollama pull`.
 //!
 //! It records every request it receives (head and body bytes) and counts streams that ended
 //! early because the other side went away. Test-only behaviour is asked for in the request
@@ -70,6 +71,10 @@ impl std::str::FromStr for Style {
 pub struct MockConfig {
     /// The model name it serves.
     pub model: String,
+    /// More models it lists after `model`.
+    pub more_models: Vec<String>,
+    /// The models `/api/ps` lists as loaded in memory.
+    pub loaded: Vec<String>,
     /// Tokens per completion.
     pub tokens: u32,
     /// Delay between streamed tokens.
@@ -82,6 +87,8 @@ impl Default for MockConfig {
     fn default() -> Self {
         MockConfig {
             model: "llama3".into(),
+            more_models: Vec::new(),
+            loaded: Vec::new(),
             tokens: 50,
             token_delay: Duration::from_millis(20),
             style: Style::Compact,
@@ -163,6 +170,14 @@ struct Stats {
 struct MockService {
     config: MockConfig,
     stats: Arc<Stats>,
+    catalog: Arc<Mutex<Catalog>>,
+}
+
+/// What the mock lists: its models and the loaded ones.
+#[derive(Clone, Debug, Default)]
+struct Catalog {
+    models: Vec<String>,
+    loaded: Vec<String>,
 }
 
 /// A running mock.
@@ -171,6 +186,7 @@ pub struct MockLlm {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     stats: Arc<Stats>,
+    catalog: Arc<Mutex<Catalog>>,
 }
 
 impl MockLlm {
@@ -183,9 +199,16 @@ impl MockLlm {
             ..Stats::default()
         });
         let (tx, rx) = watch::channel(false);
+        let mut models = vec![config.model.clone()];
+        models.extend(config.more_models.iter().cloned());
+        let catalog = Arc::new(Mutex::new(Catalog {
+            models,
+            loaded: config.loaded.clone(),
+        }));
         let service = Arc::new(MockService {
             config,
             stats: stats.clone(),
+            catalog: catalog.clone(),
         });
         let server_config = Arc::new(http::limits::ServerConfig {
             shutdown_grace: Duration::from_secs(1),
@@ -197,7 +220,18 @@ impl MockLlm {
             shutdown: tx,
             task,
             stats,
+            catalog,
         })
+    }
+
+    /// Change the models it lists (a model pulled or removed).
+    pub fn set_models(&self, models: &[&str]) {
+        crate::sync::lock(&self.catalog).models = models.iter().map(|m| m.to_string()).collect();
+    }
+
+    /// Change which models `/api/ps` lists as loaded.
+    pub fn set_loaded(&self, loaded: &[&str]) {
+        crate::sync::lock(&self.catalog).loaded = loaded.iter().map(|m| m.to_string()).collect();
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -258,16 +292,28 @@ impl Handler for MockService {
             });
         }
         let path = req.head.path().trim_end_matches('/');
-        let model = &self.config.model;
+        let catalog = crate::sync::lock(&self.catalog).clone();
+        let listed = |names: &[String]| -> Vec<Value> {
+            names
+                .iter()
+                .map(|m| json!({"name": m, "model": m, "size": 0}))
+                .collect()
+        };
         match (req.head.method, path) {
-            (Method::Get, "/v1/models" | "/models") => json_response(
-                200,
-                &json!({"object": "list", "data": [{"id": model, "object": "model", "created": now_secs(), "owned_by": "gambiarra-mock"}]}),
-            ),
-            (Method::Get, "/api/tags") => json_response(
-                200,
-                &json!({"models": [{"name": model, "model": model, "size": 0}]}),
-            ),
+            (Method::Get, "/v1/models" | "/models") => {
+                let data: Vec<Value> = catalog
+                    .models
+                    .iter()
+                    .map(|m| json!({"id": m, "object": "model", "created": now_secs(), "owned_by": "gambiarra-mock"}))
+                    .collect();
+                json_response(200, &json!({"object": "list", "data": data}))
+            }
+            (Method::Get, "/api/tags") => {
+                json_response(200, &json!({"models": listed(&catalog.models)}))
+            }
+            (Method::Get, "/api/ps") => {
+                json_response(200, &json!({"models": listed(&catalog.loaded)}))
+            }
             (Method::Get, "/health" | "/") => json_response(200, &json!({"status": "ok"})),
             (Method::Post, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
                 let body: Value = match serde_json::from_slice(&req.body) {

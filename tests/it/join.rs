@@ -172,6 +172,182 @@ async fn join_serve_rejoin_and_leave() {
     hub.shutdown().await;
 }
 
+/// The `model` of each request the mock received.
+fn upstream_models(mock: &MockLlm) -> Vec<String> {
+    mock.requests()
+        .iter()
+        .filter(|r| r.head.path().ends_with("/completions"))
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["model"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_agent_shares_every_model_and_follows_the_server() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "ollama box").await;
+    // An Ollama with three models, llama3 in memory.
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            model: "llama3:latest".into(),
+            more_models: vec!["phi3:latest".into(), "qwen2.5:7b".into()],
+            loaded: vec!["llama3:latest".into()],
+            tokens: 2,
+            token_delay: std::time::Duration::ZERO,
+            ..MockConfig::default()
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
+    sse.until("connected").await;
+    let hub_url = format!("http://{addr}");
+    let child = agent(&[
+        "--code",
+        &code,
+        "--all-models",
+        "--model",
+        "qwen2.5:7b",
+        "--alias",
+        "l3=llama3",
+        "--endpoint",
+        &mock.url(),
+        "--hub",
+        &hub_url,
+        "--id",
+        "box",
+        "--no-specs",
+        "--probe-interval-ms",
+        "150",
+        "--health-interval-ms",
+        "1000",
+    ])
+    .spawn()
+    .unwrap();
+    let joined = sse.until("participant:joined").await.data;
+    assert_eq!(joined["model"], "qwen2.5:7b", "the named model is primary");
+    assert_eq!(
+        joined["models"],
+        json!([
+            {"name": "qwen2.5:7b", "loaded": false},
+            {"name": "llama3:latest", "aliases": ["l3"], "loaded": true},
+            {"name": "phi3:latest", "loaded": false},
+        ])
+    );
+    // Routing by the names users send: the server gets its own.
+    for (asked, served) in [
+        ("llama3", "llama3:latest"),
+        ("l3", "llama3:latest"),
+        ("PHI3", "phi3:latest"),
+        ("box", "qwen2.5:7b"),
+    ] {
+        let r = req(
+            addr,
+            "POST",
+            &format!("/rooms/{code}/v1/chat/completions"),
+            Some(json!({"model": asked, "messages": []})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{asked}: {}", r.error());
+        assert_eq!(upstream_models(&mock).last().unwrap(), served, "{asked}");
+    }
+    // `ollama pull mistral`, and phi3 loaded in llama3's place: one re-probe later the room
+    // knows.
+    mock.set_models(&[
+        "llama3:latest",
+        "phi3:latest",
+        "qwen2.5:7b",
+        "mistral:latest",
+    ]);
+    mock.set_loaded(&["phi3:latest"]);
+    // (Two looks may see the two changes apart: wait for the entry with both.)
+    let want = json!([
+        {"name": "qwen2.5:7b", "loaded": false},
+        {"name": "llama3:latest", "aliases": ["l3"], "loaded": false},
+        {"name": "phi3:latest", "loaded": true},
+        {"name": "mistral:latest", "loaded": false},
+    ]);
+    while sse.until("participant:updated").await.data["models"] != want {}
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/v1/chat/completions"),
+        Some(json!({"model": "mistral", "messages": []})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.error());
+    // `ollama rm phi3`: gone from the room too.
+    mock.set_models(&["llama3:latest", "qwen2.5:7b", "mistral:latest"]);
+    while sse.until("participant:updated").await.data["models"]
+        .as_array()
+        .is_some_and(|m| m.len() != 3)
+    {}
+    let catalogue = req(addr, "GET", &format!("/rooms/{code}/v1/models"), None)
+        .await
+        .json();
+    let ids: Vec<&str> = catalogue["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["qwen2.5:7b", "llama3:latest", "l3", "mistral:latest", "box"]
+    );
+    // SIGINT: the agent finishes what it is doing, leaves, and exits.
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("(Ollama) serves qwen2.5:7b ○, llama3:latest ●"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+ Now sharing mistral:latest"), "{stdout}");
+    assert!(
+        stdout.contains("- No longer sharing phi3:latest"),
+        "{stdout}"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_to_share_must_be_said() {
+    for (args, says) in [
+        (
+            &["--code", "ABCDEF"][..],
+            "--model NAME (repeatable) or --all-models",
+        ),
+        (
+            &["--code", "ABCDEF", "--all-models", "--no-probe"][..],
+            "drop --no-probe",
+        ),
+        (
+            &["--code", "ABCDEF", "--model", "m", "--alias", "x"][..],
+            "expected ALIAS=MODEL",
+        ),
+    ] {
+        let out = agent(args).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn refuses_unknown_models_and_dead_endpoints() {
     let hub = start_default().await;

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use crate::client::events::HubEvent;
-use crate::types::{LlmMetrics, ParticipantInfo, ParticipantStatus};
+use crate::types::{LlmMetrics, ModelInfo, ParticipantInfo, ParticipantStatus};
 
 /// Lines kept in a room's activity log.
 pub(crate) const LOG_LINES: usize = 500;
@@ -214,14 +214,18 @@ pub(crate) fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Optio
     })
 }
 
-/// Models listed in one line, at most [`MODELS_IN_A_LINE`], loaded ones marked `●`, unloaded
-/// `○` (nothing when the backend does not say).
+/// A participant's models in one line (see [`models_summary`]).
 pub(crate) fn models_line(p: &ParticipantInfo) -> String {
     if p.models.is_empty() {
         return p.model.clone();
     }
-    let mut line: Vec<String> = p
-        .models
+    models_summary(&p.models)
+}
+
+/// Models listed in one line, at most [`MODELS_IN_A_LINE`], loaded ones marked `●`, unloaded
+/// `○` (nothing when the backend does not say).
+pub(crate) fn models_summary(models: &[ModelInfo]) -> String {
+    let mut line: Vec<String> = models
         .iter()
         .take(MODELS_IN_A_LINE)
         .map(|m| match m.loaded {
@@ -230,8 +234,8 @@ pub(crate) fn models_line(p: &ParticipantInfo) -> String {
             None => m.name.clone(),
         })
         .collect();
-    if p.models.len() > MODELS_IN_A_LINE {
-        line.push(format!("+{} more", p.models.len() - MODELS_IN_A_LINE));
+    if models.len() > MODELS_IN_A_LINE {
+        line.push(format!("+{} more", models.len() - MODELS_IN_A_LINE));
     }
     line.join(", ")
 }

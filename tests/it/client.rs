@@ -148,6 +148,30 @@ async fn create_and_list_commands() {
     );
     let (ok, out) = gambiarra(&["create", "--name", "Plain", "--hub", &url]).await;
     assert!(ok && out.contains("code:") && out.contains("/v1"), "{out}");
+    // A room's participants and what each serves.
+    let r = req(
+        hub.local_addr(),
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(serde_json::json!({
+            "id": "box", "nickname": "ana", "endpoint": "http://192.0.2.1:1",
+            "models": [{"name": "llama3:latest", "loaded": true, "aliases": ["l3"]}, "phi3"],
+        })),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.error());
+    let (ok, out) = gambiarra(&["list", "--hub", &url, "--code", &code.to_lowercase()]).await;
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].ends_with("MODELS"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("ana") && lines[1].ends_with("● llama3:latest (also: l3)"),
+        "{out}"
+    );
+    assert!(lines[2].trim() == "phi3", "{out}");
     // An unreachable hub is a clear failure.
     let (ok, _) = gambiarra(&["list", "--hub", "http://127.0.0.1:1"]).await;
     assert!(!ok);

@@ -95,7 +95,10 @@ async fn start_watching(hub: &HubClient, room: &mut RoomView, tx: &mpsc::Sender<
         for p in &list {
             println!(
                 "{now} {} {} is here with {} ({:?})",
-                room.code, p.nickname, p.model, p.status
+                room.code,
+                p.nickname,
+                super::model::models_line(p),
+                p.status
             );
         }
         room.set_participants(list);

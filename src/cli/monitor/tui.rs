@@ -73,7 +73,7 @@ fn card_item(card: &Card, expanded: bool) -> ListItem<'static> {
             card.info.nickname.clone(),
             Style::default().add_modifier(Modifier::BOLD),
         ),
-        Span::raw(format!("  {}  ", card.info.model)),
+        Span::raw(format!("  {}  ", super::model::models_line(&card.info))),
         Span::styled(
             card.info.endpoint.clone(),
             Style::default().fg(Color::DarkGray),
@@ -95,6 +95,27 @@ fn card_item(card: &Card, expanded: bool) -> ListItem<'static> {
     }
     let mut lines = vec![Line::from(first)];
     if expanded {
+        if card.info.models.len() > 1 || card.info.models.iter().any(|m| !m.aliases.is_empty()) {
+            for m in &card.info.models {
+                let (dot, color, state) = match m.loaded {
+                    Some(true) => ("●", Color::Green, "loaded"),
+                    Some(false) => ("○", Color::DarkGray, "not loaded"),
+                    None => ("·", Color::DarkGray, ""),
+                };
+                let mut spans = vec![
+                    Span::styled(format!("    {dot} "), Style::default().fg(color)),
+                    Span::raw(m.name.clone()),
+                    Span::styled(format!("  {state}"), Style::default().fg(color)),
+                ];
+                if !m.aliases.is_empty() {
+                    spans.push(Span::styled(
+                        format!("  also: {}", m.aliases.join(", ")),
+                        Style::default().fg(Color::DarkGray),
+                    ));
+                }
+                lines.push(Line::from(spans));
+            }
+        }
         let spec_lines = specs::describe(&card.info.specs);
         if spec_lines.is_empty() {
             lines.push(Line::from("    (no specs shared)"));
@@ -490,6 +511,38 @@ mod tests {
         assert!(s.contains("10:00:06 bob went offline"));
         assert!(s.contains(KEYS));
         assert!(!s.contains("RTX 4090"), "specs only when expanded");
+    }
+
+    #[test]
+    fn models_with_loaded_markers_and_their_changes() {
+        let mut app = demo();
+        let mut alice = participant("a", "alice");
+        alice.models = vec![
+            crate::types::ModelInfo {
+                loaded: Some(true),
+                ..crate::types::ModelInfo::named("llama3:8b")
+            },
+            crate::types::ModelInfo {
+                name: "phi3".into(),
+                aliases: vec!["small".into()],
+                loaded: Some(false),
+            },
+        ];
+        app.rooms[0].apply(&HubEvent::ParticipantUpdated(Box::new(alice)), "10:00:07");
+        let s = screen(&app);
+        let card = s
+            .lines()
+            .find(|l| l.contains("alice") && l.contains("http"))
+            .unwrap();
+        assert!(card.contains("llama3:8b ●, phi3 ○"), "{card}");
+        assert!(
+            s.contains("10:00:07 alice: now serves phi3; loaded llama3:8b"),
+            "{s}"
+        );
+        app.expanded = true;
+        let s = screen(&app);
+        assert!(s.contains("● llama3:8b  loaded"), "{s}");
+        assert!(s.contains("○ phi3  not loaded  also: small"), "{s}");
     }
 
     #[test]

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """End to end against a real model: two llama.cpp servers (llama-cpp-python) serving
 SmolLM2-135M, joined to a hub by the real `gambiarra join` (one direct, one through a reverse
-tunnel), and the OpenAI Python SDK talking to the room.
+tunnel), a third serving it under two names (`smol-a`, `smol-b`) shared by one agent with
+`--all-models` and an alias, and the OpenAI Python SDK talking to the room.
 
     VENV=$(dirname "$(bash tests/real_model/setup.sh | tail -1)")/venv   # once: venv, llama.cpp, model
     $VENV/bin/python tests/real_model/run.py [--binary target/debug/gambiarra]
 
 Checks that the hub relays what a real server sends (chat, streams, completions, embeddings,
-/v1/models, routing by id and by `model:`) and that the `llm:complete` metrics it announces are
+/v1/models, routing by id, by `model:` and by each name of a multi-model participant) and that the `llm:complete` metrics it announces are
 the server's own: `tokens` equal to the completion tokens the server reports in `usage` (asked
 for in a stream with `stream_options.include_usage`, and without it, where the hub counts the
 streamed tokens itself), a time to first token below the duration, a plausible tokens/s.
@@ -30,6 +31,8 @@ CACHE = os.environ.get("GAMBIARRA_REAL_MODEL_DIR") or os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gambiarra", "real-model")
 MODEL_FILE = os.path.join(CACHE, "SmolLM2-135M-Instruct.Q4_1.gguf")
 ALIAS = "smollm2"
+# The names the multi-model server gives the same model file.
+MULTI = ["smol-a", "smol-b"]
 
 
 def free_port():
@@ -150,11 +153,19 @@ def main():
                          "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(p),
                          "--n_ctx", "2048", "--n_threads", "1", "--embedding", "true",
                          "--verbose", "false"]) for p in llama_ports]
+        # One server, two model names (llama-cpp-python's config file; it swaps between them).
+        multi_port = free_port()
+        config = os.path.join(ROOT, "target/real-model-multi.json")
+        with open(config, "w") as f:
+            json.dump({"host": "127.0.0.1", "port": multi_port, "models": [
+                {"model": args.model, "model_alias": name, "n_ctx": 1024, "n_threads": 1, "verbose": False}
+                for name in MULTI]}, f)
+        multi = spawn([sys.executable, "-m", "llama_cpp.server", "--config_file", config])
         hub_port = free_port()
         hub = spawn([args.binary, "serve", "--host", "127.0.0.1", "--port", str(hub_port), "--quiet"])
         hub_url = f"http://127.0.0.1:{hub_port}"
         wait_http(f"{hub_url}/health", 20, hub)
-        for p, proc in zip(llama_ports, llamas):
+        for p, proc in zip(llama_ports + [multi_port], llamas + [multi]):
             wait_http(f"http://127.0.0.1:{p}/v1/models", 180, proc)
         code = http_json("POST", f"{hub_url}/rooms", {"name": "real model"})["room"]["code"]
         events = Events(hub_port, code)
@@ -163,9 +174,14 @@ def main():
             spawn([args.binary, "join", "--hub", hub_url, "--code", code, "--model", ALIAS,
                    "--endpoint", f"http://127.0.0.1:{port}", "--id", pid, "--no-specs",
                    "--health-interval-ms", "2000"] + extra)
-        for pid, _, _ in joins:
+        spawn([args.binary, "join", "--hub", hub_url, "--code", code, "--all-models",
+               "--alias", f"tiny={MULTI[1]}", "--endpoint", f"http://127.0.0.1:{multi_port}",
+               "--id", "multi", "--no-specs", "--health-interval-ms", "2000"])
+        for _ in range(3):
             joined = events.next("participant:joined", 60)
-            assert joined["id"] in ("direct", "tunnel"), joined
+            assert joined["id"] in ("direct", "tunnel", "multi"), joined
+            if joined["id"] == "multi":
+                assert joined["models"] == [{"name": MULTI[0]}, {"name": MULTI[1], "aliases": ["tiny"]}], joined
         time.sleep(0.5)  # the tunnelled agent parks its tunnels
         client = OpenAI(base_url=f"{hub_url}/rooms/{code}/v1", api_key="unused", max_retries=0)
         messages = [{"role": "user", "content": "Name three colours."}]
@@ -178,8 +194,24 @@ def main():
             assert 0 < m["tokensPerSecond"] < 100_000, m
 
         def models():
-            ids = {m.id for m in client.models.list().data}
-            assert {"direct", "tunnel"} <= ids, ids
+            listed = client.models.list().data
+            ids = [m.id for m in listed]
+            assert {"direct", "tunnel", "multi"} <= set(ids), ids
+            # The catalogue: each model name once (in join order), before the participants.
+            assert set(ids[:4]) == {ALIAS, MULTI[0], MULTI[1], "tiny"}, ids
+            assert all(m.owned_by == "gambiarra" for m in listed[:4]), listed
+            smol = next(m for m in listed if m.id == ALIAS)
+            counts = smol.model_extra["gambiarra"]["participants"]
+            assert counts["online"] == 2, counts
+
+        def by_each_name():
+            for asked, served in [(MULTI[0], MULTI[0]), (MULTI[1].upper(), MULTI[1]),
+                                  ("tiny", MULTI[1]), (f"model:{MULTI[0]}", MULTI[0])]:
+                events.drain()
+                r = client.chat.completions.create(model=asked, messages=messages, max_tokens=4)
+                assert r.choices[0].message.content is not None, r
+                done = events.next("llm:complete")
+                assert (done["participantId"], done["model"]) == ("multi", served), (asked, done)
 
         def chat(pid):
             def run():
@@ -266,6 +298,7 @@ def main():
         suite.check("completions stream", completions_stream)
         suite.check("embeddings", embeddings)
         suite.check("model: routing", by_model)
+        suite.check("one agent, two names: routing by each", by_each_name)
     except Exception as e:  # noqa: BLE001 — set-up failed: counted, reported
         suite.failed += 1
         print(f"FAIL  set-up: {type(e).__name__}: {e}", flush=True)

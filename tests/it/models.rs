@@ -170,6 +170,35 @@ async fn the_loaded_model_wins_at_equal_load() {
 }
 
 #[tokio::test]
+async fn a_model_that_ran_is_loaded_from_then_on() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "learns").await;
+    let mock = quick_mock().await;
+    let r = join_with(
+        addr,
+        &code,
+        json!({"id": "p", "nickname": "p", "endpoint": mock.url(),
+               "models": [{"name": "phi3", "loaded": false}, {"name": "llama3"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
+    sse.until("connected").await;
+    // A model whose state is unknown stays unknown; one said unloaded is loaded once it ran.
+    for model in ["llama3", "phi3"] {
+        assert_eq!(chat(addr, &code, model).await.status, 200);
+        assert_eq!(sse.until("llm:complete").await.data["model"], model);
+    }
+    let e = sse.until("participant:updated").await;
+    assert_eq!(
+        e.data["models"],
+        json!([{"name": "phi3", "loaded": true}, {"name": "llama3"}])
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn load_comes_before_loaded() {
     let hub = start_default().await;
     let addr = hub.local_addr();

@@ -669,8 +669,10 @@ impl Finish {
             metrics: measured,
         };
         let json = serde_json::to_vec(&event).unwrap_or_default();
-        self.lease.release(&mut inner);
+        let mut lease = self.lease;
+        lease.release(&mut inner);
         inner.events.publish(Kind::LlmComplete.name(), &json);
+        inner.ran(&lease.participant_id, &lease.model);
     }
 }
 

@@ -108,6 +108,24 @@ impl RoomInner {
         self.participants.iter().position(|p| p.info.id == id)
     }
 
+    /// A generation of `model` by participant `id` completed: the model is in its memory now.
+    /// Where the participant had said it was not, its entry says loaded from now on (until
+    /// its next look at its server says otherwise), and `participant:updated` announces it.
+    pub(crate) fn ran(&mut self, id: &str, model: &str) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        let p = &mut self.participants[i];
+        let Some(m) = p.info.models.iter_mut().find(|m| m.name == model) else {
+            return;
+        };
+        if m.loaded == Some(false) {
+            m.loaded = Some(true);
+            let snapshot = p.snapshot();
+            self.publish(Kind::ParticipantUpdated, &snapshot);
+        }
+    }
+
     /// Broadcast `data` as JSON under `event`.
     pub(crate) fn publish<T: Serialize + ?Sized>(&mut self, event: Kind, data: &T) {
         // Serialising these plain structs cannot fail.
@@ -232,8 +250,10 @@ impl Lease {
     }
 
     /// Release under a lock the caller already holds on this lease's room.
-    pub(crate) fn release(mut self, inner: &mut RoomInner) {
-        self.released = true;
+    pub(crate) fn release(&mut self, inner: &mut RoomInner) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
         if let Some(i) = inner.find(&self.participant_id) {
             let p = &mut inner.participants[i];
             p.in_flight = p.in_flight.saturating_sub(1);

@@ -129,7 +129,7 @@ fn preflight() -> Response {
     Response::new(204)
         .header(
             "Access-Control-Allow-Methods",
-            Bytes::from_static(b"GET, POST, DELETE, OPTIONS"),
+            Bytes::from_static(b"GET, POST, PATCH, DELETE, OPTIONS"),
         )
         .header(
             "Access-Control-Allow-Headers",

@@ -403,7 +403,7 @@ async fn preflight() {
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert_eq!(
         r.header("access-control-allow-methods"),
-        Some("GET, POST, DELETE, OPTIONS")
+        Some("GET, POST, PATCH, DELETE, OPTIONS")
     );
     assert!(
         r.header("access-control-allow-headers")

@@ -131,7 +131,7 @@ async fn first_look(
         ));
     }
     for (name, why) in &chosen.left_out {
-        eprintln!("! Not sharing {name}: {why}");
+        eprintln!("! Not sharing {}: {why}", backend::printable(name));
     }
     if chosen.models.is_empty() {
         return Err(format!("{} lists no models to share", args.endpoint));
@@ -189,10 +189,11 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
             }
         };
         let primary = models[0].name.clone();
-        let nickname = args
-            .nickname
-            .clone()
-            .unwrap_or_else(|| format!("{primary}@{}", id.chars().take(6).collect::<String>()));
+        // MODEL@<6 characters of the id>, within the hub's 128 characters.
+        let nickname = args.nickname.clone().unwrap_or_else(|| {
+            let model: String = primary.chars().take(100).collect();
+            format!("{model}@{}", id.chars().take(6).collect::<String>())
+        });
         let request = JoinRequest {
             id,
             nickname,
@@ -271,7 +272,11 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
                 AgentEvent::LeaveFailed(e) => eprintln!("! Could not leave cleanly: {e}"),
                 AgentEvent::Dropped(dropped) => {
                     for d in dropped {
-                        eprintln!("! The hub left out {}: {}", d.name, d.reason);
+                        eprintln!(
+                            "! The hub left out {}: {}",
+                            backend::printable(&d.name),
+                            backend::printable(&d.reason)
+                        );
                     }
                 }
                 AgentEvent::ModelsChanged {

@@ -11,15 +11,19 @@
 //! | LM Studio 0.3     | `GET /api/v0/models`    | `state: "loaded"`               |
 //! | OpenAI-compatible | `GET /v1/models`        | not said                        |
 
+use std::collections::HashSet;
+
 use serde::Deserialize;
 
 use super::{ClientError, HubClient};
-use crate::types::{ModelInfo, same_model};
+use crate::types::model::{MAX_MODELS, MAX_MODELS_JSON};
+use crate::types::{ModelInfo, check_name, model_key, same_model};
 
 /// Most models a participant sends the hub (the hub's bound; more are left out and reported).
-pub const MAX_SHARED_MODELS: usize = 256;
-/// Longest model name the hub accepts, in characters.
-pub const MAX_MODEL_NAME: usize = 256;
+pub const MAX_SHARED_MODELS: usize = MAX_MODELS;
+/// Most models of a server's listing the agent looks at (a listing may hold any number; the
+/// rest are ignored).
+pub const MAX_LISTED: usize = 4096;
 
 /// Why the local model server cannot be used.
 #[derive(Debug)]
@@ -177,6 +181,11 @@ pub async fn list_as(endpoint: &str, flavor: Flavor) -> Result<Listing, ProbeErr
     let server = HubClient::new(endpoint).map_err(|e| unreachable(endpoint, e.to_string()))?;
     let fail = |e: ClientError| match e {
         ClientError::Unreachable(detail) => unreachable(endpoint, detail),
+        // This is the model server, not a hub: say it in its terms.
+        ClientError::Hub { status, message } => ProbeError::NoListing {
+            endpoint: endpoint.into(),
+            detail: format!("it answered {status}: {}", printable(&message)),
+        },
         other => ProbeError::NoListing {
             endpoint: endpoint.into(),
             detail: other.to_string(),
@@ -185,24 +194,28 @@ pub async fn list_as(endpoint: &str, flavor: Flavor) -> Result<Listing, ProbeErr
     let models = match flavor {
         Flavor::Ollama => {
             let tags: OllamaList = server.get_json("/api/tags").await.map_err(fail)?;
-            // Which are in memory; an Ollama too old for /api/ps does not say.
-            let running: Option<Vec<String>> = server
+            // Which are in memory (by key: any spelling); an Ollama too old for /api/ps does
+            // not say.
+            let running: Option<HashSet<String>> = server
                 .get_json::<OllamaList>("/api/ps")
                 .await
                 .ok()
                 .map(|ps| {
                     ps.models
                         .into_iter()
+                        .take(MAX_LISTED)
                         .filter_map(OllamaModel::name)
+                        .map(|n| model_key(&n).into_owned())
                         .collect()
                 });
             tags.models
                 .into_iter()
+                .take(MAX_LISTED)
                 .filter_map(OllamaModel::name)
                 .map(|name| {
                     let loaded = running
                         .as_ref()
-                        .map(|r| r.iter().any(|l| same_model(l, &name)));
+                        .map(|r| r.contains(model_key(&name).as_ref()));
                     ModelInfo {
                         loaded,
                         ..ModelInfo::named(name)
@@ -241,6 +254,8 @@ pub async fn list_as(endpoint: &str, flavor: Flavor) -> Result<Listing, ProbeErr
             .map(|m| ModelInfo::named(m.id))
             .collect(),
     };
+    let mut models: Vec<ModelInfo> = models;
+    models.truncate(MAX_LISTED);
     Ok(Listing { flavor, models })
 }
 
@@ -301,8 +316,21 @@ pub struct Chosen {
     pub missing: Vec<String>,
     /// Aliases whose model is not shared.
     pub orphan_aliases: Vec<String>,
-    /// Models not sent because of the hub's bounds, with why.
+    /// Models not sent because the hub would refuse them (a name it does not take, past its
+    /// bounds), with why.
     pub left_out: Vec<(String, String)>,
+}
+
+/// `s` with control and invisible formatting characters escaped, for a terminal (names come
+/// from the model server and the hub).
+pub fn printable(s: &str) -> String {
+    if s.chars()
+        .any(|c| c.is_control() || crate::types::model::is_invisible_format(c))
+    {
+        s.escape_debug().to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 impl Sharing {
@@ -338,10 +366,11 @@ impl Sharing {
             && let Some(listing) = listing
         {
             // With no primary named, one already in memory answers first requests fastest.
+            let named: HashSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
             let mut rest: Vec<&ModelInfo> = listing
                 .models
                 .iter()
-                .filter(|m| !models.iter().any(|c| c.name == m.name))
+                .filter(|m| !named.contains(m.name.as_str()))
                 .collect();
             if models.is_empty() {
                 rest.sort_by_key(|m| m.loaded != Some(true));
@@ -354,16 +383,25 @@ impl Sharing {
                 None => chosen.orphan_aliases.push(format!("{alias}={target}")),
             }
         }
-        for m in models {
-            if m.name.chars().count() > MAX_MODEL_NAME {
-                chosen
-                    .left_out
-                    .push((m.name, format!("longer than {MAX_MODEL_NAME} characters")));
+        // What the hub would leave out, left out here: a name it refuses never becomes the
+        // primary, and the request fits the hub's body bound.
+        let mut encoded = 2;
+        for mut m in models {
+            m.aliases.retain(|a| check_name(a).is_ok());
+            let size = serde_json::to_vec(&m).map_or(usize::MAX, |v| v.len()) + 1;
+            if let Err(why) = check_name(&m.name) {
+                chosen.left_out.push((m.name, why));
             } else if chosen.models.len() == MAX_SHARED_MODELS {
                 chosen
                     .left_out
                     .push((m.name, format!("more than {MAX_SHARED_MODELS} models")));
+            } else if encoded + size > MAX_MODELS_JSON {
+                chosen.left_out.push((
+                    m.name,
+                    format!("the model list is over {} KiB", MAX_MODELS_JSON / 1024),
+                ));
             } else {
+                encoded += size;
                 chosen.models.push(m);
             }
         }
@@ -439,7 +477,8 @@ mod tests {
     fn bounds() {
         let mut names: Vec<(String, Option<bool>)> =
             (0..300).map(|i| (format!("m{i}"), None)).collect();
-        names.push(("x".repeat(300), None));
+        names.insert(0, ("x".repeat(300), None));
+        names.insert(0, ("bad\u{1b}[31m".into(), Some(true)));
         let l = Listing {
             flavor: Flavor::OpenAi,
             models: names
@@ -453,7 +492,26 @@ mod tests {
         }
         .choose(Some(&l));
         assert_eq!(c.models.len(), MAX_SHARED_MODELS);
-        assert_eq!(c.left_out.len(), 45);
+        assert_eq!(
+            c.models[0].name, "m0",
+            "a name the hub refuses is never primary"
+        );
+        assert_eq!(c.left_out.len(), 46);
+        assert_eq!(printable(&c.left_out[0].0), "bad\\u{1b}[31m");
+        // Long names: the list stays within the hub's 32 KiB.
+        let l = Listing {
+            flavor: Flavor::OpenAi,
+            models: (0..256)
+                .map(|i| ModelInfo::named(format!("{i:03}{}", "n".repeat(250))))
+                .collect(),
+        };
+        let c = Sharing {
+            all: true,
+            ..Sharing::default()
+        }
+        .choose(Some(&l));
+        assert!(serde_json::to_vec(&c.models).unwrap().len() <= MAX_MODELS_JSON);
+        assert_eq!(c.models.len() + c.left_out.len(), 256);
         assert!(Sharing::parse_alias("a=b").is_ok());
         assert!(Sharing::parse_alias("a=").is_err());
         assert!(Sharing::parse_alias("ab").is_err());

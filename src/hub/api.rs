@@ -15,7 +15,7 @@ use crate::hub::HubInner;
 use crate::hub::error::{ApiError, msg};
 use crate::hub::guard::auth::{self, RoomSecrets};
 use crate::hub::rooms::events::SseStream;
-use crate::hub::rooms::models::{self, Dropped, ModelSet};
+use crate::hub::rooms::models::{self, Dropped};
 use crate::hub::rooms::state::Room;
 use crate::types::event::{self, Kind};
 use crate::types::{
@@ -72,6 +72,11 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
     if value.chars().any(char::is_control) {
         return Err(ApiError::bad_request(format!(
             "{field} must not contain control characters"
+        )));
+    }
+    if value.chars().any(crate::types::model::is_invisible_format) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain invisible formatting characters (bidi overrides, zero-width)"
         )));
     }
     Ok(())
@@ -311,19 +316,18 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
     validate_specs(&specs)?;
     let config = body.config.unwrap_or_default();
     validate_config(&config)?;
-    let (set, kept, dropped) =
-        ModelSet::build(model.as_deref(), list, &config).map_err(ApiError::bad_request)?;
     // The participant secret is made here and returned only in this answer; a re-join gets a
     // fresh one, so a secret that leaked stops working. Tunnels authenticate with it too.
     let secret = crate::hub::rooms::ids::secret()?;
     let presented = presented_secret(&req.head, body.participant_secret.as_deref());
-    let participant = hub.state.join(
+    let (participant, dropped) = hub.state.join(
         room,
         ParticipantInfo {
             id,
             nickname,
-            model: kept[0].name.clone(),
-            models: kept,
+            // Set by the state, from the models it keeps.
+            model: String::new(),
+            models: Vec::new(),
             endpoint,
             config,
             specs,
@@ -331,7 +335,7 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
             joined_at: 0,
             last_seen: 0,
         },
-        set,
+        (model, list),
         auth::token_hash(&secret),
         (tunnel, local_ok),
         presented,

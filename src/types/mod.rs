@@ -9,7 +9,7 @@
 pub mod event;
 pub mod model;
 
-pub use model::{ModelInfo, model_key, same_model};
+pub use model::{ModelInfo, check_name, model_key, same_model};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Number;

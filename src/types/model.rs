@@ -17,6 +17,40 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+/// Most models one participant may list; the hub leaves the rest out (and says so).
+pub const MAX_MODELS: usize = 256;
+/// Longest model name or alias, in characters.
+pub const MAX_MODEL_NAME: usize = 256;
+/// Most aliases one model may have.
+pub const MAX_ALIASES: usize = 16;
+/// Largest model list, encoded as JSON: every listing and event carries it.
+pub const MAX_MODELS_JSON: usize = 32 * 1024;
+
+/// Why `name` cannot be a model name or alias, if it cannot: empty, longer than
+/// [`MAX_MODEL_NAME`], or holding control characters or invisible formatting ones (bidi
+/// overrides, zero-width characters) that would make it print as another name.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("empty name".into());
+    }
+    if name.chars().count() > MAX_MODEL_NAME {
+        return Err(format!("longer than {MAX_MODEL_NAME} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("contains control characters".into());
+    }
+    if name.chars().any(is_invisible_format) {
+        return Err("contains invisible formatting characters".into());
+    }
+    Ok(())
+}
+
+/// Zero-width and bidirectional formatting characters: text holding them can print as
+/// something else than it is.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// One model a participant serves.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -86,6 +120,24 @@ mod tests {
         assert!(same_model("LLAMA3", "llama3:latest"));
         assert!(!same_model("llama3:8b", "llama3"));
         assert!(!same_model("llama3:latest-x", "llama3"));
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M").is_ok());
+        assert!(check_name("qwen2.5 coder 🦙").is_ok());
+        for bad in [
+            "",
+            "  ",
+            "a\nb",
+            "a\u{1b}[31m",
+            "evil\u{202E}3amall",
+            "a\u{200B}b",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name(&"x".repeat(MAX_MODEL_NAME)).is_ok());
+        assert!(check_name(&"x".repeat(MAX_MODEL_NAME + 1)).is_err());
     }
 
     #[test]

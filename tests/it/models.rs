@@ -332,23 +332,18 @@ async fn a_long_model_list_is_cut_and_the_participant_told() {
     assert_eq!(r.status, 201, "{}", r.error());
     let v = r.json();
     assert_eq!(v["participant"]["models"].as_array().unwrap().len(), 256);
+    // 300 + 1 good names, 256 kept; one too long; one alias taken: 47 left out, the first
+    // 32 named (names are checked before aliases), the rest counted.
     let dropped = v["dropped"].as_array().unwrap();
-    // 300 + 1 good names, 256 kept; one too long; one alias taken.
-    assert_eq!(dropped.len(), 300 + 1 - 256 + 1 + 1, "{dropped:?}");
-    assert!(
-        dropped
-            .iter()
-            .any(|d| d["name"] == "m0=a" && d["reason"] == "already the name of another model")
+    assert_eq!(dropped.len(), 33, "{dropped:?}");
+    assert_eq!(dropped[0]["reason"], "longer than 256 characters");
+    assert_eq!(
+        dropped[1],
+        json!({"name": "m255", "reason": "more than 256 models"})
     );
-    assert!(
-        dropped
-            .iter()
-            .any(|d| d["reason"] == "longer than 256 characters")
-    );
-    assert!(
-        dropped
-            .iter()
-            .any(|d| d["name"] == "m299" && d["reason"] == "more than 256 models")
+    assert_eq!(
+        dropped[32],
+        json!({"name": "…", "reason": "and 15 more left out"})
     );
     // Nothing usable is a clear 400.
     let r = join_with(
@@ -366,6 +361,113 @@ async fn a_long_model_list_is_cut_and_the_participant_told() {
     )
     .await;
     assert_eq!(r.status, 400);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn ids_and_model_names_share_one_namespace() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "names").await;
+    let (squatter, victim) = (quick_mock().await, quick_mock().await);
+    // An id taken first: a model of that name (any spelling) or an alias cannot capture the
+    // requests meant for the participant, nor the other way round.
+    let r = join_with(
+        addr,
+        &code,
+        json!({"id": "llama3:latest", "nickname": "s", "model": "evil", "endpoint": squatter.url()}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let r = join_with(
+        addr,
+        &code,
+        json!({"id": "victim", "nickname": "v", "endpoint": victim.url(),
+               "models": ["Llama3", {"name": "phi3", "aliases": ["llama3:latest", "p3"]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.error());
+    let v = r.json();
+    assert_eq!(
+        v["participant"]["models"],
+        json!([{"name": "phi3", "aliases": ["p3"]}])
+    );
+    let reasons: Vec<&str> = v["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["Llama3", "llama3:latest=phi3"]);
+    // Nor by an update: an alias that is the victim's id is left out.
+    let secret = secret_of(&r);
+    let r = join_with(
+        addr,
+        &code,
+        json!({"id": "attacker", "nickname": "a", "model": "x", "endpoint": squatter.url()}),
+    )
+    .await;
+    let attacker = secret_of(&r);
+    let r = update(
+        addr,
+        &code,
+        "attacker",
+        Some(&attacker),
+        json!({"models": [{"name": "x", "aliases": ["VICTIM"]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["dropped"][0]["name"], "VICTIM=x");
+    assert_eq!(chat(addr, &code, "victim").await.status, 200);
+    assert_eq!(victim.requests().len(), 1);
+    // So the victim can always re-join its id.
+    let r = join_with(
+        addr,
+        &code,
+        json!({"id": "victim", "nickname": "v", "endpoint": victim.url(),
+               "models": ["phi3"], "participantSecret": secret}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.error());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_update_is_a_sign_of_life() {
+    let hub = start(gambiarra::HubConfig {
+        participant_timeout: std::time::Duration::from_millis(300),
+        health_interval: std::time::Duration::from_millis(50),
+        ..gambiarra::HubConfig::default()
+    })
+    .await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "alive").await;
+    let r = join_with(
+        addr,
+        &code,
+        json!({"id": "p", "nickname": "p", "model": "m", "endpoint": "http://192.0.2.1:1"}),
+    )
+    .await;
+    let secret = secret_of(&r);
+    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
+    assert_eq!(
+        sse.until("participant:offline").await.data["participantId"],
+        "p"
+    );
+    let r = update(
+        addr,
+        &code,
+        "p",
+        Some(&secret),
+        json!({"models": ["m", "n"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.error());
+    assert_eq!(r.json()["participant"]["status"], "online");
+    assert_eq!(
+        sse.until("participant:online").await.data["participantId"],
+        "p"
+    );
     hub.shutdown().await;
 }
 
@@ -420,5 +522,31 @@ async fn the_catalogue_lists_each_model_once() {
         "meta-llama-3-8b-instruct"
     );
     assert_eq!(llama["participants"][1]["status"], "online");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_model_list_counts_against_the_control_rate() {
+    let hub = start(gambiarra::HubConfig {
+        control_rate: 0.1,
+        control_burst: 3,
+        ..gambiarra::HubConfig::default()
+    })
+    .await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "rate").await;
+    let mock = quick_mock().await;
+    let r = join(addr, &code, "p", &mock.url()).await;
+    assert_eq!(r.status, 201);
+    // Room creation and the join took two of the burst of three.
+    let path = format!("/rooms/{code}/v1/models");
+    assert_eq!(req(addr, "GET", &path, None).await.status, 200);
+    let r = req(addr, "GET", &path, None).await;
+    assert_eq!(r.status, 429, "{}", r.error());
+    assert!(r.header("retry-after").is_some());
+    // Proxied requests are the product: not counted.
+    for _ in 0..5 {
+        assert_eq!(chat(addr, &code, "llama3").await.status, 200);
+    }
     hub.shutdown().await;
 }

@@ -42,7 +42,8 @@ impl Admission {
 }
 
 /// Let a request through, from its head alone: not a forwarding loop, within its address's
-/// control-route rate (not `/v1` or tunnels: those are the product, bounded by connections),
+/// control-route rate (all but the proxied requests and tunnels: those are the product,
+/// bounded by connections; `/v1/models`, whose answer grows with the room, is counted),
 /// and, inside a protected room, with the room's password.
 pub(crate) async fn admit(
     hub: &HubInner,
@@ -62,8 +63,7 @@ pub(crate) async fn admit(
              endpoint leads back to the hub)",
         ));
     }
-    if !route.is_v1()
-        && !matches!(route, Route::Tunnel { .. })
+    if !matches!(route, Route::Proxy { .. } | Route::Tunnel { .. })
         && let Err(wait) = hub.control_rate.take(ip)
     {
         return Err(ApiError::too_many(

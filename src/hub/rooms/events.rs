@@ -26,6 +26,9 @@ use crate::http::sse::{KEEP_ALIVE, encode_event};
 
 /// Default number of events a room keeps for replay.
 pub const EVENT_RING: usize = 256;
+/// Most bytes of encoded events a room keeps for replay, whatever their number: a room whose
+/// participants send large entries (model lists) keeps fewer of them.
+pub const EVENT_RING_BYTES: usize = 1024 * 1024;
 /// Default number of events a subscriber may have queued before it is evicted.
 pub const SUBSCRIBER_QUEUE: usize = 256;
 /// Interval of the `: keep-alive` comment on every stream.
@@ -44,6 +47,8 @@ pub struct EventLog {
     next_id: u64,
     ring: VecDeque<(u64, Bytes)>,
     ring_cap: usize,
+    /// Encoded bytes in `ring` (at most [`EVENT_RING_BYTES`], beyond its newest event).
+    ring_bytes: usize,
     /// The highest id that has fallen out of the ring (`base - 1` while none has).
     evicted_upto: u64,
     subs: Vec<Subscriber>,
@@ -69,6 +74,7 @@ impl EventLog {
             next_id: base,
             ring: VecDeque::with_capacity(ring_cap.min(64)),
             ring_cap: ring_cap.max(1),
+            ring_bytes: 0,
             evicted_upto: base - 1,
             subs: Vec::new(),
             next_key: 0,
@@ -81,12 +87,17 @@ impl EventLog {
         let id = self.next_id;
         self.next_id += 1;
         let bytes = encode_event(Some(id), event, data);
-        if self.ring.len() == self.ring_cap
-            && let Some((old, _)) = self.ring.pop_front()
+        self.ring_bytes += bytes.len();
+        self.ring.push_back((id, bytes.clone()));
+        while self.ring.len() > self.ring_cap
+            || (self.ring_bytes > EVENT_RING_BYTES && self.ring.len() > 1)
         {
+            let Some((old, gone)) = self.ring.pop_front() else {
+                break;
+            };
+            self.ring_bytes -= gone.len();
             self.evicted_upto = old;
         }
-        self.ring.push_back((id, bytes.clone()));
         let mut evicted = 0;
         self.subs
             .retain_mut(|s| match s.tx.try_send(bytes.clone()) {
@@ -289,6 +300,24 @@ mod tests {
                 .unwrap()
                 .contains("unknown-event-id")
         );
+    }
+
+    #[test]
+    fn the_ring_is_bounded_in_bytes_too() {
+        let mut log = EventLog::new(1000, 256);
+        let big = vec![b'x'; 100 * 1024];
+        for _ in 0..30 {
+            log.publish("e", &big);
+        }
+        // 30 events of 100 KiB: only the newest 10 fit in 1 MiB.
+        assert!(log.ring_bytes <= EVENT_RING_BYTES, "{}", log.ring_bytes);
+        assert_eq!(log.ring.len(), 10);
+        let sub = log.subscribe(Some(1000), 64);
+        assert_eq!(ids(&sub.backlog)[0], "event: resync");
+        assert_eq!(sub.backlog.len(), 11);
+        // One event larger than the bound is still kept, alone.
+        log.publish("e", &vec![b'y'; 2 * EVENT_RING_BYTES]);
+        assert_eq!(log.ring.len(), 1);
     }
 
     #[tokio::test]

@@ -15,14 +15,9 @@ use serde::Serialize;
 use crate::hub::proxy::rewrite::Defaults;
 use crate::types::{GenerationConfig, ModelInfo, ParticipantInfo, ParticipantStatus, model_key};
 
-/// Most models one participant may list; the rest are dropped (and the participant told).
-pub(crate) const MAX_MODELS: usize = 256;
-/// Longest model name or alias, in characters.
-pub(crate) const MAX_MODEL_NAME: usize = 256;
-/// Most aliases one model may have.
-pub(crate) const MAX_ALIASES: usize = 16;
-/// Largest model list, encoded as JSON: every listing and event carries it.
-pub(crate) const MAX_MODELS_JSON: usize = 32 * 1024;
+pub(crate) use crate::types::model::{
+    MAX_ALIASES, MAX_MODEL_NAME, MAX_MODELS, MAX_MODELS_JSON, check_name,
+};
 
 /// A model left out of a participant's registration, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -60,39 +55,62 @@ pub(crate) struct ModelSet {
     /// In the order listed, the primary one first; the same order as the participant's
     /// `info.models`.
     pub(crate) models: Vec<Served>,
-    /// Every name and alias, as spelled → index in `models` (names before aliases, the first
-    /// listed winning).
-    exact: HashMap<Box<str>, u16>,
+    /// Every name and alias, as spelled → (index in `models`, whether it is the model's own
+    /// name) (names before aliases, the first listed winning).
+    exact: HashMap<Box<str>, (u16, bool)>,
     /// The same by [`model_key`].
     keyed: HashMap<Box<str>, u16>,
 }
 
-/// Why a name is not usable, if it is not.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
-    if name.trim().is_empty() {
-        return Err("empty name".into());
-    }
-    if name.chars().count() > MAX_MODEL_NAME {
-        return Err(format!("longer than {MAX_MODEL_NAME} characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err("contains control characters".into());
-    }
-    Ok(())
+/// Most left-out models an answer names one by one; the rest are counted in a last entry.
+pub(crate) const MAX_DROPPED_LISTED: usize = 32;
+
+/// The left-out models of one registration, named up to [`MAX_DROPPED_LISTED`].
+#[derive(Default)]
+struct Report {
+    listed: Vec<Dropped>,
+    more: usize,
 }
+
+impl Report {
+    fn drop(&mut self, name: impl FnOnce() -> String, why: impl FnOnce() -> String) {
+        if self.listed.len() < MAX_DROPPED_LISTED {
+            self.listed.push(Dropped::new(&name(), why()));
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<Dropped> {
+        if self.more > 0 {
+            self.listed.push(Dropped {
+                name: "…".into(),
+                reason: format!("and {} more left out", self.more),
+            });
+        }
+        self.listed
+    }
+}
+
+/// A participant's models as [`ModelSet::build`] left them: the set, the list as it will be
+/// listed, and what was left out.
+pub(crate) type Built = (ModelSet, Vec<ModelInfo>, Vec<Dropped>);
 
 impl ModelSet {
     /// Build a participant's set from its `primary` model (validated by the caller) and its
-    /// `list`, within the bounds: entries with a bad or repeated name, aliases past
-    /// [`MAX_ALIASES`] or naming another model, models past [`MAX_MODELS`] or
-    /// [`MAX_MODELS_JSON`] are left out and reported. `primary` comes first (added if the
-    /// list lacks it); without one, the first kept entry is primary. `Err` when nothing is
-    /// left.
+    /// `list`, within the bounds: entries with a bad or repeated name, names and aliases
+    /// that are another participant's id (`is_other_id`, by [`model_key`]: ids and model
+    /// names share one namespace per room, first come first served, so neither can capture
+    /// the other's requests), aliases past [`MAX_ALIASES`] or naming another model, models
+    /// past [`MAX_MODELS`] or [`MAX_MODELS_JSON`] are left out and reported. `primary` comes
+    /// first (added if the list lacks it); without one, the first kept entry is primary.
+    /// `Err` when nothing is left.
     pub(crate) fn build(
         primary: Option<&str>,
         list: Vec<ModelInfo>,
         config: &GenerationConfig,
-    ) -> Result<(ModelSet, Vec<ModelInfo>, Vec<Dropped>), String> {
+        is_other_id: &dyn Fn(&str) -> bool,
+    ) -> Result<Built, String> {
         let mut list = list;
         if let Some(primary) = primary {
             match list.iter().position(|m| m.name == primary) {
@@ -103,20 +121,23 @@ impl ModelSet {
                 None => list.insert(0, ModelInfo::named(primary)),
             }
         }
-        let mut dropped = Vec::new();
+        const OTHER_ID: &str = "the id of another participant in this room";
+        let mut report = Report::default();
         // Names first: an alias may not take another model's name, wherever it is listed.
         let mut names = std::collections::HashSet::new();
         let mut candidates = Vec::new();
         for m in list {
             if let Err(why) = check_name(&m.name) {
-                dropped.push(Dropped::new(&m.name, why));
+                report.drop(|| m.name.clone(), || why);
             } else if names.contains(m.name.as_str()) {
-                dropped.push(Dropped::new(&m.name, "listed twice"));
+                report.drop(|| m.name.clone(), || "listed twice".into());
             } else if names.len() == MAX_MODELS {
-                dropped.push(Dropped::new(
-                    &m.name,
-                    format!("more than {MAX_MODELS} models"),
-                ));
+                report.drop(
+                    || m.name.clone(),
+                    || format!("more than {MAX_MODELS} models"),
+                );
+            } else if is_other_id(&model_key(&m.name)) {
+                report.drop(|| m.name.clone(), || OTHER_ID.into());
             } else {
                 names.insert(m.name.clone());
                 candidates.push(m);
@@ -139,28 +160,34 @@ impl ModelSet {
                     "already the name of another model".into()
                 } else if taken.contains(&alias) {
                     "already an alias of another model".into()
+                } else if is_other_id(&model_key(&alias)) {
+                    OTHER_ID.into()
                 } else {
                     aliases.push(alias);
                     continue;
                 };
-                dropped.push(Dropped::new(&format!("{alias}={}", m.name), why));
+                report.drop(|| format!("{alias}={}", m.name), || why);
             }
             m.aliases = aliases;
             // Serialising a struct of strings cannot fail.
             let size = serde_json::to_vec(&m).map_or(usize::MAX, |v| v.len()) + 1;
             if encoded + size > MAX_MODELS_JSON {
-                dropped.push(Dropped::new(
-                    &m.name,
-                    format!("the model list is over {} KiB", MAX_MODELS_JSON / 1024),
-                ));
+                report.drop(
+                    || m.name.clone(),
+                    || format!("the model list is over {} KiB", MAX_MODELS_JSON / 1024),
+                );
                 continue;
             }
             encoded += size;
             taken.extend(m.aliases.iter().cloned());
             kept.push(m);
         }
+        let dropped = report.finish();
         if kept.is_empty() {
-            return Err("no usable model: each was left out".into());
+            let why = dropped
+                .first()
+                .map_or(String::new(), |d| format!(" ({:?}: {})", d.name, d.reason));
+            return Err(format!("no usable model: each was left out{why}"));
         }
         let mut set = ModelSet {
             models: Vec::with_capacity(kept.len()),
@@ -177,11 +204,13 @@ impl ModelSet {
         // and the first model listed wins a key two share. At most MAX_MODELS (256) entries:
         // an index fits a u16.
         for (i, m) in kept.iter().enumerate() {
-            set.exact.insert(m.name.as_str().into(), i as u16);
+            set.exact.insert(m.name.as_str().into(), (i as u16, true));
         }
         for (i, m) in kept.iter().enumerate() {
             for alias in &m.aliases {
-                set.exact.entry(alias.as_str().into()).or_insert(i as u16);
+                set.exact
+                    .entry(alias.as_str().into())
+                    .or_insert((i as u16, false));
             }
         }
         for (i, m) in kept.iter().enumerate() {
@@ -199,11 +228,12 @@ impl ModelSet {
         Ok((set, kept, dropped))
     }
 
-    /// The model `requested` names, with whether it is spelled exactly so (`key` is
-    /// `model_key(requested)`, computed once per request).
+    /// The model `requested` names (`key` is `model_key(requested)`, computed once per
+    /// request), with whether it is that model's own name spelled exactly so (not an alias,
+    /// not a normalised spelling).
     pub(crate) fn resolve(&self, requested: &str, key: &str) -> Option<(usize, bool)> {
-        if let Some(&i) = self.exact.get(requested) {
-            return Some((usize::from(i), true));
+        if let Some(&(i, own_name)) = self.exact.get(requested) {
+            return Some((usize::from(i), own_name));
         }
         self.keyed.get(key).map(|&i| (usize::from(i), false))
     }
@@ -219,7 +249,6 @@ impl ModelSet {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Offer {
     pub(crate) participant_id: String,
-    pub(crate) nickname: String,
     pub(crate) status: ParticipantStatus,
     /// The participant's name for the model (what its server is asked for).
     pub(crate) model: String,
@@ -233,7 +262,8 @@ pub(crate) struct Offer {
 pub(crate) struct CatalogueModel {
     /// A name users can send: the first spelling the room saw.
     pub(crate) id: String,
-    /// Every spelling (names and aliases) in the room that reaches the same participants.
+    /// Spellings (names and aliases) in the room that reach the same participants, the first
+    /// [`MAX_CATALOGUE_NAMES`].
     pub(crate) names: Vec<String>,
     /// Participants serving it that are not offline (busy ones included).
     pub(crate) online: usize,
@@ -246,12 +276,17 @@ pub(crate) struct CatalogueModel {
     pub(crate) participants: Vec<Offer>,
 }
 
+/// Most spellings a catalogue entry lists.
+pub(crate) const MAX_CATALOGUE_NAMES: usize = 16;
+
 /// A room's models grouped by [`model_key`] of every name and alias, in the order first seen
-/// (participants in join order). A participant counts once per group.
+/// (participants in join order). A participant counts once per group. Linear in the names
+/// the room's participants list (each bounded by [`MAX_MODELS_JSON`]).
 pub(crate) fn catalogue(participants: &[ParticipantInfo]) -> Vec<CatalogueModel> {
     let mut groups: Vec<CatalogueModel> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for p in participants {
+    // Key → (group, the last participant counted in it).
+    let mut index: HashMap<String, (usize, usize)> = HashMap::new();
+    for (n, p) in participants.iter().enumerate() {
         let fallback;
         let models = if p.models.is_empty() {
             fallback = [ModelInfo::named(p.model.as_str())];
@@ -262,7 +297,7 @@ pub(crate) fn catalogue(participants: &[ParticipantInfo]) -> Vec<CatalogueModel>
         for m in models {
             for name in m.names() {
                 let key = model_key(name).into_owned();
-                let g = *index.entry(key).or_insert_with(|| {
+                let (g, last) = index.entry(key).or_insert_with(|| {
                     groups.push(CatalogueModel {
                         id: name.to_string(),
                         names: Vec::new(),
@@ -272,13 +307,15 @@ pub(crate) fn catalogue(participants: &[ParticipantInfo]) -> Vec<CatalogueModel>
                         created: p.joined_at / 1000,
                         participants: Vec::new(),
                     });
-                    groups.len() - 1
+                    (groups.len() - 1, usize::MAX)
                 });
-                let group = &mut groups[g];
-                if !group.names.iter().any(|n| n == name) {
+                let group = &mut groups[*g];
+                if group.names.len() < MAX_CATALOGUE_NAMES && !group.names.iter().any(|n| n == name)
+                {
                     group.names.push(name.to_string());
                 }
-                if group.participants.iter().any(|o| o.participant_id == p.id) {
+                // A participant's names are seen together: once counted, the rest are its own.
+                if std::mem::replace(last, n) == n {
                     continue;
                 }
                 group.created = group.created.min(p.joined_at / 1000);
@@ -289,7 +326,6 @@ pub(crate) fn catalogue(participants: &[ParticipantInfo]) -> Vec<CatalogueModel>
                 }
                 group.participants.push(Offer {
                     participant_id: p.id.clone(),
-                    nickname: p.nickname.clone(),
                     status: p.status,
                     model: m.name.clone(),
                     loaded: m.loaded,
@@ -316,7 +352,7 @@ mod tests {
         primary: Option<&str>,
         list: Vec<ModelInfo>,
     ) -> (ModelSet, Vec<ModelInfo>, Vec<Dropped>) {
-        ModelSet::build(primary, list, &GenerationConfig::default()).unwrap()
+        ModelSet::build(primary, list, &GenerationConfig::default(), &|_| false).unwrap()
     }
 
     #[test]
@@ -340,7 +376,7 @@ mod tests {
         assert_eq!(r("llama3:latest"), Some(("llama3:latest", true)));
         assert_eq!(r("llama3"), Some(("llama3:latest", false)));
         assert_eq!(r("LLAMA3"), Some(("llama3:latest", false)));
-        assert_eq!(r("Llama-3"), Some(("meta-llama-3-8b-instruct", true)));
+        assert_eq!(r("Llama-3"), Some(("meta-llama-3-8b-instruct", false)));
         assert_eq!(r("llama-3"), Some(("meta-llama-3-8b-instruct", false)));
         assert_eq!(r("qwen2.5"), None);
         assert_eq!(r("llama3:8b"), None);
@@ -405,9 +441,64 @@ mod tests {
             ModelSet::build(
                 None,
                 vec![info("", &[], None)],
-                &GenerationConfig::default()
+                &GenerationConfig::default(),
+                &|_| false
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn names_and_ids_share_one_namespace() {
+        let (_, kept, dropped) = ModelSet::build(
+            None,
+            vec![
+                info("alice", &[], None),
+                info("phi3", &["Bob", "small"], None),
+            ],
+            &GenerationConfig::default(),
+            &|k| k == "alice" || k == "bob",
+        )
+        .unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].aliases, ["small"]);
+        let reasons: Vec<_> = dropped
+            .iter()
+            .map(|d| (d.name.as_str(), d.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("alice", "the id of another participant in this room"),
+                ("Bob=phi3", "the id of another participant in this room")
+            ]
+        );
+    }
+
+    #[test]
+    fn aliases_and_spellings_rank_below_the_own_name() {
+        let (set, _, _) = build(None, vec![info("llama3:latest", &["l3"], None)]);
+        assert_eq!(set.resolve("llama3:latest", "llama3"), Some((0, true)));
+        assert_eq!(set.resolve("l3", "l3"), Some((0, false)));
+        assert_eq!(set.resolve("llama3", "llama3"), Some((0, false)));
+    }
+
+    #[test]
+    fn the_report_is_bounded() {
+        let list: Vec<ModelInfo> = (0..100).map(|_| info("", &[], None)).collect();
+        let err = ModelSet::build(None, list, &GenerationConfig::default(), &|_| false);
+        assert!(err.unwrap_err().contains("empty name"));
+        let mut list = vec![info("m", &[], None)];
+        list[0].aliases = (0..5000).map(|i| format!("a{i}")).collect();
+        let (_, kept, dropped) = build(None, list);
+        assert_eq!(kept[0].aliases.len(), MAX_ALIASES);
+        assert_eq!(dropped.len(), MAX_DROPPED_LISTED + 1);
+        assert_eq!(
+            dropped.last().unwrap().reason,
+            format!(
+                "and {} more left out",
+                5000 - MAX_ALIASES - MAX_DROPPED_LISTED
+            )
         );
     }
 
@@ -419,8 +510,51 @@ mod tests {
         let (_, kept, dropped) = build(None, list);
         let size = serde_json::to_vec(&kept).unwrap().len();
         assert!(size <= MAX_MODELS_JSON, "{size}");
-        assert_eq!(kept.len() + dropped.len(), 200);
+        // 200 - 123 kept = 77 left out: 32 named, the rest counted.
+        assert_eq!(kept.len(), 123);
+        assert_eq!(dropped.len(), MAX_DROPPED_LISTED + 1);
         assert!(dropped[0].reason.contains("KiB"));
+        assert_eq!(dropped[MAX_DROPPED_LISTED].reason, "and 45 more left out");
+    }
+
+    #[test]
+    fn catalogue_entries_list_few_spellings() {
+        // Every case variant of one name, from many participants: one entry, each participant
+        // once, 16 spellings.
+        let variants: Vec<ModelInfo> = (0..1024u32)
+            .map(|bits| {
+                let name: String = "abcdefghij"
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if bits >> i & 1 == 1 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                info(&name, &[], None)
+            })
+            .collect();
+        let room: Vec<ParticipantInfo> = (0..20)
+            .map(|i| ParticipantInfo {
+                id: format!("p{i}"),
+                nickname: "n".into(),
+                model: "abcdefghij".into(),
+                models: variants.clone(),
+                endpoint: "http://x".into(),
+                config: Default::default(),
+                specs: Default::default(),
+                status: ParticipantStatus::Online,
+                joined_at: 0,
+                last_seen: 0,
+            })
+            .collect();
+        let cat = catalogue(&room);
+        assert_eq!(cat.len(), 1);
+        assert_eq!(cat[0].names.len(), MAX_CATALOGUE_NAMES);
+        assert_eq!((cat[0].participants.len(), cat[0].online), (20, 20));
     }
 
     #[test]

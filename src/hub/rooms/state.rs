@@ -20,7 +20,7 @@ use crate::hub::rooms::ids;
 use crate::hub::rooms::models::{Dropped, ModelSet};
 use crate::hub::rooms::persist::SavedRoom;
 use crate::types::event::{self, Kind};
-use crate::types::{ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, now_ms};
+use crate::types::{ModelInfo, ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, now_ms};
 
 /// Bounds on what the state holds.
 #[derive(Clone, Debug)]
@@ -124,6 +124,16 @@ impl RoomInner {
             let snapshot = p.snapshot();
             self.publish(Kind::ParticipantUpdated, &snapshot);
         }
+    }
+
+    /// The ids of every participant but `me`, by [`model_key`](crate::types::model_key):
+    /// names a model of `me` may not take.
+    pub(crate) fn other_ids(&self, me: &str) -> std::collections::HashSet<String> {
+        self.participants
+            .iter()
+            .filter(|p| p.info.id != me)
+            .map(|p| crate::types::model_key(&p.info.id).into_owned())
+            .collect()
     }
 
     /// Broadcast `data` as JSON under `event`.
@@ -556,11 +566,11 @@ impl State {
         &self,
         room: &Room,
         mut info: ParticipantInfo,
-        models: ModelSet,
+        (primary, list): (Option<String>, Vec<ModelInfo>),
         secret_hash: String,
         (tunnel, local_ok): (bool, bool),
         presented: Option<&[u8]>,
-    ) -> Result<ParticipantInfo, StateError> {
+    ) -> Result<(ParticipantInfo, Vec<Dropped>), StateError> {
         let now = now_ms();
         info.status = ParticipantStatus::Online;
         info.joined_at = now;
@@ -572,12 +582,51 @@ impl State {
         } else {
             target.key.as_str().into()
         };
+        let mut inner = room.lock();
+        let id = info.id.as_str();
+        // Ids and model names share one namespace (first come, first served): an id that
+        // names another participant's model (any spelling or alias) would capture the requests
+        // for that model (an id wins over a model name), so it is refused; and the models
+        // built below leave out names that are other participants' ids. `model:NAME` is never
+        // ambiguous.
+        if inner
+            .participants
+            .iter()
+            .any(|other| other.info.id != id && other.models.serves(id))
+        {
+            return Err(StateError::Invalid(format!(
+                "id {id:?} is the name of a model served in this room: choose another id"
+            )));
+        }
+        let existing = inner.find(id);
+        match existing {
+            Some(i) => {
+                let old = &inner.participants[i];
+                let silent = old.seen.elapsed() > self.limits.participant_timeout;
+                if !silent && !owns(&old.secret_hash, presented) {
+                    return Err(StateError::NotOwner(
+                        "This participant id is in use; re-joining it needs its participantSecret",
+                    ));
+                }
+            }
+            None if inner.participants.len() >= self.limits.max_participants_per_room => {
+                return Err(StateError::ParticipantLimit);
+            }
+            None => {}
+        }
+        let others = inner.other_ids(id);
+        let (set, kept, dropped) = ModelSet::build(primary.as_deref(), list, &info.config, &|k| {
+            others.contains(k)
+        })
+        .map_err(StateError::Invalid)?;
+        info.model = kept[0].name.clone();
+        info.models = kept;
         let p = Participant {
             info,
             in_flight: 0,
             conn_failures: 0,
             target,
-            models: Arc::new(models),
+            models: Arc::new(set),
             secret_hash,
             tunnel,
             local_ok,
@@ -588,40 +637,12 @@ impl State {
         let snapshot = p.snapshot();
         // Every listing and event carries the entry.
         check_entry_size(&snapshot)?;
-        let mut inner = room.lock();
-        // An id that names another participant's model (as matched: any spelling or alias)
-        // would capture the requests for that model (an id wins over a model name): refused.
-        // `model:NAME` is never ambiguous.
-        if inner
-            .participants
-            .iter()
-            .any(|other| other.info.id != p.info.id && other.models.serves(&p.info.id))
-        {
-            return Err(StateError::Invalid(format!(
-                "id {:?} is the name of a model served in this room: choose another id",
-                p.info.id
-            )));
-        }
-        match inner.find(&p.info.id) {
-            Some(i) => {
-                let old = &inner.participants[i];
-                let silent = old.seen.elapsed() > self.limits.participant_timeout;
-                if !silent && !owns(&old.secret_hash, presented) {
-                    return Err(StateError::NotOwner(
-                        "This participant id is in use; re-joining it needs its participantSecret",
-                    ));
-                }
-                inner.participants[i] = p;
-            }
-            None => {
-                if inner.participants.len() >= self.limits.max_participants_per_room {
-                    return Err(StateError::ParticipantLimit);
-                }
-                inner.participants.push(p);
-            }
+        match existing {
+            Some(i) => inner.participants[i] = p,
+            None => inner.participants.push(p),
         }
         inner.publish(Kind::ParticipantJoined, &snapshot);
-        Ok(snapshot)
+        Ok((snapshot, dropped))
     }
 
     /// Remove a participant and announce it: with its secret, or (`by_host`) on the say of
@@ -682,7 +703,7 @@ impl State {
     /// announce it (`participant:updated`, only if something changed). A new model list is
     /// bounded as at join; what did not fit is returned. Without a new primary the current
     /// one stays if the list still has it, else the list's first is primary. Counts as a sign
-    /// of life.
+    /// of life (an offline participant is back online).
     pub(crate) fn update(
         &self,
         room: &Room,
@@ -718,7 +739,11 @@ impl State {
                     .any(|m| m.name == info.model)
                     .then(|| info.model.clone())
             });
-            let (set, kept, left_out) = ModelSet::build(primary.as_deref(), list, &info.config)
+            let others = inner.other_ids(id);
+            let (set, kept, left_out) =
+                ModelSet::build(primary.as_deref(), list, &info.config, &|k| {
+                    others.contains(k)
+                })
                 .map_err(StateError::Invalid)?;
             info.model = kept[0].name.clone();
             info.models = kept;
@@ -734,7 +759,16 @@ impl State {
         }
         p.info.last_seen = now_ms().max(p.info.last_seen);
         p.seen = tokio::time::Instant::now();
+        // Proof of life as good as a health check: an offline participant is back.
+        let back = p.info.status == ParticipantStatus::Offline;
+        if back {
+            p.info.status = ParticipantStatus::Online;
+            p.conn_failures = 0;
+        }
         let snapshot = p.snapshot();
+        if back {
+            inner.publish(Kind::ParticipantOnline, &about(id));
+        }
         if changed {
             inner.publish(Kind::ParticipantUpdated, &snapshot);
         }

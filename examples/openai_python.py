@@ -21,10 +21,15 @@ def main() -> int:
     api_key = os.environ.get("GAMBIARRA_PASSWORD") or "unused"
     client = OpenAI(base_url=f"{hub}/rooms/{code}/v1", api_key=api_key)
 
-    # Who can answer: one "model" per participant.
+    # What the room serves: each model once (a name to send, and how many participants serve
+    # it), then one entry per participant (its id routes to it).
     models = client.models.list()
     for m in models.data:
-        print(f"participant {m.id} serves {m.model_extra['gambiarra']['model']}")
+        meta = m.model_extra["gambiarra"]
+        if "participants" in meta:
+            print(f"model {m.id}: {meta['participants']['online']} participant(s) serve it")
+        else:
+            print(f"participant {m.id} serves {meta['model']}")
     assert models.data, "the room has no online participant"
 
     # A plain completion.

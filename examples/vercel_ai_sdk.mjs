@@ -25,7 +25,11 @@ function check(cond, msg) {
 const models = await (
   await fetch(`${baseURL}/models`, { headers: { Authorization: `Bearer ${apiKey}` } })
 ).json();
-for (const m of models.data) console.log(`participant ${m.id} serves ${m.gambiarra.model}`);
+// Each model once (a name to send), then each participant (its id routes to it).
+for (const m of models.data) {
+  if (m.gambiarra.participants) console.log(`model ${m.id}: ${m.gambiarra.participants.online} participant(s) serve it`);
+  else console.log(`participant ${m.id} serves ${m.gambiarra.model}`);
+}
 check(models.data.length > 0, "the room has no online participant");
 
 // A plain completion.

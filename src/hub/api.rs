@@ -537,6 +537,82 @@ pub(crate) fn openai_models(room: &Room) -> Result<Response> {
     Ok(json(200, &json!({ "object": "list", "data": data })))
 }
 
+/// The Ollama version `/api/version` reports: the API level the translation follows (clients
+/// compare it to decide what they may ask).
+pub(crate) const OLLAMA_API_VERSION: &str = "0.9.0";
+
+/// Ollama's catalogue routes on a room: `/api/tags` (the room's models served by a participant
+/// not offline), `/api/ps` (those a participant has loaded), `/api/version`, `/api/show`.
+pub(crate) fn ollama_catalogue(
+    room: &Room,
+    op: crate::hub::router::OllamaRoute,
+    req: &Request,
+) -> Result<Response> {
+    use crate::hub::router::OllamaRoute;
+    use crate::hub::translate::ollama::rfc3339;
+    let details = json!({
+        "parent_model": "", "format": "", "family": "", "families": null,
+        "parameter_size": "", "quantization_level": "",
+    });
+    let models = || {
+        models::catalogue(&room.participants())
+            .into_iter()
+            .filter(|m| m.online > 0)
+    };
+    let body = match op {
+        OllamaRoute::Version => json!({ "version": OLLAMA_API_VERSION }),
+        OllamaRoute::Tags => {
+            let list: Vec<_> = models()
+                .map(|m| {
+                    json!({
+                        "name": m.id, "model": m.id, "modified_at": rfc3339(m.created, 0),
+                        "size": 0, "digest": "", "details": details,
+                    })
+                })
+                .collect();
+            json!({ "models": list })
+        }
+        OllamaRoute::Ps => {
+            // Loaded models stay so for Ollama's default keep-alive (5 minutes) after their
+            // last use; the hub does not know when that was, so it says from now.
+            let expires = rfc3339(now_ms() / 1000 + 300, 0);
+            let list: Vec<_> = models()
+                .filter(|m| m.loaded > 0)
+                .map(|m| {
+                    json!({
+                        "name": m.id, "model": m.id, "size": 0, "digest": "",
+                        "details": details, "expires_at": expires, "size_vram": 0,
+                    })
+                })
+                .collect();
+            json!({ "models": list })
+        }
+        OllamaRoute::Show => {
+            #[derive(Deserialize)]
+            struct Show {
+                model: Option<String>,
+                name: Option<String>,
+            }
+            let asked: Show = parse_json(&req.body)?;
+            let Some(name) = asked.model.or(asked.name).filter(|n| !n.is_empty()) else {
+                return Err(ApiError::bad_request("model is required"));
+            };
+            let key = crate::types::model_key(&name);
+            // A catalogue entry is every spelling of one key.
+            let Some(m) = models().find(|m| crate::types::model_key(&m.id) == key) else {
+                return Err(ApiError::not_found(format!("model '{name}' not found")));
+            };
+            json!({
+                "modelfile": "", "parameters": "", "template": "", "details": details,
+                "model_info": {}, "capabilities": ["completion"],
+                "modified_at": rfc3339(m.created, 0),
+            })
+        }
+        OllamaRoute::Run(_) => return Err(ApiError::not_found(msg::NOT_FOUND)),
+    };
+    Ok(json(200, &body))
+}
+
 /// `GET /rooms/:code/models`: the room's catalogue with each model's participants (offline
 /// ones too, and models only they serve).
 pub(crate) fn catalogue(room: &Room) -> Result<Response> {

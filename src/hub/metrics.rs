@@ -37,11 +37,12 @@ pub enum RouteLabel {
     DeleteRoom,
     Update,
     Catalogue,
+    Ollama,
 }
 
 impl RouteLabel {
     /// Every label, in the order of their counters.
-    pub(crate) const ALL: [RouteLabel; 18] = [
+    pub(crate) const ALL: [RouteLabel; 19] = [
         RouteLabel::Health,
         RouteLabel::CreateRoom,
         RouteLabel::ListRooms,
@@ -60,6 +61,7 @@ impl RouteLabel {
         RouteLabel::DeleteRoom,
         RouteLabel::Update,
         RouteLabel::Catalogue,
+        RouteLabel::Ollama,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -82,6 +84,7 @@ impl RouteLabel {
             RouteLabel::DeleteRoom => "delete_room",
             RouteLabel::Update => "update_participant",
             RouteLabel::Catalogue => "catalogue",
+            RouteLabel::Ollama => "ollama",
         }
     }
 }

@@ -33,6 +33,7 @@ pub(crate) mod proxy;
 pub(crate) mod rooms;
 pub(crate) mod router;
 pub(crate) mod service;
+pub(crate) mod translate;
 
 use std::io;
 use std::net::SocketAddr;

@@ -21,6 +21,9 @@
 //! | POST   | /rooms/:code/v1/chat/completions       | Proxy(Chat)      |
 //! | POST   | /rooms/:code/v1/completions            | Proxy(Completions)|
 //! | POST   | /rooms/:code/v1/embeddings             | Proxy(Embeddings)|
+//! | GET    | /rooms/:code/api/tags, /api/ps, /api/version | Ollama (catalogue) |
+//! | POST   | /rooms/:code/api/show                  | Ollama(Show)     |
+//! | POST   | /rooms/:code/api/chat, /api/generate, /api/embed, /api/embeddings | Ollama(Run) |
 
 use std::borrow::Cow;
 
@@ -44,6 +47,17 @@ impl ProxyKind {
             ProxyKind::Embeddings => "/v1/embeddings",
         }
     }
+}
+
+/// What an Ollama-API request asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OllamaRoute {
+    Tags,
+    Ps,
+    Version,
+    Show,
+    /// A generation or embedding, relayed (translated) to a participant.
+    Run(crate::hub::translate::ollama::Op),
 }
 
 /// Where a request goes.
@@ -94,6 +108,11 @@ pub enum Route<'a> {
         code: &'a str,
         kind: ProxyKind,
     },
+    /// Ollama's API on a room (`http://HUB/rooms/CODE` as an Ollama host).
+    Ollama {
+        code: &'a str,
+        op: OllamaRoute,
+    },
     /// The path exists but not with this method; `allow` lists the methods that do.
     MethodNotAllowed {
         allow: &'static str,
@@ -121,6 +140,7 @@ impl Route<'_> {
             Route::Tunnel { .. } => RouteLabel::Tunnel,
             Route::Models { .. } => RouteLabel::Models,
             Route::Proxy { .. } => RouteLabel::Proxy,
+            Route::Ollama { .. } => RouteLabel::Ollama,
             Route::MethodNotAllowed { .. } => RouteLabel::MethodNotAllowed,
             Route::NotFound => RouteLabel::NotFound,
         }
@@ -139,7 +159,8 @@ impl Route<'_> {
             | Route::Events { code }
             | Route::Tunnel { code, .. }
             | Route::Models { code }
-            | Route::Proxy { code, .. } => Some(code),
+            | Route::Proxy { code, .. }
+            | Route::Ollama { code, .. } => Some(code),
             _ => None,
         }
     }
@@ -147,6 +168,19 @@ impl Route<'_> {
     /// `/v1` routes take large bodies and answer errors in OpenAI's shape.
     pub fn is_v1(&self) -> bool {
         matches!(self, Route::Models { .. } | Route::Proxy { .. })
+    }
+
+    /// A request relayed to a participant (any dialect): large bodies, no control-route rate,
+    /// loop detection.
+    pub fn is_relayed(&self) -> bool {
+        matches!(
+            self,
+            Route::Proxy { .. }
+                | Route::Ollama {
+                    op: OllamaRoute::Run(_),
+                    ..
+                }
+        )
     }
 }
 
@@ -205,6 +239,21 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
             None => Route::NotFound,
         },
         ["rooms", code, "v1", "models"] => gate(method, Get, GET, Route::Models { code }),
+        ["rooms", code, "api", what] => {
+            use crate::hub::translate::ollama::Op;
+            let (want, allow, op) = match *what {
+                "tags" => (Get, GET, OllamaRoute::Tags),
+                "ps" => (Get, GET, OllamaRoute::Ps),
+                "version" => (Get, GET, OllamaRoute::Version),
+                "show" => (Post, "POST", OllamaRoute::Show),
+                "chat" => (Post, "POST", OllamaRoute::Run(Op::Chat)),
+                "generate" => (Post, "POST", OllamaRoute::Run(Op::Generate)),
+                "embed" => (Post, "POST", OllamaRoute::Run(Op::Embed)),
+                "embeddings" => (Post, "POST", OllamaRoute::Run(Op::Embeddings)),
+                _ => return Route::NotFound,
+            };
+            gate(method, want, allow, Route::Ollama { code, op })
+        }
         ["rooms", code, "v1", "chat", "completions"] => gate(
             method,
             Post,

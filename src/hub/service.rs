@@ -25,7 +25,7 @@ impl Handler for Service {
 
     async fn admit(&self, head: &RequestHead, peer: &Peer) -> Result<(Admission, usize), Response> {
         let route = router::route(head.method, head.path());
-        let limit = if route.is_v1() {
+        let limit = if route.is_v1() || route.is_relayed() {
             self.0.config.v1_body_limit
         } else {
             self.0.config.control_body_limit
@@ -97,6 +97,14 @@ impl Service {
             (Route::Events { .. }, Some(room)) => api::events(hub, room, req),
             (Route::Tunnel { id, .. }, Some(room)) => api::tunnel(hub, room, id, req, ip),
             (Route::Models { .. }, Some(room)) => api::openai_models(&room),
+            (
+                Route::Ollama {
+                    op: router::OllamaRoute::Run(op),
+                    ..
+                },
+                Some(room),
+            ) => Ok(proxy::handle_ollama(hub, room, *op, req).await),
+            (Route::Ollama { op, .. }, Some(room)) => api::ollama_catalogue(&room, *op, req),
             (Route::Proxy { kind, .. }, Some(room)) => {
                 Ok(proxy::handle(hub, room, *kind, req).await)
             }
@@ -117,7 +125,8 @@ impl Service {
                 | Route::Events { .. }
                 | Route::Tunnel { .. }
                 | Route::Models { .. }
-                | Route::Proxy { .. },
+                | Route::Proxy { .. }
+                | Route::Ollama { .. },
                 None,
             ) => Err(ApiError::not_found(msg::NOT_FOUND)),
         }

@@ -342,3 +342,43 @@ pub fn mdns(data: &[u8]) {
         let _ = crate::mdns::hubs_in(&m, std::net::IpAddr::from([127, 0, 0, 1]));
     }
 }
+
+/// Ollama's API translation: arbitrary bytes as a request of each operation (an error or an
+/// OpenAI body that is JSON with the model asked for), and as an upstream answer (SSE or a
+/// document, whole and split at every tenth byte) through the answer translator, which must
+/// yield JSON lines only and end.
+pub fn translate_ollama(data: &[u8]) {
+    use crate::hub::translate::ollama::{Op, Out, request};
+    use std::task::{Context, Poll};
+    for op in [Op::Chat, Op::Generate, Op::Embed, Op::Embeddings] {
+        if let Ok(t) = request(op, data) {
+            let v: serde_json::Value = serde_json::from_slice(&t.body).expect("a JSON body");
+            assert_eq!(v["model"].as_str(), Some(t.model.as_str()));
+        }
+    }
+    struct Reads(std::collections::VecDeque<Bytes>);
+    impl crate::http::BodyStream for Reads {
+        fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    for (stream, status) in [(true, 200), (false, 200), (true, 500)] {
+        for step in [data.len().max(1), 10] {
+            let reads = Reads(data.chunks(step).map(Bytes::copy_from_slice).collect());
+            let mut out = Out::new(reads, Op::Chat, "m".into(), stream, status);
+            let mut text = Vec::new();
+            loop {
+                match crate::http::BodyStream::poll_next(&mut out, &mut cx) {
+                    Poll::Ready(Some(Ok(b))) => text.extend_from_slice(&b),
+                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => break,
+                    Poll::Pending => unreachable!("the reads are all ready"),
+                }
+            }
+            for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                serde_json::from_slice::<serde_json::Value>(line).expect("a JSON line");
+            }
+        }
+    }
+}

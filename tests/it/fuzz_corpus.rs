@@ -54,3 +54,11 @@ fn response_corpus() {
 fn mdns_corpus() {
     replay("mdns", gambiarra::internals::fuzzing::mdns);
 }
+
+#[test]
+fn translate_ollama_corpus() {
+    replay(
+        "translate_ollama",
+        gambiarra::internals::fuzzing::translate_ollama,
+    );
+}

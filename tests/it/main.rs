@@ -15,6 +15,7 @@ mod join;
 mod mdns;
 mod metrics;
 mod models;
+mod ollama;
 mod persist;
 mod proxy;
 mod security;

@@ -2,7 +2,8 @@
 """End to end against a real model: two llama.cpp servers (llama-cpp-python) serving
 SmolLM2-135M, joined to a hub by the real `gambiarra join` (one direct, one through a reverse
 tunnel), a third serving it under two names (`smol-a`, `smol-b`) shared by one agent with
-`--all-models` and an alias, and the OpenAI Python SDK talking to the room.
+`--all-models` and an alias, and the OpenAI Python SDK and the `ollama` library talking to the
+room (the latter through the hub's translation: llama.cpp speaks only OpenAI's API).
 
     VENV=$(dirname "$(bash tests/real_model/setup.sh | tail -1)")/venv   # once: venv, llama.cpp, model
     $VENV/bin/python tests/real_model/run.py [--binary target/debug/gambiarra]
@@ -299,6 +300,45 @@ def main():
         suite.check("embeddings", embeddings)
         suite.check("model: routing", by_model)
         suite.check("one agent, two names: routing by each", by_each_name)
+
+        import ollama  # the venv setup.sh made has it
+        olla = ollama.Client(host=f"{hub_url}/rooms/{code}")
+
+        def ollama_list():
+            names = {m.model for m in olla.list().models}
+            assert {ALIAS, MULTI[0], MULTI[1], "tiny"} <= names, names
+
+        def ollama_chat():
+            events.drain()
+            r = olla.chat(model=ALIAS, messages=messages, options={"num_predict": 24, "temperature": 0, "seed": 7})
+            assert r.message.content and r.done and r.done_reason in ("stop", "length"), r
+            done = events.next("llm:complete")
+            assert r.eval_count == done["metrics"]["tokens"], (r.eval_count, done["metrics"])
+
+        def ollama_chat_stream():
+            events.drain()
+            parts = list(olla.chat(model=ALIAS, messages=messages, stream=True,
+                                   options={"num_predict": 24, "temperature": 0, "seed": 7}))
+            text = "".join(p.message.content for p in parts)
+            assert text and parts[-1].done and not any(p.done for p in parts[:-1]), parts[-3:]
+            done = events.next("llm:complete")
+            assert parts[-1].eval_count == done["metrics"]["tokens"] > 1, (parts[-1], done["metrics"])
+
+        def ollama_generate():
+            r = olla.generate(model="model:" + ALIAS, prompt="Once upon a time", options={"num_predict": 8})
+            assert r.response and r.done, r
+            events.next("llm:complete")
+
+        def ollama_embed():
+            r = olla.embed(model=ALIAS, input=["hello", "world"])
+            assert len(r.embeddings) == 2 and len(r.embeddings[0]) > 10, len(r.embeddings)
+            events.next("llm:complete")
+
+        suite.check("ollama library: list", ollama_list)
+        suite.check("ollama library: chat (translated)", ollama_chat)
+        suite.check("ollama library: streamed chat (translated)", ollama_chat_stream)
+        suite.check("ollama library: generate (translated)", ollama_generate)
+        suite.check("ollama library: embed (translated)", ollama_embed)
     except Exception as e:  # noqa: BLE001 — set-up failed: counted, reported
         suite.failed += 1
         print(f"FAIL  set-up: {type(e).__name__}: {e}", flush=True)

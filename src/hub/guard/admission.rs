@@ -54,16 +54,15 @@ pub(crate) async fn admit(
     if matches!(route, Route::Preflight) {
         return Ok(Admission::of(None));
     }
-    if matches!(route, Route::Proxy { .. })
-        && endpoints::is_loop(head.header(endpoints::HOP_HEADER), &hub.instance)
-    {
+    if route.is_relayed() && endpoints::is_loop(head.header(endpoints::HOP_HEADER), &hub.instance) {
         return Err(ApiError::new(
             508,
             "Loop detected: this request was already forwarded by this hub (a participant's \
              endpoint leads back to the hub)",
         ));
     }
-    if !matches!(route, Route::Proxy { .. } | Route::Tunnel { .. })
+    if !route.is_relayed()
+        && !matches!(route, Route::Tunnel { .. })
         && let Err(wait) = hub.control_rate.take(ip)
     {
         return Err(ApiError::too_many(

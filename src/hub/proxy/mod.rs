@@ -42,6 +42,7 @@ use crate::hub::metrics::Outcome;
 use crate::hub::proxy::tokens::{BodyKind, TokenScanner};
 use crate::hub::rooms::state::{Lease, Room, SelectError};
 use crate::hub::router::ProxyKind;
+use crate::hub::translate::ollama;
 use crate::types::LlmMetrics;
 use crate::types::event::{self, Kind};
 
@@ -64,10 +65,51 @@ pub(crate) async fn handle(
     kind: ProxyKind,
     req: &Request,
 ) -> Response {
-    match proxy(hub, room, kind, req).await {
+    match proxy(hub, room, kind, req, Shape::OpenAi).await {
         Ok(r) => r,
         Err(e) => e.into_openai_response(),
     }
+}
+
+/// Relay one request of Ollama's API (`/api/chat`, `/api/generate`, `/api/embed`,
+/// `/api/embeddings`), translated to OpenAI's for the participant and back
+/// ([`translate::ollama`]). Errors come back in Ollama's shape, `{"error": "…"}`.
+pub(crate) async fn handle_ollama(
+    hub: &Arc<HubInner>,
+    room: Arc<Room>,
+    op: ollama::Op,
+    req: &Request,
+) -> Response {
+    let translated = match ollama::request(op, &req.body) {
+        Ok(t) => t,
+        Err(why) => return ApiError::bad_request(why).into_response(),
+    };
+    let openai = Request {
+        head: req.head.clone(),
+        body: translated.body,
+        budget: None,
+    };
+    let shape = Shape::Ollama {
+        op,
+        model: translated.model,
+        stream: translated.stream,
+    };
+    match proxy(hub, room, translated.kind, &openai, shape).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The dialect a relayed answer goes back in.
+enum Shape {
+    /// As the participant sent it, byte for byte.
+    OpenAi,
+    /// Translated to Ollama's ([`ollama::Out`]): `model` as the client asked for it.
+    Ollama {
+        op: ollama::Op,
+        model: String,
+        stream: bool,
+    },
 }
 
 /// What failed on the way to a response head.
@@ -83,6 +125,7 @@ async fn proxy(
     room: Arc<Room>,
     kind: ProxyKind,
     req: &Request,
+    shape: Shape,
 ) -> Result<Response, ApiError> {
     let scan = rewrite::scan(&req.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut tried: Vec<String> = Vec::new();
@@ -131,7 +174,17 @@ async fn proxy(
                     stream: scan.stream,
                     client_minor: req.head.minor_version,
                 };
-                return Ok(respond(hub, lease, asked, started, answer));
+                return Ok(match shape {
+                    Shape::OpenAi => respond(hub, lease, asked, started, answer),
+                    Shape::Ollama { op, model, stream } => {
+                        let status = answer.head.status;
+                        let relay = relay(hub, lease, asked, started, answer);
+                        let out = ollama::Out::new(relay, op, model, stream, status);
+                        Response::new(status)
+                            .header("Content-Type", Bytes::from_static(out.content_type()))
+                            .body(Body::Stream(Box::new(out)))
+                    }
+                });
             }
             Err(Failure::Connect(e)) => {
                 hub.metrics
@@ -418,30 +471,7 @@ fn respond(
         }
         resp.headers.push((name, value));
     }
-    let mut relay = Relay {
-        io: Some(conn),
-        buf: rest,
-        read_size: READ_CHUNK,
-        framing: match head.framing {
-            BodyFraming::Length(n) => Framing::Length(n),
-            BodyFraming::Chunked => Framing::Chunked(ChunkedDecoder::new()),
-            BodyFraming::UntilClose => Framing::UntilClose,
-            BodyFraming::Empty => Framing::Length(0),
-        },
-        passthrough: true,
-        pending: VecDeque::new(),
-        scanner: TokenScanner::new(kind),
-        done: matches!(head.framing, BodyFraming::Empty),
-        failure: None,
-        finish: Some(Finish {
-            hub: hub.clone(),
-            lease,
-            requested: asked.model,
-            started,
-            status: head.status,
-            keep_alive: head.keep_alive,
-        }),
-    };
+    let mut relay = Relay::new(hub, lease, asked.model, started, &head, conn, rest, kind);
     resp.body = match head.framing {
         BodyFraming::Empty => {
             relay.finish_now();
@@ -463,6 +493,78 @@ fn respond(
         }
     };
     resp
+}
+
+/// The answer's body decoded (no chunk framing), for a translator to read; counted and
+/// announced as [`respond`]'s relay is.
+fn relay(
+    hub: &Arc<HubInner>,
+    lease: Lease,
+    asked: Asked,
+    started: Instant,
+    answer: Answer,
+) -> Relay {
+    let Answer { conn, head, rest } = answer;
+    let kind = head
+        .headers()
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"content-type"))
+        .map_or(
+            if asked.stream {
+                BodyKind::Sse
+            } else {
+                BodyKind::Document
+            },
+            |(_, value)| BodyKind::of_content_type(&value),
+        );
+    let mut relay = Relay::new(hub, lease, asked.model, started, &head, conn, rest, kind);
+    relay.passthrough = false;
+    if matches!(head.framing, BodyFraming::Empty) {
+        relay.finish_now();
+    }
+    relay
+}
+
+impl Relay {
+    /// A relay of `head`'s body from `conn` (`rest`: what was read past the head).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of an answer and its request"
+    )]
+    fn new(
+        hub: &Arc<HubInner>,
+        lease: Lease,
+        requested: String,
+        started: Instant,
+        head: &ResponseHead,
+        conn: Upstream,
+        rest: BytesMut,
+        kind: BodyKind,
+    ) -> Relay {
+        Relay {
+            io: Some(conn),
+            buf: rest,
+            read_size: READ_CHUNK,
+            framing: match head.framing {
+                BodyFraming::Length(n) => Framing::Length(n),
+                BodyFraming::Chunked => Framing::Chunked(ChunkedDecoder::new()),
+                BodyFraming::UntilClose => Framing::UntilClose,
+                BodyFraming::Empty => Framing::Length(0),
+            },
+            passthrough: true,
+            pending: VecDeque::new(),
+            scanner: TokenScanner::new(kind),
+            done: matches!(head.framing, BodyFraming::Empty),
+            failure: None,
+            finish: Some(Finish {
+                hub: hub.clone(),
+                lease,
+                requested,
+                started,
+                status: head.status,
+                keep_alive: head.keep_alive,
+            }),
+        }
+    }
 }
 
 /// What the client asked, as the relay needs it.

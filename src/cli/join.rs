@@ -207,6 +207,10 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
             } else {
                 models
             },
+            protocols: listing
+                .as_ref()
+                .map(|l| l.flavor.protocols())
+                .unwrap_or_default(),
             endpoint: args.endpoint.clone(),
             specs,
             config: None,

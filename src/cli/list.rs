@@ -189,6 +189,7 @@ mod tests {
                     ..ModelInfo::named("phi3")
                 },
             ],
+            protocols: Vec::new(),
             endpoint: "http://x".into(),
             config: Default::default(),
             specs: Default::default(),

@@ -346,6 +346,11 @@ impl Probing {
             on_event(AgentEvent::ProbeRecovered);
         }
         self.config.flavor = listing.flavor;
+        let protocols = listing.flavor.protocols();
+        if protocols != me.request.protocols {
+            me.request.protocols = protocols;
+            me.unsent = true;
+        }
         let chosen = self.config.sharing.choose(Some(&listing));
         if chosen.missing != self.missing {
             self.missing = chosen.missing.clone();
@@ -367,6 +372,7 @@ impl Probing {
         let update = ParticipantUpdate {
             model: Some(me.request.model.clone()),
             models: Some(me.request.models.clone()),
+            protocols: Some(me.request.protocols.clone()),
             ..ParticipantUpdate::default()
         };
         match hub

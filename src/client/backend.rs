@@ -95,6 +95,14 @@ impl Flavor {
         self != Flavor::OpenAi
     }
 
+    /// The APIs this kind of server speaks besides OpenAI's.
+    pub fn protocols(self) -> Vec<crate::types::Protocol> {
+        match self {
+            Flavor::Ollama => vec![crate::types::Protocol::Ollama],
+            _ => Vec::new(),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Flavor::Ollama => "Ollama",

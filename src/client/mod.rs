@@ -32,7 +32,7 @@ use crate::http::upstream::Connector;
 /// A participant's endpoint, normalised: what a [`tunnel::TunnelSpec`] serves.
 pub use crate::http::upstream::Target;
 use crate::types::{
-    GenerationConfig, MachineSpecs, ModelInfo, ParticipantInfo, RoomInfo, RoomSummary,
+    GenerationConfig, MachineSpecs, ModelInfo, ParticipantInfo, Protocol, RoomInfo, RoomSummary,
 };
 
 /// Time allowed for one call to a hub (connect, request, whole answer).
@@ -99,6 +99,10 @@ pub struct JoinRequest {
     /// Every model it serves, with aliases and whether each is loaded (empty: only `model`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelInfo>,
+    /// The APIs its server speaks besides OpenAI's (requests in those are passed through
+    /// instead of translated).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<Protocol>,
     pub endpoint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub specs: Option<MachineSpecs>,
@@ -151,6 +155,8 @@ pub struct ParticipantUpdate {
     pub model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<ModelInfo>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<Vec<Protocol>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub specs: Option<MachineSpecs>,
     #[serde(skip_serializing_if = "Option::is_none")]

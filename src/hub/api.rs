@@ -19,7 +19,7 @@ use crate::hub::rooms::models::{self, Dropped};
 use crate::hub::rooms::state::Room;
 use crate::types::event::{self, Kind};
 use crate::types::{
-    GenerationConfig, MachineSpecs, ModelInfo, ParticipantInfo, ParticipantStatus, now_ms,
+    GenerationConfig, MachineSpecs, ModelInfo, ParticipantInfo, ParticipantStatus, Protocol, now_ms,
 };
 
 /// Longest room name.
@@ -179,6 +179,8 @@ struct JoinBody {
     model: Option<String>,
     /// Every model it serves: names, or `{name, aliases, loaded}`.
     models: Option<Vec<ModelEntry>>,
+    /// The APIs its server speaks besides OpenAI's.
+    protocols: Option<Vec<Protocol>>,
     endpoint: Option<String>,
     specs: Option<MachineSpecs>,
     config: Option<GenerationConfig>,
@@ -207,6 +209,18 @@ fn model_list(entries: Vec<ModelEntry>) -> Vec<ModelInfo> {
             ModelEntry::Full(m) => m,
         })
         .collect()
+}
+
+/// The protocols a participant says it speaks besides OpenAI's, each once, known ones only
+/// (a newer agent's unknown ones are ignored).
+fn protocol_set(list: Option<Vec<Protocol>>) -> Vec<Protocol> {
+    let mut out: Vec<Protocol> = Vec::new();
+    for p in list.unwrap_or_default() {
+        if !matches!(p, Protocol::OpenAi | Protocol::Other) && !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The answer's part about models left out, when some were.
@@ -328,6 +342,7 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
             // Set by the state, from the models it keeps.
             model: String::new(),
             models: Vec::new(),
+            protocols: protocol_set(body.protocols),
             endpoint,
             config,
             specs,
@@ -435,6 +450,7 @@ struct UpdateBody {
     config: Option<GenerationConfig>,
     model: Option<String>,
     models: Option<Vec<ModelEntry>>,
+    protocols: Option<Vec<Protocol>>,
     participant_secret: Option<String>,
 }
 
@@ -478,6 +494,7 @@ pub(crate) fn update(
         config: body.config,
         model: body.model,
         models: body.models.map(model_list),
+        protocols: body.protocols.map(|p| protocol_set(Some(p))),
     };
     let (participant, dropped) =
         hub.state

@@ -1,7 +1,8 @@
 //! A fake OpenAI-compatible LLM server (`gambiarra mock-llm`), served by the project's own HTTP
 //! layer: chat completions (streaming and not), completions, embeddings, `/v1/models` and
-//! Ollama's `/api/tags` and `/api/ps`. It lets anyone try a hub without a GPU, and it is the
-//! upstream of the tests and benchmarks. Its models and which of them are "loaded" can change
+//! Ollama's own API (`/api/tags`, `/api/ps`, and `/api/chat`, `/api/generate`, `/api/embed`
+//! answered natively, NDJSON streams included). It lets anyone try a hub without a GPU, and it
+//! is the upstream of the tests and benchmarks. Its models and which of them are "loaded" can change
 //! while it runs ([`MockLlm::set_models`], [`MockLlm::set_loaded`]), as with `ollama pull`.
 //!
 //! It records every request it receives (head and body bytes) and counts streams that ended
@@ -315,7 +316,16 @@ impl Handler for MockService {
                 json_response(200, &json!({"models": listed(&catalog.loaded)}))
             }
             (Method::Get, "/health" | "/") => json_response(200, &json!({"status": "ok"})),
-            (Method::Post, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
+            (
+                Method::Post,
+                "/v1/chat/completions"
+                | "/v1/completions"
+                | "/v1/embeddings"
+                | "/api/chat"
+                | "/api/generate"
+                | "/api/embed"
+                | "/api/embeddings",
+            ) => {
                 let body: Value = match serde_json::from_slice(&req.body) {
                     Ok(v) => v,
                     Err(e) => {
@@ -348,6 +358,9 @@ impl MockService {
             .and_then(Value::as_str)
             .unwrap_or(&self.config.model)
             .to_string();
+        if path.starts_with("/api/") {
+            return self.ollama(path, body, model);
+        }
         let style = body
             .get("mock_style")
             .and_then(Value::as_str)
@@ -406,6 +419,7 @@ impl MockService {
                     .and_then(Value::as_u64)
                     .map(|n| n as u32),
                 usage,
+                ollama: false,
                 next: 0,
                 sleep: None,
                 finished: false,
@@ -435,8 +449,73 @@ impl MockService {
     }
 }
 
-/// A streamed completion: one SSE event per token, `delay` apart.
+impl MockService {
+    /// Ollama's own API: `/api/chat` and `/api/generate` (streamed as NDJSON unless
+    /// `"stream": false`, as Ollama does), `/api/embed`, `/api/embeddings`.
+    fn ollama(&self, path: &str, body: &Value, model: String) -> Response {
+        let created = crate::hub::translate::ollama::rfc3339_now();
+        if path == "/api/embed" || path == "/api/embeddings" {
+            self.stats.completed.fetch_add(1, Ordering::SeqCst);
+            let inputs = match body.get("input") {
+                Some(Value::Array(a)) => a.len(),
+                _ => 1,
+            };
+            let vector = |i: usize| json!([0.1, 0.2, 0.3, 0.4, i as f64]);
+            return if path == "/api/embed" {
+                let embeddings: Vec<Value> = (0..inputs).map(vector).collect();
+                json_response(
+                    200,
+                    &json!({"model": model, "embeddings": embeddings, "prompt_eval_count": inputs}),
+                )
+            } else {
+                json_response(200, &json!({"embedding": vector(0)}))
+            };
+        }
+        let tokens = body
+            .get("options")
+            .and_then(|o| o.get("num_predict"))
+            .and_then(Value::as_u64)
+            .map_or(self.config.tokens, |n| {
+                n.min(u64::from(self.config.tokens)) as u32
+            });
+        let chat = path == "/api/chat";
+        if body.get("stream").and_then(Value::as_bool) != Some(false) {
+            let stream = TokenStream {
+                chat,
+                style: Style::Compact,
+                model,
+                tokens,
+                delay: self.config.token_delay,
+                die_after: None,
+                usage: false,
+                ollama: true,
+                next: 0,
+                sleep: None,
+                finished: false,
+                stats: self.stats.clone(),
+            };
+            return Response::new(200)
+                .header("Content-Type", Bytes::from_static(b"application/x-ndjson"))
+                .body(Body::Stream(Box::new(stream)));
+        }
+        self.stats.completed.fetch_add(1, Ordering::SeqCst);
+        let text: String = (0..tokens).map(|i| format!("tok{i} ")).collect();
+        let mut v = json!({"model": model, "created_at": created, "done": true, "done_reason": "stop",
+            "prompt_eval_count": 5, "eval_count": tokens, "total_duration": 1000, "eval_duration": 500});
+        if chat {
+            v["message"] = json!({"role": "assistant", "content": text});
+        } else {
+            v["response"] = json!(text);
+        }
+        json_response(200, &v)
+    }
+}
+
+/// A streamed completion: one SSE event per token, `delay` apart (or, `ollama`, one NDJSON
+/// line per token and a `done` line, as Ollama's own API streams).
 struct TokenStream {
+    /// Ollama's NDJSON instead of OpenAI's SSE.
+    ollama: bool,
     chat: bool,
     style: Style,
     model: String,
@@ -452,7 +531,35 @@ struct TokenStream {
 }
 
 impl TokenStream {
+    fn ollama_line(&self, i: u32) -> Option<Bytes> {
+        let created = crate::hub::translate::ollama::rfc3339_now();
+        let mut v = json!({"model": self.model, "created_at": created});
+        let text = if i < self.tokens {
+            v["done"] = json!(false);
+            format!("tok{i} ")
+        } else if i == self.tokens {
+            v["done"] = json!(true);
+            v["done_reason"] = json!("stop");
+            v["prompt_eval_count"] = json!(5);
+            v["eval_count"] = json!(self.tokens);
+            String::new()
+        } else {
+            return None;
+        };
+        if self.chat {
+            v["message"] = json!({"role": "assistant", "content": text});
+        } else {
+            v["response"] = json!(text);
+        }
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
+        Some(Bytes::from(line))
+    }
+
     fn event(&self, i: u32) -> Option<Bytes> {
+        if self.ollama {
+            return self.ollama_line(i);
+        }
         let object = if self.chat {
             "chat.completion.chunk"
         } else {
@@ -522,7 +629,7 @@ impl BodyStream for TokenStream {
             }
             let i = self.next;
             self.next += 1;
-            if i == self.tokens + 1 && !self.usage {
+            if i == self.tokens + 1 && !self.usage && !self.ollama {
                 continue;
             }
             return match self.event(i) {

@@ -9,7 +9,7 @@
 pub mod event;
 pub mod model;
 
-pub use model::{ModelInfo, check_name, model_key, same_model};
+pub use model::{ModelInfo, Protocol, check_name, model_key, same_model};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
@@ -108,6 +108,10 @@ pub struct ParticipantInfo {
     /// list, or of the seed, sends none: read it as `[model]`).
     #[serde(default)]
     pub models: Vec<ModelInfo>,
+    /// The APIs its server speaks besides OpenAI's, which every participant speaks (empty:
+    /// OpenAI's only, as the seed's participants).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<Protocol>,
     /// The endpoint exactly as registered.
     pub endpoint: String,
     #[serde(default)]
@@ -202,6 +206,7 @@ mod tests {
             nickname: "n".into(),
             model: "m".into(),
             models: vec![ModelInfo::named("m")],
+            protocols: Vec::new(),
             endpoint: "http://x".into(),
             config: GenerationConfig::default(),
             specs: MachineSpecs::default(),

@@ -51,6 +51,39 @@ pub fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
+/// An API a participant's server speaks. Every participant speaks OpenAI's (the seed's
+/// contract); a request in another protocol goes preferably to one that speaks it, and is
+/// translated for the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// OpenAI's chat completions, completions and embeddings (`/v1/...`).
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Ollama's own API (`/api/chat`, `/api/generate`, `/api/embed`).
+    Ollama,
+    /// Anthropic's Messages API (`/v1/messages`).
+    Anthropic,
+    /// OpenAI's Responses API (`/v1/responses`).
+    Responses,
+    /// A protocol this version does not know (a newer participant's).
+    #[serde(other)]
+    Other,
+}
+
+impl Protocol {
+    /// The bit of this protocol in a participant's set.
+    pub fn bit(self) -> u8 {
+        match self {
+            Protocol::OpenAi => 1,
+            Protocol::Ollama => 2,
+            Protocol::Anthropic => 4,
+            Protocol::Responses => 8,
+            Protocol::Other => 0,
+        }
+    }
+}
+
 /// One model a participant serves.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelInfo {

@@ -234,6 +234,11 @@ async fn one_agent_shares_every_model_and_follows_the_server() {
     let joined = sse.until("participant:joined").await.data;
     assert_eq!(joined["model"], "qwen2.5:7b", "the named model is primary");
     assert_eq!(
+        joined["protocols"],
+        json!(["ollama"]),
+        "it answered Ollama's /api/tags"
+    );
+    assert_eq!(
         joined["models"],
         json!([
             {"name": "qwen2.5:7b", "loaded": false},

@@ -237,3 +237,83 @@ async fn a_protected_room_wants_its_password() {
     assert_eq!(r.status, 401);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_participant_that_speaks_ollama_gets_the_request_as_it_came() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "native").await;
+    let (native, openai) = (quick_mock().await, quick_mock().await);
+    for (id, mock, protocols) in [
+        ("native", &native, json!(["ollama"])),
+        ("openai", &openai, json!([])),
+    ] {
+        let r = req(
+            addr,
+            "POST",
+            &format!("/rooms/{code}/join"),
+            Some(
+                json!({"id": id, "nickname": id, "model": "llama3:latest", "endpoint": mock.url(),
+                        "protocols": protocols}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.error());
+        // Empty (OpenAI's only) is left out of the entry.
+        let listed = &r.json()["participant"]["protocols"];
+        assert_eq!(
+            listed.as_array().map_or(0, Vec::len),
+            protocols.as_array().unwrap().len()
+        );
+    }
+    // At equal load the one that speaks Ollama is chosen, and gets Ollama's request (the
+    // model spliced to its own name), its NDJSON relayed as it wrote it.
+    let body = json!({"model": "llama3", "messages": [{"role": "user", "content": "hi"}], "keep_alive": "5m"});
+    for _ in 0..3 {
+        let r = req(
+            addr,
+            "POST",
+            &format!("/rooms/{code}/api/chat"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.error());
+        assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+        let l = lines(&r.body);
+        assert_eq!(l.last().unwrap()["eval_count"], 3);
+    }
+    let got = native.requests();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].head.path(), "/api/chat");
+    let sent: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(
+        (sent["model"].as_str(), sent["keep_alive"].as_str()),
+        (Some("llama3:latest"), Some("5m"))
+    );
+    assert!(openai.requests().is_empty());
+    // /v1 requests are OpenAI's: both serve them.
+    for _ in 0..2 {
+        let r = req(
+            addr,
+            "POST",
+            &format!("/rooms/{code}/v1/chat/completions"),
+            Some(json!({"model": "llama3", "messages": []})),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!((native.requests().len(), openai.requests().len()), (4, 1));
+    // A protocol this hub does not know is ignored; OpenAI's is implied.
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(
+            json!({"id": "x", "nickname": "x", "model": "m", "endpoint": "http://192.0.2.1:1",
+                    "protocols": ["openai", "carrier-pigeon", "ollama", "ollama"]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.json()["participant"]["protocols"], json!(["ollama"]));
+    hub.shutdown().await;
+}

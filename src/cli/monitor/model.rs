@@ -315,6 +315,7 @@ mod tests {
             nickname: format!("nick-{id}"),
             model: "llama3".into(),
             models: vec![crate::types::ModelInfo::named("llama3")],
+            protocols: Vec::new(),
             endpoint: "http://x".into(),
             config: GenerationConfig::default(),
             specs: MachineSpecs::default(),

@@ -391,6 +391,7 @@ mod tests {
             nickname: nick.into(),
             model: "llama3:8b".into(),
             models: vec![crate::types::ModelInfo::named("llama3:8b")],
+            protocols: Vec::new(),
             endpoint: format!("http://{id}.lan:11434"),
             config: GenerationConfig::default(),
             specs: MachineSpecs {

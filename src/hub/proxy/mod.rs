@@ -44,6 +44,7 @@ use crate::hub::rooms::state::{Lease, Room, SelectError};
 use crate::hub::router::ProxyKind;
 use crate::hub::translate::ollama;
 use crate::types::LlmMetrics;
+use crate::types::Protocol;
 use crate::types::event::{self, Kind};
 
 /// First read size from an upstream: a streamed token is ~150 bytes, and a thousand idle streams
@@ -65,7 +66,7 @@ pub(crate) async fn handle(
     kind: ProxyKind,
     req: &Request,
 ) -> Response {
-    match proxy(hub, room, kind, req, Shape::OpenAi).await {
+    match proxy(hub, room, kind, req, Shape::OpenAi, None).await {
         Ok(r) => r,
         Err(e) => e.into_openai_response(),
     }
@@ -94,10 +95,29 @@ pub(crate) async fn handle_ollama(
         model: translated.model,
         stream: translated.stream,
     };
-    match proxy(hub, room, translated.kind, &openai, shape).await {
+    // Participants whose server is an Ollama get the request as it came.
+    let native = match rewrite::scan(&req.body) {
+        Ok(scan) => Some(Native {
+            protocol: Protocol::Ollama,
+            req,
+            scan,
+            path: op.path(),
+        }),
+        Err(_) => None,
+    };
+    match proxy(hub, room, translated.kind, &openai, shape, native).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+/// A request in another protocol than OpenAI's, for the participants that speak it: its body
+/// as it came (the model spliced, as on `/v1`) and the path it goes to.
+struct Native<'a> {
+    protocol: Protocol,
+    req: &'a Request,
+    scan: rewrite::BodyScan,
+    path: &'static str,
 }
 
 /// The dialect a relayed answer goes back in.
@@ -126,6 +146,7 @@ async fn proxy(
     kind: ProxyKind,
     req: &Request,
     shape: Shape,
+    native: Option<Native<'_>>,
 ) -> Result<Response, ApiError> {
     let scan = rewrite::scan(&req.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut tried: Vec<String> = Vec::new();
@@ -136,7 +157,8 @@ async fn proxy(
         if tried.len() >= MAX_ATTEMPTS {
             return Err(last_error.unwrap_or(ApiError::unavailable(NO_PARTICIPANT)));
         }
-        let lease = match hub.state.select(&room, &scan.model, &tried) {
+        let dialect = native.as_ref().map(|n| n.protocol);
+        let lease = match hub.state.select(&room, &scan.model, &tried, dialect) {
             Ok(l) => l,
             Err(SelectError::NoMatch) => return Err(ApiError::not_found(NO_PARTICIPANT)),
             Err(SelectError::Offline) => return Err(ApiError::unavailable(PARTICIPANT_OFFLINE)),
@@ -162,7 +184,13 @@ async fn proxy(
             participant_id: &lease.participant_id,
             armed: true,
         };
-        let outcome = forward(hub, &lease, kind, req, &scan).await;
+        // A participant that speaks the request's protocol gets it as it came; the others the
+        // OpenAI translation.
+        let (sent, sent_scan, path) = match &native {
+            Some(n) if lease.native => (n.req, &n.scan, n.path),
+            _ => (req, &scan, kind.upstream_path()),
+        };
+        let outcome = forward(hub, &lease, path, sent, sent_scan).await;
         waiting.disarm();
         match outcome {
             Ok(answer) => {
@@ -175,6 +203,7 @@ async fn proxy(
                     client_minor: req.head.minor_version,
                 };
                 return Ok(match shape {
+                    _ if lease.native => respond(hub, lease, asked, started, answer),
                     Shape::OpenAi => respond(hub, lease, asked, started, answer),
                     Shape::Ollama { op, model, stream } => {
                         let status = answer.head.status;
@@ -259,7 +288,7 @@ fn llm_error(room: &Room, participant_id: &str, error: &str) {
 async fn forward(
     hub: &HubInner,
     lease: &Lease,
-    kind: ProxyKind,
+    path: &str,
     req: &Request,
     scan: &rewrite::BodyScan,
 ) -> Result<Answer, Failure> {
@@ -267,7 +296,7 @@ async fn forward(
     let body = rewrite::splice(&req.body, scan, &lease.defaults);
     let head = request_head(
         target,
-        kind,
+        path,
         req,
         &hub.instance,
         body.iter().map(Bytes::len).sum(),
@@ -406,7 +435,7 @@ async fn exchange(
 /// added, so a participant endpoint that leads back here is caught (508) on the next pass.
 fn request_head(
     target: &Target,
-    kind: ProxyKind,
+    path: &str,
     req: &Request,
     instance: &str,
     body_len: usize,
@@ -414,7 +443,7 @@ fn request_head(
     let mut h = Vec::with_capacity(256);
     h.extend_from_slice(b"POST ");
     h.extend_from_slice(target.base_path.as_bytes());
-    h.extend_from_slice(kind.upstream_path().as_bytes());
+    h.extend_from_slice(path.as_bytes());
     h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     h.extend_from_slice(target.authority.as_bytes());
     // The body was validated as JSON, whatever the client labelled it (curl -d says

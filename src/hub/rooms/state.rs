@@ -205,6 +205,8 @@ pub(crate) struct Update {
     pub(crate) model: Option<String>,
     /// The whole model list (bounded by [`ModelSet::build`]).
     pub(crate) models: Option<Vec<crate::types::ModelInfo>>,
+    /// The APIs it speaks besides OpenAI's.
+    pub(crate) protocols: Option<Vec<crate::types::Protocol>>,
 }
 
 /// Largest participant entry, encoded as JSON (what every listing and event carries), not
@@ -251,6 +253,8 @@ pub(crate) struct Lease {
     pub(crate) explicit: bool,
     /// The participant had failed connections before this request (a success resets them).
     pub(crate) had_failures: bool,
+    /// The participant speaks the request's own protocol (no translation needed).
+    pub(crate) native: bool,
     released: bool,
 }
 
@@ -726,6 +730,9 @@ impl State {
         if let Some(specs) = change.specs {
             info.specs = specs;
         }
+        if let Some(protocols) = change.protocols {
+            info.protocols = protocols;
+        }
         let config_changed = change.config.is_some();
         if let Some(config) = change.config {
             info.config = config;
@@ -819,14 +826,17 @@ impl State {
     /// name or alias, spelled so or equal by [`model_key`](crate::types::model_key); among
     /// them the least loaded wins, then one that has the model loaded, then an exact spelling,
     /// the remaining ties rotating. An id and `*` are served with the participant's primary
-    /// model.
+    /// model. `dialect`: the protocol the request came in, when it is not OpenAI's; at equal
+    /// load and loaded state, a participant that speaks it goes first.
     pub(crate) fn select(
         &self,
         room: &Arc<Room>,
         requested: &str,
         tried: &[String],
+        dialect: Option<crate::types::Protocol>,
     ) -> Result<Lease, SelectError> {
         let mut inner = room.lock();
+        let speaks = |p: &Participant| dialect.is_some_and(|d| p.info.protocols.contains(&d));
         let lease = |p: &mut Participant, model: usize, explicit: bool| {
             p.in_flight += 1;
             let served = &p.models.models[model];
@@ -841,6 +851,7 @@ impl State {
                 pool_key: p.pool_key.clone(),
                 explicit,
                 had_failures: p.conn_failures > 0,
+                native: speaks(p),
                 released: false,
             }
         };
@@ -863,13 +874,15 @@ impl State {
         // (participant, its model) of the best rank so far.
         let mut candidates: Vec<(usize, usize)> = Vec::new();
         let mut matched_any = false;
-        let mut best = (u32::MAX, u8::MAX);
+        // (in flight, loaded, speaks another protocol than the request's, not the exact name)
+        let mut best = (u32::MAX, u8::MAX, true, true);
         for (i, p) in inner.participants.iter().enumerate() {
             if p.info.status == ParticipantStatus::Offline {
                 continue;
             }
+            let foreign = !speaks(p) && dialect.is_some();
             let (model, rank) = if any {
-                (0, (p.in_flight, 0))
+                (0, (p.in_flight, 0, foreign, false))
             } else {
                 let Some((model, exact)) = p.models.resolve(name, &key) else {
                     continue;
@@ -877,10 +890,10 @@ impl State {
                 // Loaded, unknown, not loaded; then exact before a normalised spelling.
                 let loaded = match p.info.models.get(model).and_then(|m| m.loaded) {
                     Some(true) => 0,
-                    None => 2,
-                    Some(false) => 4,
+                    None => 1,
+                    Some(false) => 2,
                 };
-                (model, (p.in_flight, loaded + u8::from(!exact)))
+                (model, (p.in_flight, loaded, foreign, !exact))
             };
             matched_any = true;
             if tried.contains(&p.info.id) {

@@ -45,6 +45,18 @@ pub enum Op {
     Embeddings,
 }
 
+impl Op {
+    /// Where an Ollama server answers it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Op::Chat => "/api/chat",
+            Op::Generate => "/api/generate",
+            Op::Embed => "/api/embed",
+            Op::Embeddings => "/api/embeddings",
+        }
+    }
+}
+
 /// An Ollama request as an OpenAI one.
 #[derive(Debug)]
 pub(crate) struct Translated {

@@ -517,8 +517,27 @@ pub(crate) fn participants(room: &Room) -> Result<Response> {
 /// `GET /rooms/:code/v1/models`, OpenAI's model list: first each model the room serves once
 /// (its id a name to send; `gambiarra.participants` counts who serves it), then each
 /// participant that can take a request (its id the participant's, as the seed lists them).
-pub(crate) fn openai_models(room: &Room) -> Result<Response> {
+pub(crate) fn openai_models(room: &Room, req: &Request) -> Result<Response> {
     let participants = room.participants();
+    // Anthropic's SDKs list models at the same path, and say who they are.
+    if req.head.header("anthropic-version").is_some() {
+        let data: Vec<_> = models::catalogue(&participants)
+            .into_iter()
+            .filter(|m| m.online > 0)
+            .map(|m| {
+                json!({
+                    "type": "model", "id": m.id, "display_name": m.id,
+                    "created_at": crate::hub::translate::ollama::rfc3339(m.created, 0),
+                })
+            })
+            .collect();
+        let first = data.first().map(|m| m["id"].clone());
+        let last = data.last().map(|m| m["id"].clone());
+        return Ok(json(
+            200,
+            &json!({ "data": data, "has_more": false, "first_id": first, "last_id": last }),
+        ));
+    }
     let mut data: Vec<_> = models::catalogue(&participants)
         .into_iter()
         .filter(|m| m.online > 0)

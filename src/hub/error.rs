@@ -129,6 +129,24 @@ impl ApiError {
         }
     }
 
+    /// In the dialect of the route it answers: OpenAI's on `/v1`, Anthropic's on the Messages
+    /// API, `{"error"}` elsewhere (Ollama's shape too).
+    pub(crate) fn render_for(self, route: &crate::hub::router::Route<'_>) -> Response {
+        match route {
+            crate::hub::router::Route::Anthropic { .. } => self.into_anthropic_response(),
+            r => self.render(r.is_v1()),
+        }
+    }
+
+    /// Anthropic's error shape, `{"type":"error","error":{"type","message"}}`.
+    pub(crate) fn into_anthropic_response(self) -> Response {
+        let body = crate::hub::translate::anthropic::error_body(self.status, &self.message);
+        self.finish(Response::json(
+            self.status,
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        ))
+    }
+
     /// `{"error": message}`.
     pub(crate) fn into_response(self) -> Response {
         self.finish(Response::json_error(self.status, &self.message))

@@ -38,11 +38,12 @@ pub enum RouteLabel {
     Update,
     Catalogue,
     Ollama,
+    Anthropic,
 }
 
 impl RouteLabel {
     /// Every label, in the order of their counters.
-    pub(crate) const ALL: [RouteLabel; 19] = [
+    pub(crate) const ALL: [RouteLabel; 20] = [
         RouteLabel::Health,
         RouteLabel::CreateRoom,
         RouteLabel::ListRooms,
@@ -62,6 +63,7 @@ impl RouteLabel {
         RouteLabel::Update,
         RouteLabel::Catalogue,
         RouteLabel::Ollama,
+        RouteLabel::Anthropic,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -85,6 +87,7 @@ impl RouteLabel {
             RouteLabel::Update => "update_participant",
             RouteLabel::Catalogue => "catalogue",
             RouteLabel::Ollama => "ollama",
+            RouteLabel::Anthropic => "anthropic",
         }
     }
 }

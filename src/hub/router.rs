@@ -21,6 +21,7 @@
 //! | POST   | /rooms/:code/v1/chat/completions       | Proxy(Chat)      |
 //! | POST   | /rooms/:code/v1/completions            | Proxy(Completions)|
 //! | POST   | /rooms/:code/v1/embeddings             | Proxy(Embeddings)|
+//! | POST   | /rooms/:code/v1/messages[/count_tokens] | Anthropic        |
 //! | GET    | /rooms/:code/api/tags, /api/ps, /api/version | Ollama (catalogue) |
 //! | POST   | /rooms/:code/api/show                  | Ollama(Show)     |
 //! | POST   | /rooms/:code/api/chat, /api/generate, /api/embed, /api/embeddings | Ollama(Run) |
@@ -108,6 +109,11 @@ pub enum Route<'a> {
         code: &'a str,
         kind: ProxyKind,
     },
+    /// Anthropic's Messages API on a room (`http://HUB/rooms/CODE` as an Anthropic base URL).
+    Anthropic {
+        code: &'a str,
+        op: crate::hub::translate::anthropic::Op,
+    },
     /// Ollama's API on a room (`http://HUB/rooms/CODE` as an Ollama host).
     Ollama {
         code: &'a str,
@@ -141,6 +147,7 @@ impl Route<'_> {
             Route::Models { .. } => RouteLabel::Models,
             Route::Proxy { .. } => RouteLabel::Proxy,
             Route::Ollama { .. } => RouteLabel::Ollama,
+            Route::Anthropic { .. } => RouteLabel::Anthropic,
             Route::MethodNotAllowed { .. } => RouteLabel::MethodNotAllowed,
             Route::NotFound => RouteLabel::NotFound,
         }
@@ -160,7 +167,8 @@ impl Route<'_> {
             | Route::Tunnel { code, .. }
             | Route::Models { code }
             | Route::Proxy { code, .. }
-            | Route::Ollama { code, .. } => Some(code),
+            | Route::Ollama { code, .. }
+            | Route::Anthropic { code, .. } => Some(code),
             _ => None,
         }
     }
@@ -176,6 +184,7 @@ impl Route<'_> {
         matches!(
             self,
             Route::Proxy { .. }
+                | Route::Anthropic { .. }
                 | Route::Ollama {
                     op: OllamaRoute::Run(_),
                     ..
@@ -239,6 +248,24 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
             None => Route::NotFound,
         },
         ["rooms", code, "v1", "models"] => gate(method, Get, GET, Route::Models { code }),
+        ["rooms", code, "v1", "messages"] => gate(
+            method,
+            Post,
+            "POST",
+            Route::Anthropic {
+                code,
+                op: crate::hub::translate::anthropic::Op::Messages,
+            },
+        ),
+        ["rooms", code, "v1", "messages", "count_tokens"] => gate(
+            method,
+            Post,
+            "POST",
+            Route::Anthropic {
+                code,
+                op: crate::hub::translate::anthropic::Op::CountTokens,
+            },
+        ),
         ["rooms", code, "api", what] => {
             use crate::hub::translate::ollama::Op;
             let (want, allow, op) = match *what {

@@ -34,7 +34,7 @@ impl Handler for Service {
             Ok(admission) => Ok((admission, limit)),
             Err(e) => {
                 self.0.metrics.request(route.label(), e.status);
-                Err(e.render(route.is_v1()))
+                Err(e.render_for(&route))
             }
         }
     }
@@ -46,7 +46,7 @@ impl Handler for Service {
         let route = router::route(req.head.method, req.head.path());
         let resp = match self.serve(&req, &route, admission, peer.addr.ip()).await {
             Ok(resp) => resp,
-            Err(e) => e.render(route.is_v1()),
+            Err(e) => e.render_for(&route),
         };
         self.0.metrics.request(route.label(), resp.status);
         tracing::debug!(
@@ -96,7 +96,7 @@ impl Service {
             (Route::Catalogue { .. }, Some(room)) => api::catalogue(&room),
             (Route::Events { .. }, Some(room)) => api::events(hub, room, req),
             (Route::Tunnel { id, .. }, Some(room)) => api::tunnel(hub, room, id, req, ip),
-            (Route::Models { .. }, Some(room)) => api::openai_models(&room),
+            (Route::Models { .. }, Some(room)) => api::openai_models(&room, req),
             (
                 Route::Ollama {
                     op: router::OllamaRoute::Run(op),
@@ -105,6 +105,9 @@ impl Service {
                 Some(room),
             ) => Ok(proxy::handle_ollama(hub, room, *op, req).await),
             (Route::Ollama { op, .. }, Some(room)) => api::ollama_catalogue(&room, *op, req),
+            (Route::Anthropic { op, .. }, Some(room)) => {
+                Ok(proxy::handle_anthropic(hub, room, *op, req).await)
+            }
             (Route::Proxy { kind, .. }, Some(room)) => {
                 Ok(proxy::handle(hub, room, *kind, req).await)
             }
@@ -126,7 +129,8 @@ impl Service {
                 | Route::Tunnel { .. }
                 | Route::Models { .. }
                 | Route::Proxy { .. }
-                | Route::Ollama { .. },
+                | Route::Ollama { .. }
+                | Route::Anthropic { .. },
                 None,
             ) => Err(ApiError::not_found(msg::NOT_FOUND)),
         }

@@ -382,3 +382,51 @@ pub fn translate_ollama(data: &[u8]) {
         }
     }
 }
+
+/// Anthropic's Messages translation: arbitrary bytes as a request (an error, or an OpenAI body
+/// that is JSON with the model asked for), and as an upstream answer through the answer
+/// translator (events or a document, whole and split), which must yield well-formed SSE
+/// events (each `data:` JSON of the event's `type`) or one JSON document, and end.
+pub fn translate_anthropic(data: &[u8]) {
+    use crate::hub::translate::anthropic::{Op, Out, request};
+    use std::task::{Context, Poll};
+    for op in [Op::Messages, Op::CountTokens] {
+        if let Ok(t) = request(op, data) {
+            let v: serde_json::Value = serde_json::from_slice(&t.body).expect("a JSON body");
+            assert_eq!(v["model"].as_str(), Some(t.model.as_str()));
+        }
+    }
+    struct Reads(std::collections::VecDeque<Bytes>);
+    impl crate::http::BodyStream for Reads {
+        fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    for (stream, status) in [(true, 200), (false, 200), (true, 500)] {
+        for step in [data.len().max(1), 10] {
+            let reads = Reads(data.chunks(step).map(Bytes::copy_from_slice).collect());
+            let mut out = Out::new(reads, Op::Messages, "m".into(), stream, status);
+            let events = stream && status == 200;
+            let mut text = Vec::new();
+            loop {
+                match crate::http::BodyStream::poll_next(&mut out, &mut cx) {
+                    Poll::Ready(Some(Ok(b))) => text.extend_from_slice(&b),
+                    Poll::Ready(Some(Err(_))) => return,
+                    Poll::Ready(None) => break,
+                    Poll::Pending => unreachable!("the reads are all ready"),
+                }
+            }
+            if !events {
+                serde_json::from_slice::<serde_json::Value>(&text).expect("one JSON document");
+                continue;
+            }
+            let text = std::str::from_utf8(&text).expect("UTF-8 events");
+            for event in text.split("\n\n").filter(|e| !e.is_empty()) {
+                let (name, json) = event.split_once("\ndata: ").expect("event and data");
+                let v: serde_json::Value = serde_json::from_str(json).expect("JSON data");
+                assert_eq!(Some(name.trim_start_matches("event: ")), v["type"].as_str());
+            }
+        }
+    }
+}

@@ -62,3 +62,11 @@ fn translate_ollama_corpus() {
         gambiarra::internals::fuzzing::translate_ollama,
     );
 }
+
+#[test]
+fn translate_anthropic_corpus() {
+    replay(
+        "translate_anthropic",
+        gambiarra::internals::fuzzing::translate_anthropic,
+    );
+}

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod anthropic;
 mod api;
 mod client;
 mod events;

@@ -78,8 +78,8 @@ struct PasswordOnly {
     password: Option<String>,
 }
 
-/// The room password a request's head offers: `Authorization: Bearer`, else (`/events`) a
-/// `password` query parameter.
+/// The room password a request's head offers: `Authorization: Bearer`, else `x-api-key`
+/// (Anthropic's SDKs), else (`/events`) a `password` query parameter.
 fn offered_password<'r>(
     route: &Route<'_>,
     head: &'r RequestHead,
@@ -87,6 +87,10 @@ fn offered_password<'r>(
     use std::borrow::Cow;
     if let Some(b) = auth::bearer(head) {
         return Some(Cow::Borrowed(b));
+    }
+    // Anthropic's SDKs (and Claude Code) send their key as `x-api-key`.
+    if let Some(k) = head.header("x-api-key").map(<[u8]>::trim_ascii) {
+        return Some(Cow::Borrowed(k));
     }
     match route {
         Route::Events { .. } => {

@@ -42,7 +42,7 @@ use crate::hub::metrics::Outcome;
 use crate::hub::proxy::tokens::{BodyKind, TokenScanner};
 use crate::hub::rooms::state::{Lease, Room, SelectError};
 use crate::hub::router::ProxyKind;
-use crate::hub::translate::ollama;
+use crate::hub::translate::{anthropic, ollama};
 use crate::types::LlmMetrics;
 use crate::types::Protocol;
 use crate::types::event::{self, Kind};
@@ -111,6 +111,48 @@ pub(crate) async fn handle_ollama(
     }
 }
 
+/// Relay one request of Anthropic's Messages API (`/v1/messages`, `/v1/messages/count_tokens`),
+/// translated to an OpenAI chat completion for the participant and back
+/// ([`translate::anthropic`]); passed through as it came to a participant whose server speaks
+/// Anthropic's API. Errors come back in Anthropic's shape.
+pub(crate) async fn handle_anthropic(
+    hub: &Arc<HubInner>,
+    room: Arc<Room>,
+    op: anthropic::Op,
+    req: &Request,
+) -> Response {
+    let translated = match anthropic::request(op, &req.body) {
+        Ok(t) => t,
+        Err(why) => return ApiError::bad_request(why).into_anthropic_response(),
+    };
+    let openai = Request {
+        head: req.head.clone(),
+        body: translated.body,
+        budget: None,
+    };
+    let shape = Shape::Anthropic {
+        op,
+        model: translated.model,
+        stream: translated.stream,
+    };
+    let native = match rewrite::scan(&req.body) {
+        Ok(scan) => Some(Native {
+            protocol: Protocol::Anthropic,
+            req,
+            scan,
+            path: match op {
+                anthropic::Op::Messages => "/v1/messages",
+                anthropic::Op::CountTokens => "/v1/messages/count_tokens",
+            },
+        }),
+        Err(_) => None,
+    };
+    match proxy(hub, room, ProxyKind::Chat, &openai, shape, native).await {
+        Ok(r) => r,
+        Err(e) => e.into_anthropic_response(),
+    }
+}
+
 /// A request in another protocol than OpenAI's, for the participants that speak it: its body
 /// as it came (the model spliced, as on `/v1`) and the path it goes to.
 struct Native<'a> {
@@ -127,6 +169,12 @@ enum Shape {
     /// Translated to Ollama's ([`ollama::Out`]): `model` as the client asked for it.
     Ollama {
         op: ollama::Op,
+        model: String,
+        stream: bool,
+    },
+    /// Translated to Anthropic's ([`anthropic::Out`]).
+    Anthropic {
+        op: anthropic::Op,
         model: String,
         stream: bool,
     },
@@ -209,6 +257,14 @@ async fn proxy(
                         let status = answer.head.status;
                         let relay = relay(hub, lease, asked, started, answer);
                         let out = ollama::Out::new(relay, op, model, stream, status);
+                        Response::new(status)
+                            .header("Content-Type", Bytes::from_static(out.content_type()))
+                            .body(Body::Stream(Box::new(out)))
+                    }
+                    Shape::Anthropic { op, model, stream } => {
+                        let status = answer.head.status;
+                        let relay = relay(hub, lease, asked, started, answer);
+                        let out = anthropic::Out::new(relay, op, model, stream, status);
                         Response::new(status)
                             .header("Content-Type", Bytes::from_static(out.content_type()))
                             .body(Body::Stream(Box::new(out)))

@@ -237,11 +237,6 @@ impl ModelSet {
         }
         self.keyed.get(key).map(|&i| (usize::from(i), false))
     }
-
-    /// Whether any of these models answers to `name` (see [`ModelSet::resolve`]).
-    pub(crate) fn serves(&self, name: &str) -> bool {
-        self.resolve(name, &model_key(name)).is_some()
-    }
 }
 
 /// One participant offering a catalogue model.

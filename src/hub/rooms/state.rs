@@ -126,14 +126,31 @@ impl RoomInner {
         }
     }
 
-    /// The ids of every participant but `me`, by [`model_key`](crate::types::model_key):
-    /// names a model of `me` may not take.
-    pub(crate) fn other_ids(&self, me: &str) -> std::collections::HashSet<String> {
-        self.participants
-            .iter()
-            .filter(|p| p.info.id != me)
-            .map(|p| crate::types::model_key(&p.info.id).into_owned())
-            .collect()
+    /// Whether `key` is, by [`model_key`](crate::types::model_key), the id of a participant
+    /// other than `me` (names a model of `me` may not take). A short model list asks this a
+    /// few times: a scan, no allocation; a long one builds a set of the ids once
+    /// (`memo`), so a join costs O(participants) whatever its list.
+    pub(crate) fn is_other_id(
+        &self,
+        me: &str,
+        key: &str,
+        memo: &std::cell::OnceCell<std::collections::HashSet<String>>,
+        many: bool,
+    ) -> bool {
+        if !many {
+            return self
+                .participants
+                .iter()
+                .any(|p| p.info.id != me && crate::types::model_key(&p.info.id) == key);
+        }
+        memo.get_or_init(|| {
+            self.participants
+                .iter()
+                .filter(|p| p.info.id != me)
+                .map(|p| crate::types::model_key(&p.info.id).into_owned())
+                .collect()
+        })
+        .contains(key)
     }
 
     /// Broadcast `data` as JSON under `event`.
@@ -309,6 +326,15 @@ fn owns(hash: &str, presented: Option<&[u8]>) -> bool {
                 crate::hub::guard::auth::token_hash(p).as_bytes(),
             )
         })
+}
+
+/// Model names and aliases up to which a join checks each against the other participants' ids
+/// by scanning them (more: through a set built once).
+const FEW_NAMES: usize = 8;
+
+/// The names and aliases in a model list.
+fn names_in(list: &[ModelInfo]) -> usize {
+    list.iter().map(|m| 1 + m.aliases.len()).sum()
 }
 
 /// Codes of deleted rooms remembered, so their participants and clients hear "removed" (410)
@@ -593,10 +619,11 @@ impl State {
         // for that model (an id wins over a model name), so it is refused; and the models
         // built below leave out names that are other participants' ids. `model:NAME` is never
         // ambiguous.
+        let key = crate::types::model_key(id);
         if inner
             .participants
             .iter()
-            .any(|other| other.info.id != id && other.models.serves(id))
+            .any(|other| other.info.id != id && other.models.resolve(id, &key).is_some())
         {
             return Err(StateError::Invalid(format!(
                 "id {id:?} is the name of a model served in this room: choose another id"
@@ -618,9 +645,10 @@ impl State {
             }
             None => {}
         }
-        let others = inner.other_ids(id);
+        let memo = std::cell::OnceCell::new();
+        let many = names_in(&list) > FEW_NAMES;
         let (set, kept, dropped) = ModelSet::build(primary.as_deref(), list, &info.config, &|k| {
-            others.contains(k)
+            inner.is_other_id(id, k, &memo, many)
         })
         .map_err(StateError::Invalid)?;
         info.model = kept[0].name.clone();
@@ -746,10 +774,11 @@ impl State {
                     .any(|m| m.name == info.model)
                     .then(|| info.model.clone())
             });
-            let others = inner.other_ids(id);
+            let memo = std::cell::OnceCell::new();
+            let many = names_in(&list) > FEW_NAMES;
             let (set, kept, left_out) =
                 ModelSet::build(primary.as_deref(), list, &info.config, &|k| {
-                    others.contains(k)
+                    inner.is_other_id(id, k, &memo, many)
                 })
                 .map_err(StateError::Invalid)?;
             info.model = kept[0].name.clone();

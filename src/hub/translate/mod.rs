@@ -3,4 +3,5 @@
 //! Pure byte-to-byte functions and a [`BodyStream`](crate::http::BodyStream) adapter; the
 //! proxy does the routing, relaying and metrics as for `/v1`.
 
+pub mod anthropic;
 pub mod ollama;

@@ -431,7 +431,11 @@ impl MockService {
                 .body(Body::Stream(Box::new(stream)));
         }
         let text: String = (0..tokens).map(|i| format!("tok{i} ")).collect();
-        let choice = if chat {
+        let choice = if chat && style == Style::ToolCalls {
+            let args: String = (0..tokens).map(|i| tool_arguments(i, tokens)).collect();
+            json!({"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_mock", "type": "function", "function": {"name": "lookup", "arguments": args}}]}})
+        } else if chat {
             json!({"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}})
         } else {
             json!({"index": 0, "finish_reason": "stop", "text": text})
@@ -511,6 +515,13 @@ impl MockService {
     }
 }
 
+/// The `i`th piece of the mock tool call's arguments: together, `{"q":"tok0 tok1 … "}`.
+fn tool_arguments(i: u32, tokens: u32) -> String {
+    let open = if i == 0 { "{\"q\":\"" } else { "" };
+    let close = if i + 1 == tokens { "\"}" } else { "" };
+    format!("{open}tok{i} {close}")
+}
+
 /// A streamed completion: one SSE event per token, `delay` apart (or, `ollama`, one NDJSON
 /// line per token and a `done` line, as Ollama's own API streams).
 struct TokenStream {
@@ -571,11 +582,14 @@ impl TokenStream {
             if self.chat {
                 let delta = match self.style {
                     Style::Reasoning if i < self.tokens / 2 => json!({"reasoning_content": text}),
+                    // The arguments, over all the events, are one JSON object.
                     Style::ToolCalls if i == 0 => {
-                        json!({"tool_calls": [{"index": 0, "id": "call_mock", "type": "function", "function": {"name": "lookup", "arguments": text}}]})
+                        let args = tool_arguments(i, self.tokens);
+                        json!({"tool_calls": [{"index": 0, "id": "call_mock", "type": "function", "function": {"name": "lookup", "arguments": args}}]})
                     }
                     Style::ToolCalls => {
-                        json!({"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
+                        let args = tool_arguments(i, self.tokens);
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": args}}]})
                     }
                     _ => json!({"content": text}),
                 };

@@ -2,8 +2,9 @@
 """End to end against a real model: two llama.cpp servers (llama-cpp-python) serving
 SmolLM2-135M, joined to a hub by the real `gambiarra join` (one direct, one through a reverse
 tunnel), a third serving it under two names (`smol-a`, `smol-b`) shared by one agent with
-`--all-models` and an alias, and the OpenAI Python SDK and the `ollama` library talking to the
-room (the latter through the hub's translation: llama.cpp speaks only OpenAI's API).
+`--all-models` and an alias, and the OpenAI Python SDK, the `ollama` library and the
+`anthropic` SDK talking to the room (the last two through the hub's translation: llama.cpp
+speaks only OpenAI's API).
 
     VENV=$(dirname "$(bash tests/real_model/setup.sh | tail -1)")/venv   # once: venv, llama.cpp, model
     $VENV/bin/python tests/real_model/run.py [--binary target/debug/gambiarra]
@@ -339,6 +340,40 @@ def main():
         suite.check("ollama library: streamed chat (translated)", ollama_chat_stream)
         suite.check("ollama library: generate (translated)", ollama_generate)
         suite.check("ollama library: embed (translated)", ollama_embed)
+
+        import anthropic  # the venv setup.sh made has it
+        claude = anthropic.Anthropic(base_url=f"{hub_url}/rooms/{code}", api_key="unused", max_retries=0)
+
+        def anthropic_create():
+            events.drain()
+            m = claude.messages.create(model=ALIAS, max_tokens=24, messages=messages)
+            assert m.content and m.content[0].type == "text" and m.content[0].text, m
+            assert m.stop_reason in ("end_turn", "max_tokens"), m
+            done = events.next("llm:complete")
+            assert m.usage.output_tokens == done["metrics"]["tokens"], (m.usage, done["metrics"])
+
+        def anthropic_stream():
+            events.drain()
+            with claude.messages.stream(model=ALIAS, max_tokens=24, messages=messages) as s:
+                text = "".join(s.text_stream)
+                final = s.get_final_message()
+            assert text and final.usage.output_tokens > 1, final
+            done = events.next("llm:complete")
+            assert final.usage.output_tokens == done["metrics"]["tokens"], (final.usage, done["metrics"])
+
+        def anthropic_count_tokens():
+            # The participant's own tokenizer: a longer prompt has more tokens.
+            short = claude.messages.count_tokens(model=ALIAS, messages=messages).input_tokens
+            events.next("llm:complete")
+            longer = claude.messages.count_tokens(
+                model=ALIAS, messages=[{"role": "user", "content": "Name three colours, then three animals."}]
+            ).input_tokens
+            events.next("llm:complete")
+            assert 0 < short < longer, (short, longer)
+
+        suite.check("anthropic SDK: messages.create (translated)", anthropic_create)
+        suite.check("anthropic SDK: messages.stream (translated)", anthropic_stream)
+        suite.check("anthropic SDK: count_tokens (translated)", anthropic_count_tokens)
     except Exception as e:  # noqa: BLE001 — set-up failed: counted, reported
         suite.failed += 1
         print(f"FAIL  set-up: {type(e).__name__}: {e}", flush=True)

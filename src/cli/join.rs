@@ -162,7 +162,21 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
             }
         };
         let shown = crate::cli::monitor::model::models_summary(&models);
+        let protocols = match &listing {
+            Some(l) => backend::protocols(&args.endpoint, l.flavor).await,
+            None => Vec::new(),
+        };
         match &listing {
+            Some(l) if !protocols.is_empty() => println!(
+                "✓ {} ({}) serves {shown}; besides OpenAI's API it speaks {}",
+                args.endpoint,
+                l.flavor.name(),
+                protocols
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Some(l) => println!("✓ {} ({}) serves {shown}", args.endpoint, l.flavor.name()),
             None => println!("  Sharing {shown} (not checked: --no-probe)"),
         }
@@ -207,10 +221,7 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
             } else {
                 models
             },
-            protocols: listing
-                .as_ref()
-                .map(|l| l.flavor.protocols())
-                .unwrap_or_default(),
+            protocols,
             endpoint: args.endpoint.clone(),
             specs,
             config: None,

@@ -346,7 +346,7 @@ impl Probing {
             on_event(AgentEvent::ProbeRecovered);
         }
         self.config.flavor = listing.flavor;
-        let protocols = listing.flavor.protocols();
+        let protocols = backend::protocols(&endpoint, listing.flavor).await;
         if protocols != me.request.protocols {
             me.request.protocols = protocols;
             me.unsent = true;

@@ -284,6 +284,37 @@ pub async fn list(endpoint: &str) -> Result<Listing, ProbeError> {
     }))
 }
 
+/// The APIs `endpoint` speaks besides OpenAI's: what its kind of server always speaks, and
+/// the Responses and Anthropic Messages APIs when it has them. Each is asked with an empty
+/// request, which a server that has the route refuses as invalid (400 or 422) and one that
+/// has not answers 404: nothing runs.
+pub async fn protocols(endpoint: &str, flavor: Flavor) -> Vec<crate::types::Protocol> {
+    use crate::types::Protocol;
+    let mut spoken = flavor.protocols();
+    let Ok(server) = HubClient::new(endpoint) else {
+        return spoken;
+    };
+    for (path, protocol) in [
+        ("/v1/responses", Protocol::Responses),
+        ("/v1/messages", Protocol::Anthropic),
+    ] {
+        let answered = server
+            .post_json::<serde::de::IgnoredAny, _>(path, &serde_json::json!({}))
+            .await;
+        if matches!(
+            answered,
+            Ok(_)
+                | Err(ClientError::Hub {
+                    status: 400 | 422,
+                    ..
+                })
+        ) {
+            spoken.push(protocol);
+        }
+    }
+    spoken
+}
+
 /// The names of the models `endpoint` offers.
 pub async fn list_models(endpoint: &str) -> Result<Vec<String>, ProbeError> {
     list(endpoint).await.map(|l| l.names())

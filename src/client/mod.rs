@@ -374,6 +374,17 @@ impl HubClient {
             .await
     }
 
+    /// `POST path` with a JSON body, the answer decoded as JSON; with the room password when
+    /// set.
+    pub async fn post_json<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.call("POST", path, Some(body), self.password.as_deref())
+            .await
+    }
+
     /// One request, one connection, the whole answer decoded as JSON.
     async fn call<T: DeserializeOwned, B: Serialize>(
         &self,

@@ -22,6 +22,7 @@
 //! | POST   | /rooms/:code/v1/completions            | Proxy(Completions)|
 //! | POST   | /rooms/:code/v1/embeddings             | Proxy(Embeddings)|
 //! | POST   | /rooms/:code/v1/messages[/count_tokens] | Anthropic        |
+//! | POST   | /rooms/:code/v1/responses              | Responses        |
 //! | GET    | /rooms/:code/api/tags, /api/ps, /api/version | Ollama (catalogue) |
 //! | POST   | /rooms/:code/api/show                  | Ollama(Show)     |
 //! | POST   | /rooms/:code/api/chat, /api/generate, /api/embed, /api/embeddings | Ollama(Run) |
@@ -114,6 +115,10 @@ pub enum Route<'a> {
         code: &'a str,
         op: crate::hub::translate::anthropic::Op,
     },
+    /// OpenAI's Responses API: passed through to participants that speak it.
+    Responses {
+        code: &'a str,
+    },
     /// Ollama's API on a room (`http://HUB/rooms/CODE` as an Ollama host).
     Ollama {
         code: &'a str,
@@ -148,6 +153,7 @@ impl Route<'_> {
             Route::Proxy { .. } => RouteLabel::Proxy,
             Route::Ollama { .. } => RouteLabel::Ollama,
             Route::Anthropic { .. } => RouteLabel::Anthropic,
+            Route::Responses { .. } => RouteLabel::Proxy,
             Route::MethodNotAllowed { .. } => RouteLabel::MethodNotAllowed,
             Route::NotFound => RouteLabel::NotFound,
         }
@@ -168,14 +174,18 @@ impl Route<'_> {
             | Route::Models { code }
             | Route::Proxy { code, .. }
             | Route::Ollama { code, .. }
-            | Route::Anthropic { code, .. } => Some(code),
+            | Route::Anthropic { code, .. }
+            | Route::Responses { code } => Some(code),
             _ => None,
         }
     }
 
     /// `/v1` routes take large bodies and answer errors in OpenAI's shape.
     pub fn is_v1(&self) -> bool {
-        matches!(self, Route::Models { .. } | Route::Proxy { .. })
+        matches!(
+            self,
+            Route::Models { .. } | Route::Proxy { .. } | Route::Responses { .. }
+        )
     }
 
     /// A request relayed to a participant (any dialect): large bodies, no control-route rate,
@@ -184,6 +194,7 @@ impl Route<'_> {
         matches!(
             self,
             Route::Proxy { .. }
+                | Route::Responses { .. }
                 | Route::Anthropic { .. }
                 | Route::Ollama {
                     op: OllamaRoute::Run(_),
@@ -248,6 +259,7 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
             None => Route::NotFound,
         },
         ["rooms", code, "v1", "models"] => gate(method, Get, GET, Route::Models { code }),
+        ["rooms", code, "v1", "responses"] => gate(method, Post, "POST", Route::Responses { code }),
         ["rooms", code, "v1", "messages"] => gate(
             method,
             Post,

@@ -105,6 +105,9 @@ impl Service {
                 Some(room),
             ) => Ok(proxy::handle_ollama(hub, room, *op, req).await),
             (Route::Ollama { op, .. }, Some(room)) => api::ollama_catalogue(&room, *op, req),
+            (Route::Responses { .. }, Some(room)) => {
+                Ok(proxy::handle_responses(hub, room, req).await)
+            }
             (Route::Anthropic { op, .. }, Some(room)) => {
                 Ok(proxy::handle_anthropic(hub, room, *op, req).await)
             }
@@ -130,7 +133,8 @@ impl Service {
                 | Route::Models { .. }
                 | Route::Proxy { .. }
                 | Route::Ollama { .. }
-                | Route::Anthropic { .. },
+                | Route::Anthropic { .. }
+                | Route::Responses { .. },
                 None,
             ) => Err(ApiError::not_found(msg::NOT_FOUND)),
         }

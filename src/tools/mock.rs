@@ -1,7 +1,7 @@
 //! A fake OpenAI-compatible LLM server (`gambiarra mock-llm`), served by the project's own HTTP
 //! layer: chat completions (streaming and not), completions, embeddings, `/v1/models` and
 //! Ollama's own API (`/api/tags`, `/api/ps`, and `/api/chat`, `/api/generate`, `/api/embed`
-//! answered natively, NDJSON streams included). It lets anyone try a hub without a GPU, and it
+//! answered natively, NDJSON streams included), and OpenAI's Responses API (not streamed). It lets anyone try a hub without a GPU, and it
 //! is the upstream of the tests and benchmarks. Its models and which of them are "loaded" can change
 //! while it runs ([`MockLlm::set_models`], [`MockLlm::set_loaded`]), as with `ollama pull`.
 //!
@@ -321,6 +321,7 @@ impl Handler for MockService {
                 "/v1/chat/completions"
                 | "/v1/completions"
                 | "/v1/embeddings"
+                | "/v1/responses"
                 | "/api/chat"
                 | "/api/generate"
                 | "/api/embed"
@@ -360,6 +361,24 @@ impl MockService {
             .to_string();
         if path.starts_with("/api/") {
             return self.ollama(path, body, model);
+        }
+        if path == "/v1/responses" {
+            // OpenAI's Responses API, not streamed: one message of output text.
+            self.stats.completed.fetch_add(1, Ordering::SeqCst);
+            let text: String = (0..self.config.tokens)
+                .map(|i| format!("tok{i} "))
+                .collect();
+            return json_response(
+                200,
+                &json!({
+                    "id": "resp_mock", "object": "response", "created_at": now_secs(),
+                    "status": "completed", "model": model,
+                    "output": [{"type": "message", "id": "msg_mock", "status": "completed", "role": "assistant",
+                                "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+                    "usage": {"input_tokens": 5, "output_tokens": self.config.tokens,
+                              "total_tokens": self.config.tokens + 5},
+                }),
+            );
         }
         let style = body
             .get("mock_style")

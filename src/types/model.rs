@@ -72,14 +72,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// The bit of this protocol in a participant's set.
-    pub fn bit(self) -> u8 {
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
         match self {
-            Protocol::OpenAi => 1,
-            Protocol::Ollama => 2,
-            Protocol::Anthropic => 4,
-            Protocol::Responses => 8,
-            Protocol::Other => 0,
+            Protocol::OpenAi => "openai",
+            Protocol::Ollama => "ollama",
+            Protocol::Anthropic => "anthropic",
+            Protocol::Responses => "responses",
+            Protocol::Other => "other",
         }
     }
 }

@@ -233,11 +233,8 @@ async fn one_agent_shares_every_model_and_follows_the_server() {
     .unwrap();
     let joined = sse.until("participant:joined").await.data;
     assert_eq!(joined["model"], "qwen2.5:7b", "the named model is primary");
-    assert_eq!(
-        joined["protocols"],
-        json!(["ollama"]),
-        "it answered Ollama's /api/tags"
-    );
+    // It answered Ollama's /api/tags, and has a /v1/responses (no /v1/messages).
+    assert_eq!(joined["protocols"], json!(["ollama", "responses"]));
     assert_eq!(
         joined["models"],
         json!([

@@ -631,3 +631,53 @@ async fn pooled_connection_closed_by_participant_is_retried_fresh() {
     server.abort();
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_responses_api_goes_only_to_participants_that_speak_it() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "responses").await;
+    let (speaks, not) = (quick_mock().await, quick_mock().await);
+    let path = format!("/rooms/{code}/v1/responses");
+    let ask = json!({"model": "llama3", "input": "hi"});
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(json!({"id": "chat-only", "nickname": "c", "model": "llama3", "endpoint": not.url(), "protocols": ["ollama"]})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    // Nobody speaks it: 501, in OpenAI's shape, naming what the room speaks.
+    let r = req(addr, "POST", &path, Some(ask.clone())).await;
+    assert_eq!(r.status, 501);
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "not_implemented");
+    assert!(e["message"].as_str().unwrap().contains("ollama"), "{e}");
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(json!({"id": "modern", "nickname": "m", "model": "llama3", "endpoint": speaks.url(), "protocols": ["responses"]})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    // Now it goes to the one that speaks it, every time, as it came.
+    for _ in 0..3 {
+        let r = req(addr, "POST", &path, Some(ask.clone())).await;
+        assert_eq!(r.status, 200, "{}", r.error());
+        assert_eq!(r.json()["object"], "response");
+    }
+    assert_eq!((speaks.requests().len(), not.requests().len()), (3, 0));
+    assert_eq!(speaks.requests()[0].head.path(), "/v1/responses");
+    // Named by id, one that does not speak it cannot take it.
+    let r = req(
+        addr,
+        "POST",
+        &path,
+        Some(json!({"model": "chat-only", "input": "hi"})),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    hub.shutdown().await;
+}

@@ -102,6 +102,7 @@ pub(crate) async fn handle_ollama(
             req,
             scan,
             path: op.path(),
+            only: false,
         }),
         Err(_) => None,
     };
@@ -144,12 +145,65 @@ pub(crate) async fn handle_anthropic(
                 anthropic::Op::Messages => "/v1/messages",
                 anthropic::Op::CountTokens => "/v1/messages/count_tokens",
             },
+            only: false,
         }),
         Err(_) => None,
     };
     match proxy(hub, room, ProxyKind::Chat, &openai, shape, native).await {
         Ok(r) => r,
         Err(e) => e.into_anthropic_response(),
+    }
+}
+
+/// Relay one request of OpenAI's Responses API (`/v1/responses`) to a participant whose server
+/// speaks it, as it came (the model spliced). The hub does not translate this API: a room where
+/// nobody speaks it answers 501, naming what its participants speak. Errors in OpenAI's shape.
+pub(crate) async fn handle_responses(
+    hub: &Arc<HubInner>,
+    room: Arc<Room>,
+    req: &Request,
+) -> Response {
+    let online: Vec<_> = room
+        .participants()
+        .into_iter()
+        .filter(|p| p.status != crate::types::ParticipantStatus::Offline)
+        .collect();
+    if !online
+        .iter()
+        .any(|p| p.protocols.contains(&Protocol::Responses))
+    {
+        let mut spoken = vec!["openai (chat completions)"];
+        for (protocol, name) in [
+            (Protocol::Ollama, "ollama"),
+            (Protocol::Anthropic, "anthropic"),
+        ] {
+            if online.iter().any(|p| p.protocols.contains(&protocol)) {
+                spoken.push(name);
+            }
+        }
+        return ApiError::new(
+            501,
+            format!(
+                "No participant in this room speaks the Responses API, and the hub does not translate it; its participants speak: {}. Use /v1/chat/completions",
+                spoken.join(", ")
+            ),
+        )
+        .into_openai_response();
+    }
+    let scan = match rewrite::scan(&req.body) {
+        Ok(scan) => scan,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_openai_response(),
+    };
+    let native = Native {
+        protocol: Protocol::Responses,
+        req,
+        scan,
+        path: "/v1/responses",
+        only: true,
+    };
+    match proxy(hub, room, ProxyKind::Chat, req, Shape::OpenAi, Some(native)).await {
+        Ok(r) => r,
+        Err(e) => e.into_openai_response(),
     }
 }
 
@@ -160,6 +214,8 @@ struct Native<'a> {
     req: &'a Request,
     scan: rewrite::BodyScan,
     path: &'static str,
+    /// Only participants that speak it may take the request (the hub does not translate it).
+    only: bool,
 }
 
 /// The dialect a relayed answer goes back in.
@@ -206,7 +262,8 @@ async fn proxy(
             return Err(last_error.unwrap_or(ApiError::unavailable(NO_PARTICIPANT)));
         }
         let dialect = native.as_ref().map(|n| n.protocol);
-        let lease = match hub.state.select(&room, &scan.model, &tried, dialect) {
+        let only = native.as_ref().is_some_and(|n| n.only);
+        let lease = match hub.state.select(&room, &scan.model, &tried, dialect, only) {
             Ok(l) => l,
             Err(SelectError::NoMatch) => return Err(ApiError::not_found(NO_PARTICIPANT)),
             Err(SelectError::Offline) => return Err(ApiError::unavailable(PARTICIPANT_OFFLINE)),

@@ -856,13 +856,15 @@ impl State {
     /// them the least loaded wins, then one that has the model loaded, then an exact spelling,
     /// the remaining ties rotating. An id and `*` are served with the participant's primary
     /// model. `dialect`: the protocol the request came in, when it is not OpenAI's; at equal
-    /// load and loaded state, a participant that speaks it goes first.
+    /// load and loaded state, a participant that speaks it goes first — or (`only`) only those
+    /// are candidates (a protocol the hub does not translate).
     pub(crate) fn select(
         &self,
         room: &Arc<Room>,
         requested: &str,
         tried: &[String],
         dialect: Option<crate::types::Protocol>,
+        only: bool,
     ) -> Result<Lease, SelectError> {
         let mut inner = room.lock();
         let speaks = |p: &Participant| dialect.is_some_and(|d| p.info.protocols.contains(&d));
@@ -896,6 +898,9 @@ impl State {
             if p.info.status == ParticipantStatus::Offline {
                 return Err(SelectError::Offline);
             }
+            if only && !speaks(p) {
+                return Err(SelectError::NoMatch);
+            }
             return Ok(lease(p, 0, true));
         }
         let name = by_model.unwrap_or(requested);
@@ -906,7 +911,7 @@ impl State {
         // (in flight, loaded, speaks another protocol than the request's, not the exact name)
         let mut best = (u32::MAX, u8::MAX, true, true);
         for (i, p) in inner.participants.iter().enumerate() {
-            if p.info.status == ParticipantStatus::Offline {
+            if p.info.status == ParticipantStatus::Offline || (only && !speaks(p)) {
                 continue;
             }
             let foreign = !speaks(p) && dialect.is_some();

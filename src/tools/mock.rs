@@ -1,7 +1,8 @@
 //! A fake OpenAI-compatible LLM server (`gambiarra mock-llm`), served by the project's own HTTP
 //! layer: chat completions (streaming and not), completions, embeddings, `/v1/models` and
 //! Ollama's own API (`/api/tags`, `/api/ps`, and `/api/chat`, `/api/generate`, `/api/embed`
-//! answered natively, NDJSON streams included), and OpenAI's Responses API (not streamed). It lets anyone try a hub without a GPU, and it
+//! answered natively, NDJSON streams included), Anthropic's Messages API (its event stream
+//! included, and `count_tokens`), and OpenAI's Responses API (not streamed). It lets anyone try a hub without a GPU, and it
 //! is the upstream of the tests and benchmarks. Its models and which of them are "loaded" can change
 //! while it runs ([`MockLlm::set_models`], [`MockLlm::set_loaded`]), as with `ollama pull`.
 //!
@@ -322,6 +323,8 @@ impl Handler for MockService {
                 | "/v1/completions"
                 | "/v1/embeddings"
                 | "/v1/responses"
+                | "/v1/messages"
+                | "/v1/messages/count_tokens"
                 | "/api/chat"
                 | "/api/generate"
                 | "/api/embed"
@@ -361,6 +364,9 @@ impl MockService {
             .to_string();
         if path.starts_with("/api/") {
             return self.ollama(path, body, model);
+        }
+        if path.starts_with("/v1/messages") {
+            return self.anthropic(path, body, model);
         }
         if path == "/v1/responses" {
             // OpenAI's Responses API, not streamed: one message of output text.
@@ -438,7 +444,7 @@ impl MockService {
                     .and_then(Value::as_u64)
                     .map(|n| n as u32),
                 usage,
-                ollama: false,
+                form: Form::OpenAi,
                 next: 0,
                 sleep: None,
                 finished: false,
@@ -473,6 +479,49 @@ impl MockService {
 }
 
 impl MockService {
+    /// Anthropic's Messages API: a message (streamed as its events when asked), and
+    /// `count_tokens`.
+    fn anthropic(&self, path: &str, body: &Value, model: String) -> Response {
+        if path.ends_with("/count_tokens") {
+            return json_response(200, &json!({"input_tokens": 5}));
+        }
+        if body.get("max_tokens").and_then(Value::as_u64).is_none() {
+            return json_response(
+                400,
+                &json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}}),
+            );
+        }
+        if body.get("stream").and_then(Value::as_bool) == Some(true) {
+            let stream = TokenStream {
+                chat: true,
+                style: Style::Compact,
+                model,
+                tokens: self.config.tokens,
+                delay: self.config.token_delay,
+                die_after: None,
+                usage: false,
+                form: Form::Anthropic,
+                next: 0,
+                sleep: None,
+                finished: false,
+                stats: self.stats.clone(),
+            };
+            return Response::new(200)
+                .header("Content-Type", Bytes::from_static(b"text/event-stream"))
+                .body(Body::Stream(Box::new(stream)));
+        }
+        self.stats.completed.fetch_add(1, Ordering::SeqCst);
+        let text: String = (0..self.config.tokens)
+            .map(|i| format!("tok{i} "))
+            .collect();
+        json_response(
+            200,
+            &json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                    "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": self.config.tokens}}),
+        )
+    }
+
     /// Ollama's own API: `/api/chat` and `/api/generate` (streamed as NDJSON unless
     /// `"stream": false`, as Ollama does), `/api/embed`, `/api/embeddings`.
     fn ollama(&self, path: &str, body: &Value, model: String) -> Response {
@@ -511,7 +560,7 @@ impl MockService {
                 delay: self.config.token_delay,
                 die_after: None,
                 usage: false,
-                ollama: true,
+                form: Form::Ollama,
                 next: 0,
                 sleep: None,
                 finished: false,
@@ -544,8 +593,8 @@ fn tool_arguments(i: u32, tokens: u32) -> String {
 /// A streamed completion: one SSE event per token, `delay` apart (or, `ollama`, one NDJSON
 /// line per token and a `done` line, as Ollama's own API streams).
 struct TokenStream {
-    /// Ollama's NDJSON instead of OpenAI's SSE.
-    ollama: bool,
+    /// Whose stream it writes.
+    form: Form,
     chat: bool,
     style: Style,
     model: String,
@@ -560,7 +609,59 @@ struct TokenStream {
     stats: Arc<Stats>,
 }
 
+/// The API a token stream is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    OpenAi,
+    Ollama,
+    Anthropic,
+}
+
 impl TokenStream {
+    /// Anthropic's events: `message_start` and the text block's start with the first token,
+    /// a `content_block_delta` per token, then the block's stop, `message_delta` and
+    /// `message_stop` together.
+    fn anthropic_event(&self, i: u32) -> Option<Bytes> {
+        let event = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+        let mut out = String::new();
+        if i == 0 {
+            out.push_str(&event(
+                "message_start",
+                json!({"type": "message_start", "message": {
+                "id": "msg_mock", "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+            ));
+            out.push_str(&event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ));
+        }
+        if i < self.tokens {
+            out.push_str(&event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": format!("tok{i} ")}}),
+            ));
+        } else if i == self.tokens {
+            out.push_str(&event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ));
+            out.push_str(&event(
+                "message_delta",
+                json!({"type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": self.tokens}}),
+            ));
+            out.push_str(&event("message_stop", json!({"type": "message_stop"})));
+        } else {
+            return None;
+        }
+        Some(Bytes::from(out))
+    }
+
     fn ollama_line(&self, i: u32) -> Option<Bytes> {
         let created = crate::hub::translate::ollama::rfc3339_now();
         let mut v = json!({"model": self.model, "created_at": created});
@@ -587,8 +688,10 @@ impl TokenStream {
     }
 
     fn event(&self, i: u32) -> Option<Bytes> {
-        if self.ollama {
-            return self.ollama_line(i);
+        match self.form {
+            Form::Ollama => return self.ollama_line(i),
+            Form::Anthropic => return self.anthropic_event(i),
+            Form::OpenAi => {}
         }
         let object = if self.chat {
             "chat.completion.chunk"
@@ -662,7 +765,7 @@ impl BodyStream for TokenStream {
             }
             let i = self.next;
             self.next += 1;
-            if i == self.tokens + 1 && !self.usage && !self.ollama {
+            if i == self.tokens + 1 && !self.usage && self.form == Form::OpenAi {
                 continue;
             }
             return match self.event(i) {

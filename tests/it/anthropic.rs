@@ -147,3 +147,52 @@ async fn errors_in_anthropics_shape_and_x_api_key() {
     }
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_participant_that_speaks_anthropic_gets_the_request_as_it_came() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "native").await;
+    let mock = quick_mock().await;
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(json!({"id": "claude-ish", "nickname": "c", "model": "llama3:latest", "endpoint": mock.url(),
+                    "protocols": ["anthropic"]})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.error());
+    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
+    sse.until("connected").await;
+    let path = format!("/rooms/{code}/v1/messages");
+    let ask = json!({"model": "llama3", "max_tokens": 8, "stream": true, "metadata": {"user_id": "u"},
+                     "messages": [{"role": "user", "content": "hi"}]});
+    let r = req(addr, "POST", &path, Some(ask)).await;
+    assert_eq!(r.status, 200, "{}", r.error());
+    let e = events(&r.body);
+    assert_eq!(
+        e[0].1["message"]["id"], "msg_mock",
+        "the participant's own events"
+    );
+    let sent: Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    assert_eq!(mock.requests()[0].head.path(), "/v1/messages");
+    assert_eq!(sent["model"], "llama3:latest");
+    assert_eq!(
+        sent["metadata"]["user_id"], "u",
+        "passed through, not translated"
+    );
+    // Measured from Anthropic's own events.
+    let done = sse.until("llm:complete").await;
+    assert_eq!(done.data["metrics"]["tokens"], 3);
+    let r = req(
+        addr,
+        "POST",
+        &format!("{path}/count_tokens"),
+        Some(json!({"model": "llama3", "messages": []})),
+    )
+    .await;
+    assert_eq!(r.json(), json!({"input_tokens": 5}));
+    assert_eq!(mock.requests()[1].head.path(), "/v1/messages/count_tokens");
+    hub.shutdown().await;
+}

@@ -233,8 +233,11 @@ async fn one_agent_shares_every_model_and_follows_the_server() {
     .unwrap();
     let joined = sse.until("participant:joined").await.data;
     assert_eq!(joined["model"], "qwen2.5:7b", "the named model is primary");
-    // It answered Ollama's /api/tags, and has a /v1/responses (no /v1/messages).
-    assert_eq!(joined["protocols"], json!(["ollama", "responses"]));
+    // It answered Ollama's /api/tags, and has a /v1/responses and a /v1/messages.
+    assert_eq!(
+        joined["protocols"],
+        json!(["ollama", "responses", "anthropic"])
+    );
     assert_eq!(
         joined["models"],
         json!([

@@ -14,7 +14,9 @@
 //! (reasoning models' thinking tokens), `.delta.tool_calls[].function.arguments`, a legacy
 //! `choices[].text`, a `choices[].message.content`; Ollama's `message.content` / `response` /
 //! `message.thinking`. Reported totals win over the count: `usage.completion_tokens` (OpenAI, in
-//! a non-streaming answer or a stream's final usage chunk), `eval_count` (Ollama's last event).
+//! a non-streaming answer or a stream's final usage chunk), `eval_count` (Ollama's last event),
+//! `usage.output_tokens` (Anthropic's message, or its stream's `message_delta`); Anthropic's
+//! `content_block_delta` events count as output.
 //!
 //! Parsing borrows from the bytes and allocates nothing: the event types below only note what
 //! they saw (see [`Output`]).
@@ -196,17 +198,33 @@ struct Event {
     response: Output,
     eval_count: Option<u64>,
     done: Option<bool>,
+    /// Anthropic's `content_block_delta` (`text`, `partial_json`, `thinking`).
+    delta: Option<BlockDelta>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BlockDelta {
+    text: Output,
+    partial_json: Output,
+    thinking: Output,
 }
 
 impl Event {
     fn has_output(&self) -> bool {
-        self.choices.0 || self.message.as_ref().is_some_and(Delta::has_output) || self.response.0
+        self.choices.0
+            || self.message.as_ref().is_some_and(Delta::has_output)
+            || self.response.0
+            || self
+                .delta
+                .as_ref()
+                .is_some_and(|d| d.text.0 || d.partial_json.0 || d.thinking.0)
     }
 
     fn reported_tokens(&self) -> Option<u64> {
         self.usage
             .as_ref()
-            .and_then(|u| u.completion_tokens)
+            .and_then(|u| u.completion_tokens.or(u.output_tokens))
             .or(self.eval_count)
     }
 }
@@ -215,6 +233,8 @@ impl Event {
 #[serde(default)]
 struct Usage {
     completion_tokens: Option<u64>,
+    /// Anthropic's (a message, or a stream's `message_delta`).
+    output_tokens: Option<u64>,
 }
 
 /// `choices[i]`: a streamed delta, a whole message, or legacy completion text.

@@ -196,6 +196,29 @@ fn relay(c: &mut Criterion) {
             black_box((out, scanner.tokens()))
         })
     });
+    // Translation (Ollama's or Anthropic's API in front of an OpenAI participant): the same
+    // 200-token stream, one read per event, decoded, through the answer translator (parse
+    // each event, write the dialect's line or events). Compare with token_scanner_200_tokens,
+    // what a passthrough does to the same bytes.
+    let events: Vec<bytes::Bytes> = payload
+        .split_inclusive(|b| *b == b'\n')
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|c| bytes::Bytes::from(c.concat()))
+        .collect();
+    for (name, anthropic) in [
+        ("translate_ollama_200_tokens", false),
+        ("translate_anthropic_200_tokens", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(gambiarra::internals::fuzzing::translate_answer(
+                    black_box(&events),
+                    anthropic,
+                ))
+            })
+        });
+    }
     g.finish();
 }
 

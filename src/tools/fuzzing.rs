@@ -430,3 +430,28 @@ pub fn translate_anthropic(data: &[u8]) {
         }
     }
 }
+
+/// For the benches: an OpenAI streamed answer (`reads`, decoded) through the Ollama (`false`)
+/// or Anthropic (`true`) answer translator; the bytes it yields.
+pub fn translate_answer(reads: &[Bytes], anthropic: bool) -> usize {
+    use crate::hub::translate::{anthropic as an, ollama as ol};
+    use std::task::{Context, Poll};
+    struct Reads(std::collections::VecDeque<Bytes>);
+    impl crate::http::BodyStream for Reads {
+        fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+    let reads = Reads(reads.iter().cloned().collect());
+    let mut out: Box<dyn crate::http::BodyStream> = if anthropic {
+        Box::new(an::Out::new(reads, an::Op::Messages, "m".into(), true, 200))
+    } else {
+        Box::new(ol::Out::new(reads, ol::Op::Chat, "m".into(), true, 200))
+    };
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut n = 0;
+    while let Poll::Ready(Some(Ok(b))) = out.poll_next(&mut cx) {
+        n += b.len();
+    }
+    n
+}

@@ -103,13 +103,13 @@ impl Service {
                     ..
                 },
                 Some(room),
-            ) => Ok(proxy::handle_ollama(hub, room, *op, req).await),
+            ) => Ok(proxy::dialects::handle_ollama(hub, room, *op, req).await),
             (Route::Ollama { op, .. }, Some(room)) => api::ollama_catalogue(&room, *op, req),
             (Route::Responses { .. }, Some(room)) => {
-                Ok(proxy::handle_responses(hub, room, req).await)
+                Ok(proxy::dialects::handle_responses(hub, room, req).await)
             }
             (Route::Anthropic { op, .. }, Some(room)) => {
-                Ok(proxy::handle_anthropic(hub, room, *op, req).await)
+                Ok(proxy::dialects::handle_anthropic(hub, room, *op, req).await)
             }
             (Route::Proxy { kind, .. }, Some(room)) => {
                 Ok(proxy::handle(hub, room, *kind, req).await)

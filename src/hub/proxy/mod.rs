@@ -15,7 +15,13 @@
 //! A participant that refuses the connection or does not answer the connect in time, before
 //! any byte was sent, is skipped for the next candidate (unless it was named by id); three such
 //! failures in a row mark it offline.
+//!
+//! The other front doors (Ollama's API, Anthropic's Messages API, OpenAI's Responses API) are
+//! in [`dialects`]: they hand this relay an OpenAI translation and the body as it came, and the
+//! relay picks per attempt by what the chosen participant speaks ([`Native`]), answering in the
+//! request's dialect ([`Shape`]).
 
+pub(crate) mod dialects;
 pub mod rewrite;
 pub(crate) mod tokens;
 pub(crate) mod tunnel;
@@ -72,144 +78,9 @@ pub(crate) async fn handle(
     }
 }
 
-/// Relay one request of Ollama's API (`/api/chat`, `/api/generate`, `/api/embed`,
-/// `/api/embeddings`), translated to OpenAI's for the participant and back
-/// ([`translate::ollama`]). Errors come back in Ollama's shape, `{"error": "…"}`.
-pub(crate) async fn handle_ollama(
-    hub: &Arc<HubInner>,
-    room: Arc<Room>,
-    op: ollama::Op,
-    req: &Request,
-) -> Response {
-    let translated = match ollama::request(op, &req.body) {
-        Ok(t) => t,
-        Err(why) => return ApiError::bad_request(why).into_response(),
-    };
-    let openai = Request {
-        head: req.head.clone(),
-        body: translated.body,
-        budget: None,
-    };
-    let shape = Shape::Ollama {
-        op,
-        model: translated.model,
-        stream: translated.stream,
-    };
-    // Participants whose server is an Ollama get the request as it came.
-    let native = match rewrite::scan(&req.body) {
-        Ok(scan) => Some(Native {
-            protocol: Protocol::Ollama,
-            req,
-            scan,
-            path: op.path(),
-            only: false,
-        }),
-        Err(_) => None,
-    };
-    match proxy(hub, room, translated.kind, &openai, shape, native).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-/// Relay one request of Anthropic's Messages API (`/v1/messages`, `/v1/messages/count_tokens`),
-/// translated to an OpenAI chat completion for the participant and back
-/// ([`translate::anthropic`]); passed through as it came to a participant whose server speaks
-/// Anthropic's API. Errors come back in Anthropic's shape.
-pub(crate) async fn handle_anthropic(
-    hub: &Arc<HubInner>,
-    room: Arc<Room>,
-    op: anthropic::Op,
-    req: &Request,
-) -> Response {
-    let translated = match anthropic::request(op, &req.body) {
-        Ok(t) => t,
-        Err(why) => return ApiError::bad_request(why).into_anthropic_response(),
-    };
-    let openai = Request {
-        head: req.head.clone(),
-        body: translated.body,
-        budget: None,
-    };
-    let shape = Shape::Anthropic {
-        op,
-        model: translated.model,
-        stream: translated.stream,
-    };
-    let native = match rewrite::scan(&req.body) {
-        Ok(scan) => Some(Native {
-            protocol: Protocol::Anthropic,
-            req,
-            scan,
-            path: match op {
-                anthropic::Op::Messages => "/v1/messages",
-                anthropic::Op::CountTokens => "/v1/messages/count_tokens",
-            },
-            only: false,
-        }),
-        Err(_) => None,
-    };
-    match proxy(hub, room, ProxyKind::Chat, &openai, shape, native).await {
-        Ok(r) => r,
-        Err(e) => e.into_anthropic_response(),
-    }
-}
-
-/// Relay one request of OpenAI's Responses API (`/v1/responses`) to a participant whose server
-/// speaks it, as it came (the model spliced). The hub does not translate this API: a room where
-/// nobody speaks it answers 501, naming what its participants speak. Errors in OpenAI's shape.
-pub(crate) async fn handle_responses(
-    hub: &Arc<HubInner>,
-    room: Arc<Room>,
-    req: &Request,
-) -> Response {
-    let online: Vec<_> = room
-        .participants()
-        .into_iter()
-        .filter(|p| p.status != crate::types::ParticipantStatus::Offline)
-        .collect();
-    if !online
-        .iter()
-        .any(|p| p.protocols.contains(&Protocol::Responses))
-    {
-        let mut spoken = vec!["openai (chat completions)"];
-        for (protocol, name) in [
-            (Protocol::Ollama, "ollama"),
-            (Protocol::Anthropic, "anthropic"),
-        ] {
-            if online.iter().any(|p| p.protocols.contains(&protocol)) {
-                spoken.push(name);
-            }
-        }
-        return ApiError::new(
-            501,
-            format!(
-                "No participant in this room speaks the Responses API, and the hub does not translate it; its participants speak: {}. Use /v1/chat/completions",
-                spoken.join(", ")
-            ),
-        )
-        .into_openai_response();
-    }
-    let scan = match rewrite::scan(&req.body) {
-        Ok(scan) => scan,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_openai_response(),
-    };
-    let native = Native {
-        protocol: Protocol::Responses,
-        req,
-        scan,
-        path: "/v1/responses",
-        only: true,
-    };
-    match proxy(hub, room, ProxyKind::Chat, req, Shape::OpenAi, Some(native)).await {
-        Ok(r) => r,
-        Err(e) => e.into_openai_response(),
-    }
-}
-
 /// A request in another protocol than OpenAI's, for the participants that speak it: its body
 /// as it came (the model spliced, as on `/v1`) and the path it goes to.
-struct Native<'a> {
+pub(crate) struct Native<'a> {
     protocol: Protocol,
     req: &'a Request,
     scan: rewrite::BodyScan,
@@ -219,7 +90,7 @@ struct Native<'a> {
 }
 
 /// The dialect a relayed answer goes back in.
-enum Shape {
+pub(crate) enum Shape {
     /// As the participant sent it, byte for byte.
     OpenAi,
     /// Translated to Ollama's ([`ollama::Out`]): `model` as the client asked for it.

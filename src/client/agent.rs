@@ -6,7 +6,7 @@
 //! when the hub no longer knows it (the hub restarted, or the participant was removed).
 //!
 //! With [`Reprobe`], it also asks its model server every so often which models it has and
-//! which are loaded ([`backend`](super::backend)), and updates its entry on the hub (with its
+//! which are loaded ([`backend`]), and updates its entry on the hub (with its
 //! participant secret) when that changed: a model pulled, removed, loaded or unloaded.
 
 use std::future::Future;

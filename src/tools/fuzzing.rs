@@ -373,7 +373,8 @@ pub fn translate_ollama(data: &[u8]) {
                 match crate::http::BodyStream::poll_next(&mut out, &mut cx) {
                     Poll::Ready(Some(Ok(b))) => text.extend_from_slice(&b),
                     Poll::Ready(Some(Err(_))) | Poll::Ready(None) => break,
-                    Poll::Pending => unreachable!("the reads are all ready"),
+                    // A translator yields now and then to let its connection look at the client.
+                    Poll::Pending => continue,
                 }
             }
             for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -414,7 +415,8 @@ pub fn translate_anthropic(data: &[u8]) {
                     Poll::Ready(Some(Ok(b))) => text.extend_from_slice(&b),
                     Poll::Ready(Some(Err(_))) => return,
                     Poll::Ready(None) => break,
-                    Poll::Pending => unreachable!("the reads are all ready"),
+                    // A translator yields now and then to let its connection look at the client.
+                    Poll::Pending => continue,
                 }
             }
             if !events {
@@ -450,8 +452,12 @@ pub fn translate_answer(reads: &[Bytes], anthropic: bool) -> usize {
     };
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut n = 0;
-    while let Poll::Ready(Some(Ok(b))) = out.poll_next(&mut cx) {
-        n += b.len();
+    loop {
+        match out.poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(b))) => n += b.len(),
+            Poll::Ready(_) => return n,
+            // It yields now and then to let its connection look at the client.
+            Poll::Pending => continue,
+        }
     }
-    n
 }

@@ -317,3 +317,52 @@ async fn a_participant_that_speaks_ollama_gets_the_request_as_it_came() {
     assert_eq!(r.json()["participant"]["protocols"], json!(["ollama"]));
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_bodiless_answer_cannot_be_translated() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A participant that answers every request 204 No Content.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+            });
+        }
+    });
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "bodiless").await;
+    let r = req(
+        addr,
+        "POST",
+        &format!("/rooms/{code}/join"),
+        Some(json!({"id": "p", "nickname": "p", "model": "llama3", "endpoint": format!("http://127.0.0.1:{port}")})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    // On one keep-alive connection: a clear 502 in each dialect, then the next request works.
+    let mut c = Conn::open(addr).await;
+    let r = c
+        .request(
+            "POST",
+            &format!("/rooms/{code}/api/chat"),
+            Some(&json!({"model": "llama3", "messages": []})),
+        )
+        .await;
+    assert_eq!(r.status, 502);
+    assert!(r.json()["error"].as_str().unwrap().contains("204"));
+    let r = c
+        .request(
+            "POST",
+            &format!("/rooms/{code}/v1/messages"),
+            Some(&json!({"model": "llama3", "max_tokens": 4, "messages": []})),
+        )
+        .await;
+    assert_eq!((r.status, r.json()["type"].as_str()), (502, Some("error")));
+    assert_eq!(c.request("GET", "/health", None).await.status, 200);
+    hub.shutdown().await;
+}

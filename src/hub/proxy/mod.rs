@@ -178,6 +178,19 @@ async fn proxy(
                     stream: scan.stream,
                     client_minor: req.head.minor_version,
                 };
+                // A translated answer always has a body; a status that may not carry one (1xx,
+                // 204, 304) from a participant is not an answer the client's dialect can take.
+                let status = answer.head.status;
+                if !lease.native
+                    && !matches!(shape, Shape::OpenAi)
+                    && (status < 200 || status == 204 || status == 304)
+                {
+                    hub.metrics
+                        .proxied(&lease.participant_id, Outcome::UpstreamError);
+                    let message = format!("Participant answered {status} with no body");
+                    llm_error(&room, &lease.participant_id, &message);
+                    return Err(ApiError::new(502, message));
+                }
                 return Ok(match shape {
                     _ if lease.native => respond(hub, lease, asked, started, answer),
                     Shape::OpenAi => respond(hub, lease, asked, started, answer),
@@ -188,6 +201,20 @@ async fn proxy(
                         Response::new(status)
                             .header("Content-Type", Bytes::from_static(out.content_type()))
                             .body(Body::Stream(Box::new(out)))
+                    }
+                    // The count's status depends on the answer's body: read it whole (it is small)
+                    // before answering.
+                    Shape::Anthropic {
+                        op: anthropic::Op::CountTokens,
+                        ..
+                    } => {
+                        let relay = relay(hub, lease, asked, started, answer);
+                        let body = collect(relay, ollama::MAX_ERROR_BODY).await;
+                        let (status, v) = anthropic::count_answer(status, &body);
+                        Response::json(
+                            status,
+                            Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                        )
                     }
                     Shape::Anthropic { op, model, stream } => {
                         let status = answer.head.status;
@@ -226,6 +253,16 @@ async fn proxy(
             }
         }
     }
+}
+
+/// The whole of a (small) body, at most `limit` bytes kept; a failed read ends it.
+async fn collect(mut body: impl BodyStream, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(Ok(b)) = std::future::poll_fn(|cx| body.poll_next(cx)).await {
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&b[..b.len().min(room)]);
+    }
+    out
 }
 
 /// Reports a request abandoned by its client before the participant answered (when dropped

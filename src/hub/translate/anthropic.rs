@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::ollama::{MAX_DOCUMENT, MAX_LINE};
+use super::ollama::{MAX_LINE, READS_BEFORE_YIELD, document_feed};
 use crate::http::BodyStream;
 
 /// What a request to the Messages API asks.
@@ -278,6 +278,33 @@ pub(crate) fn error_body(status: u16, message: &str) -> Value {
     json!({"type": "error", "error": {"type": error_type(status), "message": message}})
 }
 
+/// The answer to `count_tokens` from the participant's answer to the one-token generation
+/// (`status`, `body`): `{"input_tokens"}` from its `usage.prompt_tokens`, else an error with a
+/// status that says so (502 when the participant answered without the count).
+pub(crate) fn count_answer(status: u16, body: &[u8]) -> (u16, Value) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        let message = v["error"]["message"]
+            .as_str()
+            .or_else(|| v["error"].as_str())
+            .map_or_else(
+                || format!("the participant answered {status}"),
+                str::to_string,
+            );
+        return (status, error_body(status, &message));
+    }
+    match v["usage"]["prompt_tokens"].as_u64() {
+        Some(n) => (200, json!({"input_tokens": n})),
+        None => (
+            502,
+            error_body(
+                502,
+                "the participant did not report how many tokens the prompt has",
+            ),
+        ),
+    }
+}
+
 /// A `msg_…` id, unique in this process.
 fn message_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -316,6 +343,8 @@ pub(crate) struct Out<S> {
     output_events: u64,
     usage: Option<(u64, u64)>,
     finish_reason: Option<String>,
+    /// Upstream reads since the last output.
+    quiet_reads: u32,
 }
 
 impl<S: BodyStream> Out<S> {
@@ -339,6 +368,7 @@ impl<S: BodyStream> Out<S> {
             output_events: 0,
             usage: None,
             finish_reason: None,
+            quiet_reads: 0,
         };
         if events {
             let start = json!({
@@ -385,13 +415,10 @@ impl<S: BodyStream> Out<S> {
     }
 
     fn feed(&mut self, data: &[u8]) -> io::Result<()> {
-        self.buf.extend_from_slice(data);
         if !self.events {
-            if self.buf.len() > MAX_DOCUMENT {
-                return Err(io::Error::other("answer too large to translate"));
-            }
-            return Ok(());
+            return document_feed(&mut self.buf, data, self.status);
         }
+        self.buf.extend_from_slice(data);
         while let Some(end) = memchr::memchr(b'\n', &self.buf) {
             let line: Vec<u8> = self.buf.drain(..=end).collect();
             self.sse_line(&line);
@@ -602,6 +629,17 @@ impl<S: BodyStream> BodyStream for Out<S> {
                         self.ended = true;
                         return Poll::Ready(Some(Err(e)));
                     }
+                    if self.ready.is_empty() {
+                        self.quiet_reads += 1;
+                        if self.quiet_reads >= READS_BEFORE_YIELD {
+                            // Let the connection see whether its client is still there.
+                            self.quiet_reads = 0;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    } else {
+                        self.quiet_reads = 0;
+                    }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.ended = true;
@@ -706,8 +744,12 @@ mod tests {
         let mut out = Out::new(reads, op, "llama3".into(), stream, status);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut text = Vec::new();
-        while let Poll::Ready(Some(b)) = out.poll_next(&mut cx) {
-            text.extend_from_slice(&b.unwrap());
+        loop {
+            match out.poll_next(&mut cx) {
+                Poll::Ready(Some(b)) => text.extend_from_slice(&b.unwrap()),
+                Poll::Ready(None) => break,
+                Poll::Pending => continue,
+            }
         }
         String::from_utf8(text).unwrap()
     }
@@ -784,14 +826,18 @@ mod tests {
         );
         assert_eq!(m["stop_reason"], "max_tokens");
         assert_eq!(m["usage"], json!({"input_tokens": 3, "output_tokens": 2}));
-        let count: Value = serde_json::from_str(&run(
-            Op::CountTokens,
-            false,
-            200,
-            &[r#"{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":12,"completion_tokens":1}}"#],
-        ))
-        .unwrap();
-        assert_eq!(count, json!({"input_tokens": 12}));
+        assert_eq!(
+            count_answer(
+                200,
+                br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":1}}"#
+            ),
+            (200, json!({"input_tokens": 12}))
+        );
+        assert_eq!(count_answer(200, b"data: {}").0, 502);
+        assert_eq!(
+            count_answer(500, br#"{"error":{"message":"x"}}"#).1["error"]["message"],
+            "x"
+        );
         let err: Value = serde_json::from_str(&run(
             Op::Messages,
             true,

@@ -34,6 +34,15 @@ use crate::hub::router::ProxyKind;
 pub(crate) const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
 /// Longest line of a streamed answer.
 pub(crate) const MAX_LINE: usize = 1024 * 1024;
+/// Most bytes of tool-call names and arguments a stream may accumulate (they are sent whole,
+/// at the end).
+pub(crate) const MAX_TOOL_CALLS: usize = 1024 * 1024;
+/// Most bytes of an error answer kept (its message is what the client gets).
+pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Upstream reads a translator takes in a row without yielding anything before it lets the
+/// connection look at its client (a participant streaming nothing useful, fast, must not keep
+/// a departed client's request running).
+pub(crate) const READS_BEFORE_YIELD: u32 = 16;
 
 /// The Ollama operation a request is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -360,6 +369,10 @@ pub(crate) struct Out<S> {
     finish_reason: Option<String>,
     /// Tool calls by index: (name, arguments so far).
     tool_calls: Vec<(String, String)>,
+    /// Bytes in `tool_calls` (at most [`MAX_TOOL_CALLS`]).
+    tool_bytes: usize,
+    /// Upstream reads since the last output.
+    quiet_reads: u32,
 }
 
 impl<S: BodyStream> Out<S> {
@@ -381,6 +394,8 @@ impl<S: BodyStream> Out<S> {
             usage: None,
             finish_reason: None,
             tool_calls: Vec::new(),
+            tool_bytes: 0,
+            quiet_reads: 0,
         }
     }
 
@@ -400,19 +415,19 @@ impl<S: BodyStream> Out<S> {
     }
 
     fn feed(&mut self, data: &[u8]) -> io::Result<()> {
-        self.buf.extend_from_slice(data);
         if !self.lines {
-            if self.buf.len() > MAX_DOCUMENT {
-                return Err(io::Error::other("answer too large to translate"));
-            }
-            return Ok(());
+            return document_feed(&mut self.buf, data, self.status);
         }
+        self.buf.extend_from_slice(data);
         while let Some(end) = memchr::memchr(b'\n', &self.buf) {
             let line: Vec<u8> = self.buf.drain(..=end).collect();
             self.sse_line(&line);
         }
         if self.buf.len() > MAX_LINE {
             return Err(io::Error::other("streamed event too large to translate"));
+        }
+        if self.tool_bytes > MAX_TOOL_CALLS {
+            return Err(io::Error::other("tool calls too large to translate"));
         }
         Ok(())
     }
@@ -461,12 +476,17 @@ impl<S: BodyStream> Out<S> {
                     self.tool_calls.push((String::new(), String::new()));
                 }
                 let f = call.get("function").unwrap_or(&Value::Null);
-                if let Some(n) = f.get("name").and_then(Value::as_str) {
-                    self.tool_calls[i].0.push_str(n);
+                let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+                let args = f
+                    .get("arguments")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                self.tool_bytes += name.len() + args.len();
+                if self.tool_bytes > MAX_TOOL_CALLS {
+                    return;
                 }
-                if let Some(a) = f.get("arguments").and_then(Value::as_str) {
-                    self.tool_calls[i].1.push_str(a);
-                }
+                self.tool_calls[i].0.push_str(name);
+                self.tool_calls[i].1.push_str(args);
             }
             self.first_output.get_or_insert_with(Instant::now);
             self.events += 1;
@@ -669,6 +689,21 @@ fn ollama_calls<'a>(calls: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
     )
 }
 
+/// Keep a document's bytes: a success's up to [`MAX_DOCUMENT`] (past it, the answer fails), an
+/// error's up to [`MAX_ERROR_BODY`] (the rest is dropped: its message is what is kept).
+pub(crate) fn document_feed(buf: &mut Vec<u8>, data: &[u8], status: u16) -> io::Result<()> {
+    if !(200..300).contains(&status) {
+        let room = MAX_ERROR_BODY.saturating_sub(buf.len());
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+        return Ok(());
+    }
+    buf.extend_from_slice(data);
+    if buf.len() > MAX_DOCUMENT {
+        return Err(io::Error::other("answer too large to translate"));
+    }
+    Ok(())
+}
+
 /// The message of an upstream error: OpenAI's `error.message`, Ollama's `error`, else the
 /// body's text.
 fn error_message(v: &Value, raw: &[u8], status: u16) -> String {
@@ -701,6 +736,17 @@ impl<S: BodyStream> BodyStream for Out<S> {
                     if let Err(e) = self.feed(&data) {
                         self.ended = true;
                         return Poll::Ready(Some(Err(e)));
+                    }
+                    if self.ready.is_empty() {
+                        self.quiet_reads += 1;
+                        if self.quiet_reads >= READS_BEFORE_YIELD {
+                            // Let the connection see whether its client is still there.
+                            self.quiet_reads = 0;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    } else {
+                        self.quiet_reads = 0;
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -822,8 +868,12 @@ mod tests {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut text = Vec::new();
-        while let Poll::Ready(Some(b)) = out.poll_next(&mut cx) {
-            text.extend_from_slice(&b.unwrap());
+        loop {
+            match out.poll_next(&mut cx) {
+                Poll::Ready(Some(b)) => text.extend_from_slice(&b.unwrap()),
+                Poll::Ready(None) => break,
+                Poll::Pending => continue,
+            }
         }
         String::from_utf8(text)
             .unwrap()
@@ -943,6 +993,38 @@ mod tests {
         assert_eq!(err, [json!({"error": "model \"x\" not found"})]);
         let err = run(Op::Chat, false, 502, &["bad gateway"]);
         assert_eq!(err, [json!({"error": "bad gateway"})]);
+    }
+
+    #[test]
+    fn what_accumulates_is_bounded() {
+        // Tool-call arguments are kept until the end: past MAX_TOOL_CALLS the answer fails.
+        let piece = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"name\":\"f\",\"arguments\":\"{}\"}}}}]}}}}]}}\n\n",
+            "a".repeat(100_000)
+        );
+        let reads: Vec<&str> = std::iter::repeat_n(piece.as_str(), 12).collect();
+        let reads = Reads(reads.iter().map(|r| Bytes::from(r.to_string())).collect());
+        let mut out = Out::new(reads, Op::Chat, "m".into(), true, 200);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let failed = loop {
+            match out.poll_next(&mut cx) {
+                Poll::Ready(Some(Err(e))) => break e.to_string(),
+                Poll::Ready(None) => panic!("ended without failing"),
+                _ => {}
+            }
+        };
+        assert!(failed.contains("tool calls too large"), "{failed}");
+        // An error's body is kept up to MAX_ERROR_BODY, and still answers its message.
+        let big = format!(
+            "{{\"error\":{{\"message\":\"short\"}}}}{}",
+            " ".repeat(2 * MAX_ERROR_BODY)
+        );
+        assert_eq!(
+            run(Op::Chat, false, 500, &[&big])[0]["error"]
+                .as_str()
+                .map(|m| m.len() <= 1024),
+            Some(true)
+        );
     }
 
     #[test]

@@ -367,7 +367,7 @@ pub fn translate_ollama(data: &[u8]) {
     for (stream, status) in [(true, 200), (false, 200), (true, 500)] {
         for step in [data.len().max(1), 10] {
             let reads = Reads(data.chunks(step).map(Bytes::copy_from_slice).collect());
-            let mut out = Out::new(reads, Op::Chat, "m".into(), stream, status);
+            let mut out = Out::new(reads, Op::Chat, "m".into(), stream, status, stream);
             let mut text = Vec::new();
             loop {
                 match crate::http::BodyStream::poll_next(&mut out, &mut cx) {
@@ -407,7 +407,7 @@ pub fn translate_anthropic(data: &[u8]) {
     for (stream, status) in [(true, 200), (false, 200), (true, 500)] {
         for step in [data.len().max(1), 10] {
             let reads = Reads(data.chunks(step).map(Bytes::copy_from_slice).collect());
-            let mut out = Out::new(reads, Op::Messages, "m".into(), stream, status);
+            let mut out = Out::new(reads, Op::Messages, "m".into(), stream, status, stream);
             let events = stream && status == 200;
             let mut text = Vec::new();
             loop {
@@ -446,9 +446,23 @@ pub fn translate_answer(reads: &[Bytes], anthropic: bool) -> usize {
     }
     let reads = Reads(reads.iter().cloned().collect());
     let mut out: Box<dyn crate::http::BodyStream> = if anthropic {
-        Box::new(an::Out::new(reads, an::Op::Messages, "m".into(), true, 200))
+        Box::new(an::Out::new(
+            reads,
+            an::Op::Messages,
+            "m".into(),
+            true,
+            200,
+            true,
+        ))
     } else {
-        Box::new(ol::Out::new(reads, ol::Op::Chat, "m".into(), true, 200))
+        Box::new(ol::Out::new(
+            reads,
+            ol::Op::Chat,
+            "m".into(),
+            true,
+            200,
+            true,
+        ))
     };
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut n = 0;

@@ -196,8 +196,10 @@ async fn proxy(
                     Shape::OpenAi => respond(hub, lease, asked, started, answer),
                     Shape::Ollama { op, model, stream } => {
                         let status = answer.head.status;
-                        let relay = relay(hub, lease, asked, started, answer);
-                        let out = ollama::Out::new(relay, op, model, stream, status);
+                        let (relay, kind) = relay(hub, lease, asked, started, answer);
+                        // Translated by what came (a participant may ignore `stream`).
+                        let events_in = kind == BodyKind::Sse;
+                        let out = ollama::Out::new(relay, op, model, stream, status, events_in);
                         Response::new(status)
                             .header("Content-Type", Bytes::from_static(out.content_type()))
                             .body(Body::Stream(Box::new(out)))
@@ -208,7 +210,7 @@ async fn proxy(
                         op: anthropic::Op::CountTokens,
                         ..
                     } => {
-                        let relay = relay(hub, lease, asked, started, answer);
+                        let (relay, _) = relay(hub, lease, asked, started, answer);
                         let body = collect(relay, ollama::MAX_ERROR_BODY).await;
                         let (status, v) = anthropic::count_answer(status, &body);
                         Response::json(
@@ -218,8 +220,9 @@ async fn proxy(
                     }
                     Shape::Anthropic { op, model, stream } => {
                         let status = answer.head.status;
-                        let relay = relay(hub, lease, asked, started, answer);
-                        let out = anthropic::Out::new(relay, op, model, stream, status);
+                        let (relay, kind) = relay(hub, lease, asked, started, answer);
+                        let events_in = kind == BodyKind::Sse;
+                        let out = anthropic::Out::new(relay, op, model, stream, status, events_in);
                         Response::new(status)
                             .header("Content-Type", Bytes::from_static(out.content_type()))
                             .body(Body::Stream(Box::new(out)))
@@ -553,7 +556,7 @@ fn relay(
     asked: Asked,
     started: Instant,
     answer: Answer,
-) -> Relay {
+) -> (Relay, BodyKind) {
     let Answer { conn, head, rest } = answer;
     let kind = head
         .headers()
@@ -571,7 +574,7 @@ fn relay(
     if matches!(head.framing, BodyFraming::Empty) {
         relay.finish_now();
     }
-    relay
+    (relay, kind)
 }
 
 impl Relay {

@@ -330,7 +330,10 @@ pub(crate) struct Out<S> {
     op: Op,
     model: String,
     id: String,
+    /// Translating an SSE stream into events as it comes.
     events: bool,
+    /// The client asked for events (a document then goes out as the events it makes).
+    stream_asked: bool,
     status: u16,
     buf: Vec<u8>,
     ready: VecDeque<Bytes>,
@@ -349,15 +352,26 @@ pub(crate) struct Out<S> {
 
 impl<S: BodyStream> Out<S> {
     /// `inner` yields the upstream answer's body, decoded. `stream`: the client asked for the
-    /// event stream; an error status always answers one document.
-    pub(crate) fn new(inner: S, op: Op, model: String, stream: bool, status: u16) -> Out<S> {
-        let events = stream && (200..300).contains(&status) && op == Op::Messages;
+    /// event stream; `events_in`: the answer is an SSE stream (a participant may answer a
+    /// document whatever was asked: it is translated as the document it is, then sent as the
+    /// events it makes when events were asked). An error status always answers one document.
+    pub(crate) fn new(
+        inner: S,
+        op: Op,
+        model: String,
+        stream: bool,
+        status: u16,
+        events_in: bool,
+    ) -> Out<S> {
+        let stream_asked = stream && (200..300).contains(&status) && op == Op::Messages;
+        let events = stream_asked && events_in;
         let mut out = Out {
             inner,
             op,
             model,
             id: message_id(),
             events,
+            stream_asked,
             status,
             buf: Vec::new(),
             ready: VecDeque::new(),
@@ -385,7 +399,7 @@ impl<S: BodyStream> Out<S> {
     }
 
     pub(crate) fn content_type(&self) -> &'static [u8] {
-        if self.events {
+        if self.stream_asked {
             b"text/event-stream"
         } else {
             b"application/json"
@@ -554,8 +568,64 @@ impl<S: BodyStream> Out<S> {
         } else {
             self.message(&v)
         };
+        if self.stream_asked && answer["type"] == "message" {
+            self.message_as_events(answer);
+            return;
+        }
         self.ready
             .push_back(Bytes::from(serde_json::to_vec(&answer).unwrap_or_default()));
+    }
+
+    /// A whole `message` as the events a stream of it would have been.
+    fn message_as_events(&mut self, message: Value) {
+        let mut start = message.clone();
+        start["content"] = json!([]);
+        start["stop_reason"] = Value::Null;
+        start["usage"]["output_tokens"] = json!(0);
+        self.event(
+            "message_start",
+            &json!({"type": "message_start", "message": start}),
+        );
+        for (index, block) in message["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let (empty, delta) = if block["type"] == "tool_use" {
+                let mut empty = block.clone();
+                empty["input"] = json!({});
+                let partial = block["input"].to_string();
+                (
+                    empty,
+                    json!({"type": "input_json_delta", "partial_json": partial}),
+                )
+            } else {
+                (
+                    json!({"type": "text", "text": ""}),
+                    json!({"type": "text_delta", "text": block["text"]}),
+                )
+            };
+            self.event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": index, "content_block": empty}),
+            );
+            self.event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            );
+            self.event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            );
+        }
+        self.event(
+            "message_delta",
+            &json!({"type": "message_delta",
+                    "delta": {"stop_reason": message["stop_reason"], "stop_sequence": null},
+                    "usage": message["usage"]}),
+        );
+        self.event("message_stop", &json!({"type": "message_stop"}));
     }
 
     /// A whole OpenAI chat completion as a Messages `message`.
@@ -741,7 +811,7 @@ mod tests {
 
     fn run(op: Op, stream: bool, status: u16, reads: &[&str]) -> String {
         let reads = Reads(reads.iter().map(|r| Bytes::from(r.to_string())).collect());
-        let mut out = Out::new(reads, op, "llama3".into(), stream, status);
+        let mut out = Out::new(reads, op, "llama3".into(), stream, status, stream);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut text = Vec::new();
         loop {
@@ -806,6 +876,46 @@ mod tests {
         for (name, data) in &events {
             assert_eq!(data["type"], name.as_str());
         }
+    }
+
+    #[test]
+    fn a_document_where_events_were_asked_becomes_events() {
+        // The participant ignored `stream`: its document is translated, then sent as events.
+        let reads = Reads(VecDeque::from([Bytes::from_static(
+            br#"{"choices":[{"message":{"content":"hello","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{\"x\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#,
+        )]));
+        let mut out = Out::new(reads, Op::Messages, "m".into(), true, 200, false);
+        assert_eq!(out.content_type(), b"text/event-stream");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut text = Vec::new();
+        while let Poll::Ready(Some(Ok(b))) = out.poll_next(&mut cx) {
+            text.extend_from_slice(&b);
+        }
+        let text = String::from_utf8(text).unwrap();
+        let names: Vec<&str> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("event: ")?.split('\n').next())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert!(
+            text.contains(r#""delta":{"text":"hello","type":"text_delta"}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""partial_json":"{\"x\":1}""#), "{text}");
+        assert!(text.contains(r#""stop_reason":"tool_use""#), "{text}");
     }
 
     #[test]

@@ -357,6 +357,8 @@ pub(crate) struct Out<S> {
     model: String,
     /// NDJSON lines as they come (a 2xx streamed answer), else one document at the end.
     lines: bool,
+    /// The client asked for a stream (a document then goes out as its one NDJSON line).
+    stream_asked: bool,
     status: u16,
     started: Instant,
     first_output: Option<Instant>,
@@ -377,13 +379,24 @@ pub(crate) struct Out<S> {
 
 impl<S: BodyStream> Out<S> {
     /// `inner` yields the upstream answer's body, decoded (no chunk framing). `stream`: the
-    /// client asked for NDJSON; an error status always answers one document.
-    pub(crate) fn new(inner: S, op: Op, model: String, stream: bool, status: u16) -> Out<S> {
+    /// client asked for NDJSON; `events_in`: the answer is an SSE stream (a participant may
+    /// answer a document whatever was asked: it is translated as the document it is). An error
+    /// status always answers one document.
+    pub(crate) fn new(
+        inner: S,
+        op: Op,
+        model: String,
+        stream: bool,
+        status: u16,
+        events_in: bool,
+    ) -> Out<S> {
+        let ok = (200..300).contains(&status);
         Out {
             inner,
             op,
             model,
-            lines: stream && (200..300).contains(&status),
+            lines: stream && events_in && ok,
+            stream_asked: stream && ok,
             status,
             started: Instant::now(),
             first_output: None,
@@ -401,7 +414,7 @@ impl<S: BodyStream> Out<S> {
 
     /// The Content-Type of what this yields.
     pub(crate) fn content_type(&self) -> &'static [u8] {
-        if self.lines {
+        if self.stream_asked {
             b"application/x-ndjson"
         } else {
             b"application/json; charset=utf-8"
@@ -864,7 +877,7 @@ mod tests {
 
     fn run(op: Op, stream: bool, status: u16, reads: &[&str]) -> Vec<Value> {
         let reads = Reads(reads.iter().map(|r| Bytes::from(r.to_string())).collect());
-        let mut out = Out::new(reads, op, "llama3".into(), stream, status);
+        let mut out = Out::new(reads, op, "llama3".into(), stream, status, stream);
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut text = Vec::new();
@@ -996,6 +1009,33 @@ mod tests {
     }
 
     #[test]
+    fn a_document_where_a_stream_was_asked_is_its_one_line() {
+        let reads = Reads(VecDeque::from([Bytes::from_static(
+            br#"{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+        )]));
+        let mut out = Out::new(reads, Op::Chat, "m".into(), true, 200, false);
+        assert_eq!(out.content_type(), b"application/x-ndjson");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut text = Vec::new();
+        while let Poll::Ready(Some(Ok(b))) = out.poll_next(&mut cx) {
+            text.extend_from_slice(&b);
+        }
+        let l = lines_of(&text);
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0]["message"]["content"].as_str(), l[0]["done"].as_bool()),
+            (Some("hi"), Some(true))
+        );
+    }
+
+    fn lines_of(text: &[u8]) -> Vec<Value> {
+        String::from_utf8_lossy(text)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
     fn what_accumulates_is_bounded() {
         // Tool-call arguments are kept until the end: past MAX_TOOL_CALLS the answer fails.
         let piece = format!(
@@ -1004,7 +1044,7 @@ mod tests {
         );
         let reads: Vec<&str> = std::iter::repeat_n(piece.as_str(), 12).collect();
         let reads = Reads(reads.iter().map(|r| Bytes::from(r.to_string())).collect());
-        let mut out = Out::new(reads, Op::Chat, "m".into(), true, 200);
+        let mut out = Out::new(reads, Op::Chat, "m".into(), true, 200, true);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let failed = loop {
             match out.poll_next(&mut cx) {

@@ -346,37 +346,21 @@ pub fn mdns(data: &[u8]) {
 /// Ollama's API translation: arbitrary bytes as a request of each operation (an error or an
 /// OpenAI body that is JSON with the model asked for), and as an upstream answer (SSE or a
 /// document, whole and split at every tenth byte) through the answer translator, which must
-/// yield JSON lines only and end.
+/// yield JSON lines only (up to where a bound ended it) and end.
 pub fn translate_ollama(data: &[u8]) {
     use crate::hub::translate::ollama::{Op, Out, request};
-    use std::task::{Context, Poll};
+    use crate::hub::translate::{Reads, Translation, drain};
     for op in [Op::Chat, Op::Generate, Op::Embed, Op::Embeddings] {
         if let Ok(t) = request(op, data) {
             let v: serde_json::Value = serde_json::from_slice(&t.body).expect("a JSON body");
             assert_eq!(v["model"].as_str(), Some(t.model.as_str()));
         }
     }
-    struct Reads(std::collections::VecDeque<Bytes>);
-    impl crate::http::BodyStream for Reads {
-        fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-    let waker = std::task::Waker::noop();
-    let mut cx = Context::from_waker(waker);
     for (stream, status) in [(true, 200), (false, 200), (true, 500)] {
         for step in [data.len().max(1), 10] {
-            let reads = Reads(data.chunks(step).map(Bytes::copy_from_slice).collect());
-            let mut out = Out::new(reads, Op::Chat, "m".into(), stream, status, stream);
-            let mut text = Vec::new();
-            loop {
-                match crate::http::BodyStream::poll_next(&mut out, &mut cx) {
-                    Poll::Ready(Some(Ok(b))) => text.extend_from_slice(&b),
-                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => break,
-                    // A translator yields now and then to let its connection look at the client.
-                    Poll::Pending => continue,
-                }
-            }
+            let reads = Reads::of(data.chunks(step).map(Bytes::copy_from_slice));
+            let out = Out::new(Op::Chat, "m".into(), stream, status, stream);
+            let (text, _) = drain(&mut Translation::new(reads, out));
             for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 serde_json::from_slice::<serde_json::Value>(line).expect("a JSON line");
             }
@@ -390,34 +374,21 @@ pub fn translate_ollama(data: &[u8]) {
 /// events (each `data:` JSON of the event's `type`) or one JSON document, and end.
 pub fn translate_anthropic(data: &[u8]) {
     use crate::hub::translate::anthropic::{Op, Out, request};
-    use std::task::{Context, Poll};
+    use crate::hub::translate::{Reads, Translation, drain};
     for op in [Op::Messages, Op::CountTokens] {
         if let Ok(t) = request(op, data) {
             let v: serde_json::Value = serde_json::from_slice(&t.body).expect("a JSON body");
             assert_eq!(v["model"].as_str(), Some(t.model.as_str()));
         }
     }
-    struct Reads(std::collections::VecDeque<Bytes>);
-    impl crate::http::BodyStream for Reads {
-        fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-    let mut cx = Context::from_waker(std::task::Waker::noop());
     for (stream, status) in [(true, 200), (false, 200), (true, 500)] {
         for step in [data.len().max(1), 10] {
-            let reads = Reads(data.chunks(step).map(Bytes::copy_from_slice).collect());
-            let mut out = Out::new(reads, Op::Messages, "m".into(), stream, status, stream);
+            let reads = Reads::of(data.chunks(step).map(Bytes::copy_from_slice));
+            let out = Out::new(Op::Messages, "m".into(), stream, status, stream);
             let events = stream && status == 200;
-            let mut text = Vec::new();
-            loop {
-                match crate::http::BodyStream::poll_next(&mut out, &mut cx) {
-                    Poll::Ready(Some(Ok(b))) => text.extend_from_slice(&b),
-                    Poll::Ready(Some(Err(_))) => return,
-                    Poll::Ready(None) => break,
-                    // A translator yields now and then to let its connection look at the client.
-                    Poll::Pending => continue,
-                }
+            let (text, failed) = drain(&mut Translation::new(reads, out));
+            if failed.is_some() {
+                return;
             }
             if !events {
                 serde_json::from_slice::<serde_json::Value>(&text).expect("one JSON document");
@@ -436,42 +407,14 @@ pub fn translate_anthropic(data: &[u8]) {
 /// For the benches: an OpenAI streamed answer (`reads`, decoded) through the Ollama (`false`)
 /// or Anthropic (`true`) answer translator; the bytes it yields.
 pub fn translate_answer(reads: &[Bytes], anthropic: bool) -> usize {
-    use crate::hub::translate::{anthropic as an, ollama as ol};
-    use std::task::{Context, Poll};
-    struct Reads(std::collections::VecDeque<Bytes>);
-    impl crate::http::BodyStream for Reads {
-        fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-    let reads = Reads(reads.iter().cloned().collect());
-    let mut out: Box<dyn crate::http::BodyStream> = if anthropic {
-        Box::new(an::Out::new(
-            reads,
-            an::Op::Messages,
-            "m".into(),
-            true,
-            200,
-            true,
-        ))
+    use crate::hub::translate::{Reads, Translation, anthropic as an, drain, ollama as ol};
+    let reads = Reads::of(reads.iter().cloned());
+    let (text, _) = if anthropic {
+        let out = an::Out::new(an::Op::Messages, "m".into(), true, 200, true);
+        drain(&mut Translation::new(reads, out))
     } else {
-        Box::new(ol::Out::new(
-            reads,
-            ol::Op::Chat,
-            "m".into(),
-            true,
-            200,
-            true,
-        ))
+        let out = ol::Out::new(ol::Op::Chat, "m".into(), true, 200, true);
+        drain(&mut Translation::new(reads, out))
     };
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let mut n = 0;
-    loop {
-        match out.poll_next(&mut cx) {
-            Poll::Ready(Some(Ok(b))) => n += b.len(),
-            Poll::Ready(_) => return n,
-            // It yields now and then to let its connection look at the client.
-            Poll::Pending => continue,
-        }
-    }
+    text.len()
 }

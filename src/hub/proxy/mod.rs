@@ -48,7 +48,7 @@ use crate::hub::metrics::Outcome;
 use crate::hub::proxy::tokens::{BodyKind, TokenScanner};
 use crate::hub::rooms::state::{Lease, Room, SelectError};
 use crate::hub::router::ProxyKind;
-use crate::hub::translate::{anthropic, ollama};
+use crate::hub::translate::{MAX_ERROR_BODY, Translation, anthropic, ollama};
 use crate::types::LlmMetrics;
 use crate::types::Protocol;
 use crate::types::event::{self, Kind};
@@ -194,15 +194,13 @@ async fn proxy(
                 return Ok(match shape {
                     _ if lease.native => respond(hub, lease, asked, started, answer),
                     Shape::OpenAi => respond(hub, lease, asked, started, answer),
+                    // Translated by what came (a participant may ignore `stream`).
                     Shape::Ollama { op, model, stream } => {
-                        let status = answer.head.status;
                         let (relay, kind) = relay(hub, lease, asked, started, answer);
-                        // Translated by what came (a participant may ignore `stream`).
-                        let events_in = kind == BodyKind::Sse;
-                        let out = ollama::Out::new(relay, op, model, stream, status, events_in);
-                        Response::new(status)
-                            .header("Content-Type", Bytes::from_static(out.content_type()))
-                            .body(Body::Stream(Box::new(out)))
+                        let out =
+                            ollama::Out::new(op, model, stream, status, kind == BodyKind::Sse);
+                        let content_type = out.content_type();
+                        translated(status, content_type, Translation::new(relay, out))
                     }
                     // The count's status depends on the answer's body: read it whole (it is small)
                     // before answering.
@@ -211,7 +209,7 @@ async fn proxy(
                         ..
                     } => {
                         let (relay, _) = relay(hub, lease, asked, started, answer);
-                        let body = collect(relay, ollama::MAX_ERROR_BODY).await;
+                        let body = collect(relay, MAX_ERROR_BODY).await;
                         let (status, v) = anthropic::count_answer(status, &body);
                         Response::json(
                             status,
@@ -219,13 +217,11 @@ async fn proxy(
                         )
                     }
                     Shape::Anthropic { op, model, stream } => {
-                        let status = answer.head.status;
                         let (relay, kind) = relay(hub, lease, asked, started, answer);
-                        let events_in = kind == BodyKind::Sse;
-                        let out = anthropic::Out::new(relay, op, model, stream, status, events_in);
-                        Response::new(status)
-                            .header("Content-Type", Bytes::from_static(out.content_type()))
-                            .body(Body::Stream(Box::new(out)))
+                        let out =
+                            anthropic::Out::new(op, model, stream, status, kind == BodyKind::Sse);
+                        let content_type = out.content_type();
+                        translated(status, content_type, Translation::new(relay, out))
                     }
                 });
             }
@@ -256,6 +252,13 @@ async fn proxy(
             }
         }
     }
+}
+
+/// A translated answer: the participant's status, the dialect's Content-Type, the translation.
+fn translated(status: u16, content_type: &'static [u8], body: impl BodyStream) -> Response {
+    Response::new(status)
+        .header("Content-Type", Bytes::from_static(content_type))
+        .body(Body::Stream(Box::new(body)))
 }
 
 /// The whole of a (small) body, at most `limit` bytes kept; a failed read ends it.

@@ -22,13 +22,11 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::ollama::{MAX_LINE, READS_BEFORE_YIELD, document_feed};
-use crate::http::BodyStream;
+use super::{Translator, document_feed, sse_data, sse_feed, usage};
 
 /// What a request to the Messages API asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,8 +323,7 @@ enum Block {
 }
 
 /// An OpenAI answer (the relay's decoded body) as Anthropic's.
-pub(crate) struct Out<S> {
-    inner: S,
+pub(crate) struct Out {
     op: Op,
     model: String,
     id: String,
@@ -337,7 +334,6 @@ pub(crate) struct Out<S> {
     status: u16,
     buf: Vec<u8>,
     ready: VecDeque<Bytes>,
-    ended: bool,
     // A stream's state.
     open: Option<Block>,
     blocks: usize,
@@ -346,27 +342,17 @@ pub(crate) struct Out<S> {
     output_events: u64,
     usage: Option<(u64, u64)>,
     finish_reason: Option<String>,
-    /// Upstream reads since the last output.
-    quiet_reads: u32,
 }
 
-impl<S: BodyStream> Out<S> {
-    /// `inner` yields the upstream answer's body, decoded. `stream`: the client asked for the
-    /// event stream; `events_in`: the answer is an SSE stream (a participant may answer a
+impl Out {
+    /// For the upstream answer's body, decoded. `stream`: the client asked for the event
+    /// stream; `events_in`: the answer is an SSE stream (a participant may answer a
     /// document whatever was asked: it is translated as the document it is, then sent as the
     /// events it makes when events were asked). An error status always answers one document.
-    pub(crate) fn new(
-        inner: S,
-        op: Op,
-        model: String,
-        stream: bool,
-        status: u16,
-        events_in: bool,
-    ) -> Out<S> {
+    pub(crate) fn new(op: Op, model: String, stream: bool, status: u16, events_in: bool) -> Out {
         let stream_asked = stream && (200..300).contains(&status) && op == Op::Messages;
         let events = stream_asked && events_in;
         let mut out = Out {
-            inner,
             op,
             model,
             id: message_id(),
@@ -375,14 +361,12 @@ impl<S: BodyStream> Out<S> {
             status,
             buf: Vec::new(),
             ready: VecDeque::new(),
-            ended: false,
             open: None,
             blocks: 0,
             tools: Vec::new(),
             output_events: 0,
             usage: None,
             finish_reason: None,
-            quiet_reads: 0,
         };
         if events {
             let start = json!({
@@ -428,32 +412,8 @@ impl<S: BodyStream> Out<S> {
         }
     }
 
-    fn feed(&mut self, data: &[u8]) -> io::Result<()> {
-        if !self.events {
-            return document_feed(&mut self.buf, data, self.status);
-        }
-        self.buf.extend_from_slice(data);
-        while let Some(end) = memchr::memchr(b'\n', &self.buf) {
-            let line: Vec<u8> = self.buf.drain(..=end).collect();
-            self.sse_line(&line);
-        }
-        if self.buf.len() > MAX_LINE {
-            return Err(io::Error::other("streamed event too large to translate"));
-        }
-        Ok(())
-    }
-
-    fn sse_line(&mut self, line: &[u8]) {
-        let Some(data) = line.trim_ascii().strip_prefix(b"data:") else {
-            return;
-        };
-        let data = data.trim_ascii();
-        if data == b"[DONE]" {
-            return;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
+    /// One event of the upstream's SSE stream.
+    fn sse_event(&mut self, v: Value) {
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage(u));
         }
@@ -524,11 +484,11 @@ impl<S: BodyStream> Out<S> {
         }
     }
 
-    fn end(&mut self) {
+    /// The upstream answer ended.
+    fn finish(&mut self) {
         if self.events {
-            if !self.buf.is_empty() {
-                let rest = std::mem::take(&mut self.buf);
-                self.sse_line(&rest);
+            if let Some(v) = sse_data(&std::mem::take(&mut self.buf)) {
+                self.sse_event(v);
             }
             self.close_block();
             let output = self.usage.map_or(self.output_events, |u| u.1);
@@ -668,13 +628,6 @@ impl<S: BodyStream> Out<S> {
     }
 }
 
-fn usage(u: &Value) -> (u64, u64) {
-    (
-        u["prompt_tokens"].as_u64().unwrap_or(0),
-        u["completion_tokens"].as_u64().unwrap_or(0),
-    )
-}
-
 /// OpenAI's finish reasons in Anthropic's words.
 fn stop_reason(finish: Option<&str>) -> &'static str {
     match finish {
@@ -684,50 +637,34 @@ fn stop_reason(finish: Option<&str>) -> &'static str {
     }
 }
 
-impl<S: BodyStream> BodyStream for Out<S> {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        loop {
-            if let Some(b) = self.ready.pop_front() {
-                return Poll::Ready(Some(Ok(b)));
-            }
-            if self.ended {
-                return Poll::Ready(None);
-            }
-            match self.inner.poll_next(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    if let Err(e) = self.feed(&data) {
-                        self.ended = true;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    if self.ready.is_empty() {
-                        self.quiet_reads += 1;
-                        if self.quiet_reads >= READS_BEFORE_YIELD {
-                            // Let the connection see whether its client is still there.
-                            self.quiet_reads = 0;
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                    } else {
-                        self.quiet_reads = 0;
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    self.ended = true;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(None) => {
-                    self.end();
-                    self.ended = true;
-                }
-                Poll::Pending => return Poll::Pending,
-            }
+impl Translator for Out {
+    fn feed(&mut self, data: &[u8]) -> io::Result<()> {
+        if !self.events {
+            return document_feed(&mut self.buf, data, self.status);
         }
+        let mut buf = std::mem::take(&mut self.buf);
+        let fed = sse_feed(&mut buf, data, |line| {
+            if let Some(v) = sse_data(line) {
+                self.sse_event(v);
+            }
+        });
+        self.buf = buf;
+        fed
+    }
+
+    fn end(&mut self) {
+        self.finish();
+    }
+
+    fn ready(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.ready
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::translate::{Reads, Translation, drain};
 
     fn translated(op: Op, body: Value) -> Value {
         let t = request(op, body.to_string().as_bytes()).unwrap();
@@ -801,26 +738,12 @@ mod tests {
         }
     }
 
-    struct Reads(VecDeque<Bytes>);
-
-    impl BodyStream for Reads {
-        fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-
+    /// What the translator makes of `reads` (the answer must not fail).
     fn run(op: Op, stream: bool, status: u16, reads: &[&str]) -> String {
-        let reads = Reads(reads.iter().map(|r| Bytes::from(r.to_string())).collect());
-        let mut out = Out::new(reads, op, "llama3".into(), stream, status, stream);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut text = Vec::new();
-        loop {
-            match out.poll_next(&mut cx) {
-                Poll::Ready(Some(b)) => text.extend_from_slice(&b.unwrap()),
-                Poll::Ready(None) => break,
-                Poll::Pending => continue,
-            }
-        }
+        let out = Out::new(op, "llama3".into(), stream, status, stream);
+        let reads = Reads::of(reads.iter().map(|r| r.to_string()));
+        let (text, failed) = drain(&mut Translation::new(reads, out));
+        assert!(failed.is_none(), "{failed:?}");
         String::from_utf8(text).unwrap()
     }
 
@@ -881,16 +804,13 @@ mod tests {
     #[test]
     fn a_document_where_events_were_asked_becomes_events() {
         // The participant ignored `stream`: its document is translated, then sent as events.
-        let reads = Reads(VecDeque::from([Bytes::from_static(
+        let reads = Reads::of([Bytes::from_static(
             br#"{"choices":[{"message":{"content":"hello","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{\"x\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#,
-        )]));
-        let mut out = Out::new(reads, Op::Messages, "m".into(), true, 200, false);
+        )]);
+        let out = Out::new(Op::Messages, "m".into(), true, 200, false);
         assert_eq!(out.content_type(), b"text/event-stream");
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut text = Vec::new();
-        while let Poll::Ready(Some(Ok(b))) = out.poll_next(&mut cx) {
-            text.extend_from_slice(&b);
-        }
+        let (text, failed) = drain(&mut Translation::new(reads, out));
+        assert!(failed.is_none());
         let text = String::from_utf8(text).unwrap();
         let names: Vec<&str> = text
             .split("\n\n")

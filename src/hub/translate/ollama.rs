@@ -6,7 +6,8 @@
 //!
 //! Translation re-encodes by necessity (this is the one place the hub parses a whole body or
 //! every streamed event as `serde_json::Value`), within bounds: an answer document at most
-//! [`MAX_DOCUMENT`], a streamed line at most [`MAX_LINE`].
+//! [`MAX_DOCUMENT`], a streamed line at most [`MAX_LINE`], streamed tool calls at most
+//! [`MAX_TOOL_CALLS`].
 //!
 //! | Ollama                         | OpenAI                                         |
 //! |--------------------------------|------------------------------------------------|
@@ -21,28 +22,19 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::http::BodyStream;
+#[cfg(doc)]
+use super::{MAX_DOCUMENT, MAX_LINE};
+use super::{Translator, document_feed, sse_data, sse_feed, usage};
 use crate::hub::router::ProxyKind;
 
-/// Largest answer document translated (a non-streamed answer, or an error).
-pub(crate) const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
-/// Longest line of a streamed answer.
-pub(crate) const MAX_LINE: usize = 1024 * 1024;
 /// Most bytes of tool-call names and arguments a stream may accumulate (they are sent whole,
 /// at the end).
 pub(crate) const MAX_TOOL_CALLS: usize = 1024 * 1024;
-/// Most bytes of an error answer kept (its message is what the client gets).
-pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
-/// Upstream reads a translator takes in a row without yielding anything before it lets the
-/// connection look at its client (a participant streaming nothing useful, fast, must not keep
-/// a departed client's request running).
-pub(crate) const READS_BEFORE_YIELD: u32 = 16;
 
 /// The Ollama operation a request is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,8 +343,7 @@ pub(crate) fn rfc3339(secs: u64, nanos: u32) -> String {
 }
 
 /// An OpenAI answer (the relay's decoded body) as Ollama's.
-pub(crate) struct Out<S> {
-    inner: S,
+pub(crate) struct Out {
     op: Op,
     model: String,
     /// NDJSON lines as they come (a 2xx streamed answer), else one document at the end.
@@ -364,7 +355,6 @@ pub(crate) struct Out<S> {
     first_output: Option<Instant>,
     buf: Vec<u8>,
     ready: VecDeque<Bytes>,
-    ended: bool,
     // What a stream has said so far.
     events: u64,
     usage: Option<(u64, u64)>,
@@ -373,26 +363,16 @@ pub(crate) struct Out<S> {
     tool_calls: Vec<(String, String)>,
     /// Bytes in `tool_calls` (at most [`MAX_TOOL_CALLS`]).
     tool_bytes: usize,
-    /// Upstream reads since the last output.
-    quiet_reads: u32,
 }
 
-impl<S: BodyStream> Out<S> {
-    /// `inner` yields the upstream answer's body, decoded (no chunk framing). `stream`: the
-    /// client asked for NDJSON; `events_in`: the answer is an SSE stream (a participant may
+impl Out {
+    /// For the upstream answer's body, decoded (no chunk framing). `stream`: the client asked
+    /// for NDJSON; `events_in`: the answer is an SSE stream (a participant may
     /// answer a document whatever was asked: it is translated as the document it is). An error
     /// status always answers one document.
-    pub(crate) fn new(
-        inner: S,
-        op: Op,
-        model: String,
-        stream: bool,
-        status: u16,
-        events_in: bool,
-    ) -> Out<S> {
+    pub(crate) fn new(op: Op, model: String, stream: bool, status: u16, events_in: bool) -> Out {
         let ok = (200..300).contains(&status);
         Out {
-            inner,
             op,
             model,
             lines: stream && events_in && ok,
@@ -402,13 +382,11 @@ impl<S: BodyStream> Out<S> {
             first_output: None,
             buf: Vec::new(),
             ready: VecDeque::new(),
-            ended: false,
             events: 0,
             usage: None,
             finish_reason: None,
             tool_calls: Vec::new(),
             tool_bytes: 0,
-            quiet_reads: 0,
         }
     }
 
@@ -427,37 +405,8 @@ impl<S: BodyStream> Out<S> {
         self.ready.push_back(Bytes::from(bytes));
     }
 
-    fn feed(&mut self, data: &[u8]) -> io::Result<()> {
-        if !self.lines {
-            return document_feed(&mut self.buf, data, self.status);
-        }
-        self.buf.extend_from_slice(data);
-        while let Some(end) = memchr::memchr(b'\n', &self.buf) {
-            let line: Vec<u8> = self.buf.drain(..=end).collect();
-            self.sse_line(&line);
-        }
-        if self.buf.len() > MAX_LINE {
-            return Err(io::Error::other("streamed event too large to translate"));
-        }
-        if self.tool_bytes > MAX_TOOL_CALLS {
-            return Err(io::Error::other("tool calls too large to translate"));
-        }
-        Ok(())
-    }
-
-    /// One line of the upstream's SSE stream.
-    fn sse_line(&mut self, line: &[u8]) {
-        let line = line.trim_ascii();
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
-        let data = data.trim_ascii();
-        if data == b"[DONE]" {
-            return;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
+    /// One event of the upstream's SSE stream.
+    fn sse_event(&mut self, v: Value) {
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage(u));
         }
@@ -551,11 +500,10 @@ impl<S: BodyStream> Out<S> {
     }
 
     /// The upstream answer ended.
-    fn end(&mut self) {
+    fn finish(&mut self) {
         if self.lines {
-            if !self.buf.is_empty() {
-                let rest = std::mem::take(&mut self.buf);
-                self.sse_line(&rest);
+            if let Some(v) = sse_data(&std::mem::take(&mut self.buf)) {
+                self.sse_event(v);
             }
             if !self.tool_calls.is_empty() && self.op == Op::Chat {
                 let mut piece = self.head();
@@ -670,14 +618,6 @@ fn pooled(embedding: &Value) -> Value {
     Value::Array(sum.into_iter().map(|s| json!(s / n)).collect())
 }
 
-/// `(prompt_tokens, completion_tokens)` of an OpenAI `usage`.
-fn usage(u: &Value) -> (u64, u64) {
-    (
-        u["prompt_tokens"].as_u64().unwrap_or(0),
-        u["completion_tokens"].as_u64().unwrap_or(0),
-    )
-}
-
 /// OpenAI's finish reasons in Ollama's words.
 fn done_reason(finish: Option<&str>) -> &'static str {
     match finish {
@@ -702,21 +642,6 @@ fn ollama_calls<'a>(calls: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
     )
 }
 
-/// Keep a document's bytes: a success's up to [`MAX_DOCUMENT`] (past it, the answer fails), an
-/// error's up to [`MAX_ERROR_BODY`] (the rest is dropped: its message is what is kept).
-pub(crate) fn document_feed(buf: &mut Vec<u8>, data: &[u8], status: u16) -> io::Result<()> {
-    if !(200..300).contains(&status) {
-        let room = MAX_ERROR_BODY.saturating_sub(buf.len());
-        buf.extend_from_slice(&data[..data.len().min(room)]);
-        return Ok(());
-    }
-    buf.extend_from_slice(data);
-    if buf.len() > MAX_DOCUMENT {
-        return Err(io::Error::other("answer too large to translate"));
-    }
-    Ok(())
-}
-
 /// The message of an upstream error: OpenAI's `error.message`, Ollama's `error`, else the
 /// body's text.
 fn error_message(v: &Value, raw: &[u8], status: u16) -> String {
@@ -735,50 +660,38 @@ fn error_message(v: &Value, raw: &[u8], status: u16) -> String {
     }
 }
 
-impl<S: BodyStream> BodyStream for Out<S> {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        loop {
-            if let Some(b) = self.ready.pop_front() {
-                return Poll::Ready(Some(Ok(b)));
-            }
-            if self.ended {
-                return Poll::Ready(None);
-            }
-            match self.inner.poll_next(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    if let Err(e) = self.feed(&data) {
-                        self.ended = true;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    if self.ready.is_empty() {
-                        self.quiet_reads += 1;
-                        if self.quiet_reads >= READS_BEFORE_YIELD {
-                            // Let the connection see whether its client is still there.
-                            self.quiet_reads = 0;
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                    } else {
-                        self.quiet_reads = 0;
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    self.ended = true;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(None) => {
-                    self.end();
-                    self.ended = true;
-                }
-                Poll::Pending => return Poll::Pending,
-            }
+impl Translator for Out {
+    fn feed(&mut self, data: &[u8]) -> io::Result<()> {
+        if !self.lines {
+            return document_feed(&mut self.buf, data, self.status);
         }
+        let mut buf = std::mem::take(&mut self.buf);
+        let fed = sse_feed(&mut buf, data, |line| {
+            if let Some(v) = sse_data(line) {
+                self.sse_event(v);
+            }
+        });
+        self.buf = buf;
+        fed?;
+        if self.tool_bytes > MAX_TOOL_CALLS {
+            return Err(io::Error::other("tool calls too large to translate"));
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) {
+        self.finish();
+    }
+
+    fn ready(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.ready
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::translate::{MAX_ERROR_BODY, Reads, Translation, drain};
 
     fn translated(op: Op, body: Value) -> (Value, ProxyKind, bool) {
         let t = request(op, body.to_string().as_bytes()).unwrap();
@@ -866,30 +779,17 @@ mod tests {
         );
     }
 
-    /// A fixed list of reads, as the relay would yield them.
-    struct Reads(VecDeque<Bytes>);
-
-    impl BodyStream for Reads {
-        fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
+    /// What the translator makes of `reads` (the answer must not fail), as JSON lines.
+    fn run(op: Op, stream: bool, status: u16, reads: &[&str]) -> Vec<Value> {
+        let out = Out::new(op, "llama3".into(), stream, status, stream);
+        let reads = Reads::of(reads.iter().map(|r| r.to_string()));
+        let (text, failed) = drain(&mut Translation::new(reads, out));
+        assert!(failed.is_none(), "{failed:?}");
+        lines_of(&text)
     }
 
-    fn run(op: Op, stream: bool, status: u16, reads: &[&str]) -> Vec<Value> {
-        let reads = Reads(reads.iter().map(|r| Bytes::from(r.to_string())).collect());
-        let mut out = Out::new(reads, op, "llama3".into(), stream, status, stream);
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        let mut text = Vec::new();
-        loop {
-            match out.poll_next(&mut cx) {
-                Poll::Ready(Some(b)) => text.extend_from_slice(&b.unwrap()),
-                Poll::Ready(None) => break,
-                Poll::Pending => continue,
-            }
-        }
-        String::from_utf8(text)
-            .unwrap()
+    fn lines_of(text: &[u8]) -> Vec<Value> {
+        String::from_utf8_lossy(text)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
@@ -1010,29 +910,19 @@ mod tests {
 
     #[test]
     fn a_document_where_a_stream_was_asked_is_its_one_line() {
-        let reads = Reads(VecDeque::from([Bytes::from_static(
+        let reads = Reads::of([Bytes::from_static(
             br#"{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
-        )]));
-        let mut out = Out::new(reads, Op::Chat, "m".into(), true, 200, false);
+        )]);
+        let out = Out::new(Op::Chat, "m".into(), true, 200, false);
         assert_eq!(out.content_type(), b"application/x-ndjson");
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut text = Vec::new();
-        while let Poll::Ready(Some(Ok(b))) = out.poll_next(&mut cx) {
-            text.extend_from_slice(&b);
-        }
+        let (text, failed) = drain(&mut Translation::new(reads, out));
+        assert!(failed.is_none());
         let l = lines_of(&text);
         assert_eq!(l.len(), 1);
         assert_eq!(
             (l[0]["message"]["content"].as_str(), l[0]["done"].as_bool()),
             (Some("hi"), Some(true))
         );
-    }
-
-    fn lines_of(text: &[u8]) -> Vec<Value> {
-        String::from_utf8_lossy(text)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
     }
 
     #[test]
@@ -1042,17 +932,10 @@ mod tests {
             "data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"name\":\"f\",\"arguments\":\"{}\"}}}}]}}}}]}}\n\n",
             "a".repeat(100_000)
         );
-        let reads: Vec<&str> = std::iter::repeat_n(piece.as_str(), 12).collect();
-        let reads = Reads(reads.iter().map(|r| Bytes::from(r.to_string())).collect());
-        let mut out = Out::new(reads, Op::Chat, "m".into(), true, 200, true);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let failed = loop {
-            match out.poll_next(&mut cx) {
-                Poll::Ready(Some(Err(e))) => break e.to_string(),
-                Poll::Ready(None) => panic!("ended without failing"),
-                _ => {}
-            }
-        };
+        let reads = Reads::of(std::iter::repeat_n(piece, 12));
+        let out = Out::new(Op::Chat, "m".into(), true, 200, true);
+        let (_, failed) = drain(&mut Translation::new(reads, out));
+        let failed = failed.expect("the answer fails").to_string();
         assert!(failed.contains("tool calls too large"), "{failed}");
         // An error's body is kept up to MAX_ERROR_BODY, and still answers its message.
         let big = format!(

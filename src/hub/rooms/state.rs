@@ -126,31 +126,39 @@ impl RoomInner {
         }
     }
 
-    /// Whether `key` is, by [`model_key`](crate::types::model_key), the id of a participant
-    /// other than `me` (names a model of `me` may not take). A short model list asks this a
-    /// few times: a scan, no allocation; a long one builds a set of the ids once
-    /// (`memo`), so a join costs O(participants) whatever its list.
-    pub(crate) fn is_other_id(
+    /// The models of participant `info` (its id, its config) from `primary` and `list`, within
+    /// the bounds ([`ModelSet::build`]), leaving out names that are, by
+    /// [`model_key`](crate::types::model_key), another participant's id. `info.model` and
+    /// `info.models` become what was kept; returned: the set and what was left out. A short
+    /// list checks its names by scanning the ids, no allocation; a long one builds a set of
+    /// them once, so a join costs O(participants) whatever its list.
+    fn build_models(
         &self,
-        me: &str,
-        key: &str,
-        memo: &std::cell::OnceCell<std::collections::HashSet<String>>,
-        many: bool,
-    ) -> bool {
-        if !many {
-            return self
-                .participants
-                .iter()
-                .any(|p| p.info.id != me && crate::types::model_key(&p.info.id) == key);
-        }
-        memo.get_or_init(|| {
-            self.participants
-                .iter()
-                .filter(|p| p.info.id != me)
-                .map(|p| crate::types::model_key(&p.info.id).into_owned())
-                .collect()
-        })
-        .contains(key)
+        primary: Option<&str>,
+        list: Vec<ModelInfo>,
+        info: &mut ParticipantInfo,
+    ) -> Result<(ModelSet, Vec<Dropped>), StateError> {
+        let me = info.id.as_str();
+        let others = || self.participants.iter().filter(|p| p.info.id != me);
+        let ids = std::cell::OnceCell::new();
+        let many = names_in(&list) > FEW_NAMES;
+        let is_other_id = |key: &str| {
+            if many {
+                ids.get_or_init(|| {
+                    others()
+                        .map(|p| crate::types::model_key(&p.info.id).into_owned())
+                        .collect::<std::collections::HashSet<_>>()
+                })
+                .contains(key)
+            } else {
+                others().any(|p| crate::types::model_key(&p.info.id) == key)
+            }
+        };
+        let (set, kept, dropped) = ModelSet::build(primary, list, &info.config, &is_other_id)
+            .map_err(StateError::Invalid)?;
+        info.model = kept[0].name.clone();
+        info.models = kept;
+        Ok((set, dropped))
     }
 
     /// Broadcast `data` as JSON under `event`.
@@ -645,14 +653,7 @@ impl State {
             }
             None => {}
         }
-        let memo = std::cell::OnceCell::new();
-        let many = names_in(&list) > FEW_NAMES;
-        let (set, kept, dropped) = ModelSet::build(primary.as_deref(), list, &info.config, &|k| {
-            inner.is_other_id(id, k, &memo, many)
-        })
-        .map_err(StateError::Invalid)?;
-        info.model = kept[0].name.clone();
-        info.models = kept;
+        let (set, dropped) = inner.build_models(primary.as_deref(), list, &mut info)?;
         let p = Participant {
             info,
             in_flight: 0,
@@ -774,15 +775,7 @@ impl State {
                     .any(|m| m.name == info.model)
                     .then(|| info.model.clone())
             });
-            let memo = std::cell::OnceCell::new();
-            let many = names_in(&list) > FEW_NAMES;
-            let (set, kept, left_out) =
-                ModelSet::build(primary.as_deref(), list, &info.config, &|k| {
-                    inner.is_other_id(id, k, &memo, many)
-                })
-                .map_err(StateError::Invalid)?;
-            info.model = kept[0].name.clone();
-            info.models = kept;
+            let (set, left_out) = inner.build_models(primary.as_deref(), list, &mut info)?;
             dropped = left_out;
             models = Some(Arc::new(set));
         }

@@ -384,7 +384,7 @@ pub fn translate_anthropic(data: &[u8]) {
     for (stream, status) in [(true, 200), (false, 200), (true, 500)] {
         for step in [data.len().max(1), 10] {
             let reads = Reads::of(data.chunks(step).map(Bytes::copy_from_slice));
-            let out = Out::new(Op::Messages, "m".into(), stream, status, stream);
+            let out = Out::new("m".into(), stream, status, stream);
             let events = stream && status == 200;
             let (text, failed) = drain(&mut Translation::new(reads, out));
             if failed.is_some() {
@@ -410,7 +410,7 @@ pub fn translate_answer(reads: &[Bytes], anthropic: bool) -> usize {
     use crate::hub::translate::{Reads, Translation, anthropic as an, drain, ollama as ol};
     let reads = Reads::of(reads.iter().cloned());
     let (text, _) = if anthropic {
-        let out = an::Out::new(an::Op::Messages, "m".into(), true, 200, true);
+        let out = an::Out::new("m".into(), true, 200, true);
         drain(&mut Translation::new(reads, out))
     } else {
         let out = ol::Out::new(ol::Op::Chat, "m".into(), true, 200, true);

@@ -216,10 +216,9 @@ async fn proxy(
                             Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
                         )
                     }
-                    Shape::Anthropic { op, model, stream } => {
+                    Shape::Anthropic { model, stream, .. } => {
                         let (relay, kind) = relay(hub, lease, asked, started, answer);
-                        let out =
-                            anthropic::Out::new(op, model, stream, status, kind == BodyKind::Sse);
+                        let out = anthropic::Out::new(model, stream, status, kind == BodyKind::Sse);
                         let content_type = out.content_type();
                         translated(status, content_type, Translation::new(relay, out))
                     }

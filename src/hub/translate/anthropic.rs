@@ -4,7 +4,7 @@
 //! `content_block_start` / `content_block_delta` / `content_block_stop` per text or tool-use
 //! block, `message_delta` (stop reason, output tokens), `message_stop`. Errors as
 //! `{"type":"error","error":{"type","message"}}`. `count_tokens` asks the participant for a
-//! one-token generation and answers the prompt tokens its own tokenizer counted.
+//! one-token generation and answers the prompt tokens its own tokenizer counted ([`count_answer`]).
 //!
 //! | Anthropic                          | OpenAI                                        |
 //! |------------------------------------|-----------------------------------------------|
@@ -324,7 +324,6 @@ enum Block {
 
 /// An OpenAI answer (the relay's decoded body) as Anthropic's.
 pub(crate) struct Out {
-    op: Op,
     model: String,
     id: String,
     /// Translating an SSE stream into events as it comes.
@@ -349,11 +348,10 @@ impl Out {
     /// stream; `events_in`: the answer is an SSE stream (a participant may answer a
     /// document whatever was asked: it is translated as the document it is, then sent as the
     /// events it makes when events were asked). An error status always answers one document.
-    pub(crate) fn new(op: Op, model: String, stream: bool, status: u16, events_in: bool) -> Out {
-        let stream_asked = stream && (200..300).contains(&status) && op == Op::Messages;
+    pub(crate) fn new(model: String, stream: bool, status: u16, events_in: bool) -> Out {
+        let stream_asked = stream && (200..300).contains(&status);
         let events = stream_asked && events_in;
         let mut out = Out {
-            op,
             model,
             id: message_id(),
             events,
@@ -517,14 +515,6 @@ impl Out {
                     str::to_string,
                 );
             error_body(self.status, &message)
-        } else if self.op == Op::CountTokens {
-            match v["usage"]["prompt_tokens"].as_u64() {
-                Some(n) => json!({"input_tokens": n}),
-                None => error_body(
-                    502,
-                    "the participant did not report how many tokens the prompt has",
-                ),
-            }
         } else {
             self.message(&v)
         };
@@ -739,8 +729,8 @@ mod tests {
     }
 
     /// What the translator makes of `reads` (the answer must not fail).
-    fn run(op: Op, stream: bool, status: u16, reads: &[&str]) -> String {
-        let out = Out::new(op, "llama3".into(), stream, status, stream);
+    fn run(stream: bool, status: u16, reads: &[&str]) -> String {
+        let out = Out::new("llama3".into(), stream, status, stream);
         let reads = Reads::of(reads.iter().map(|r| r.to_string()));
         let (text, failed) = drain(&mut Translation::new(reads, out));
         assert!(failed.is_none(), "{failed:?}");
@@ -750,7 +740,6 @@ mod tests {
     #[test]
     fn a_stream_becomes_events() {
         let text = run(
-            Op::Messages,
             true,
             200,
             &[
@@ -807,7 +796,7 @@ mod tests {
         let reads = Reads::of([Bytes::from_static(
             br#"{"choices":[{"message":{"content":"hello","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{\"x\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#,
         )]);
-        let out = Out::new(Op::Messages, "m".into(), true, 200, false);
+        let out = Out::new("m".into(), true, 200, false);
         assert_eq!(out.content_type(), b"text/event-stream");
         let (text, failed) = drain(&mut Translation::new(reads, out));
         assert!(failed.is_none());
@@ -840,9 +829,7 @@ mod tests {
 
     #[test]
     fn documents_counts_and_errors() {
-        let m: Value = serde_json::from_str(&run(
-            Op::Messages,
-            false,
+        let m: Value = serde_json::from_str(&run(false,
             200,
             &[r#"{"choices":[{"message":{"role":"assistant","content":"hi","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"x\":2}"}}]},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#],
         ))
@@ -868,13 +855,8 @@ mod tests {
             count_answer(500, br#"{"error":{"message":"x"}}"#).1["error"]["message"],
             "x"
         );
-        let err: Value = serde_json::from_str(&run(
-            Op::Messages,
-            true,
-            404,
-            &[r#"{"error":{"message":"no"}}"#],
-        ))
-        .unwrap();
+        let err: Value =
+            serde_json::from_str(&run(true, 404, &[r#"{"error":{"message":"no"}}"#])).unwrap();
         assert_eq!(
             err,
             json!({"type": "error", "error": {"type": "not_found_error", "message": "no"}})

@@ -190,6 +190,7 @@ mod tests {
                 },
             ],
             protocols: Vec::new(),
+            slots: None,
             endpoint: "http://x".into(),
             config: Default::default(),
             specs: Default::default(),

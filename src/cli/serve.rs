@@ -112,6 +112,31 @@ pub struct ServeArgs {
     /// (e.g. a participant's self-signed certificate); repeatable
     #[argh(option)]
     pub(crate) upstream_ca: Vec<String>,
+    /// requests a participant runs at once when it does not say (`join --parallel`, or what
+    /// its server reports); the hub never sends it more and queues the rest (default 4)
+    #[argh(option, default = "hub::DEFAULT_SLOTS")]
+    pub(crate) default_slots: u32,
+    /// how rooms created without a choice pick a participant: cache-aware (where the
+    /// request's prompt prefix was last sent, so the backend's KV cache is reused) or
+    /// least-loaded (default cache-aware)
+    #[argh(option, default = "crate::types::Routing::CacheAware")]
+    pub(crate) routing: crate::types::Routing,
+    /// most requests waiting for a slot in one room; more get 503 with Retry-After
+    /// (default 256)
+    #[argh(option, default = "hub::rooms::queue::DEFAULT_QUEUE_MAX")]
+    pub(crate) queue_max: usize,
+    /// most requests one client (API key, else address) may have waiting in one room; more
+    /// get 429 with Retry-After (default 64)
+    #[argh(option, default = "hub::rooms::queue::DEFAULT_QUEUE_PER_CLIENT")]
+    pub(crate) queue_per_client: usize,
+    /// longest a request waits in a room's queue, in seconds; then 503 with Retry-After
+    /// (default 60)
+    #[argh(option, default = "hub::rooms::queue::DEFAULT_QUEUE_TIMEOUT.as_secs()")]
+    pub(crate) queue_timeout: u64,
+    /// longest a request waits for the busy participant that holds its prompt prefix while
+    /// another is free, in ms (cache-aware rooms; 0: never waits; default 1500)
+    #[argh(option, default = "hub::AFFINITY_WAIT.as_millis() as u64")]
+    pub(crate) affinity_wait_ms: u64,
 }
 
 impl ServeArgs {
@@ -210,6 +235,23 @@ impl ServeArgs {
                 .push(cidr.parse().map_err(|e| format!("--allow-endpoint {e}"))?);
         }
         config.max_tunnels = within("--max-tunnels", self.max_tunnels, 0, MILLION)?;
+        config.default_slots = within(
+            "--default-slots",
+            self.default_slots,
+            1,
+            hub::api::MAX_SLOTS,
+        )?;
+        config.routing = self.routing;
+        config.queue_max = within("--queue-max", self.queue_max, 0, MILLION)?;
+        config.queue_per_client = within("--queue-per-client", self.queue_per_client, 0, MILLION)?;
+        config.queue_timeout =
+            Duration::from_secs(within("--queue-timeout", self.queue_timeout, 1, 86_400)?);
+        config.affinity_wait = ms(within(
+            "--affinity-wait-ms",
+            self.affinity_wait_ms,
+            0,
+            600_000,
+        )?);
         if let Some(t) = self.threads {
             within("--threads", t, 1, 1024)?;
         }

@@ -67,6 +67,22 @@ pub enum HubEvent {
         participant_id: String,
         error: String,
     },
+    /// A request waits in the room's queue (every participant that could take it is full).
+    LlmQueued {
+        /// The client's salted hash.
+        client: String,
+        model: String,
+        position: usize,
+        depth: usize,
+    },
+    /// A request left the room's queue (`outcome`: served, timeout, abandoned, refused).
+    LlmDequeued {
+        client: String,
+        model: String,
+        outcome: String,
+        waited_ms: u64,
+        depth: usize,
+    },
     /// The hub could not replay everything missed: refetch the room's state.
     Resync {
         reason: String,
@@ -145,6 +161,19 @@ impl HubEvent {
             Some(Kind::LlmError) => p::<ev::LlmError>(data).map(|d| HubEvent::LlmError {
                 participant_id: owned(d.participant_id),
                 error: owned(d.error),
+            }),
+            Some(Kind::LlmQueued) => p::<ev::LlmQueued>(data).map(|d| HubEvent::LlmQueued {
+                client: owned(d.client),
+                model: owned(d.model),
+                position: d.position,
+                depth: d.depth,
+            }),
+            Some(Kind::LlmDequeued) => p::<ev::LlmDequeued>(data).map(|d| HubEvent::LlmDequeued {
+                client: owned(d.client),
+                model: owned(d.model),
+                outcome: owned(d.outcome),
+                waited_ms: d.waited_ms,
+                depth: d.depth,
             }),
             None => None,
         };

@@ -90,6 +90,8 @@ pub(crate) fn health() -> Response {
 struct CreateRoomBody {
     name: Option<String>,
     password: Option<String>,
+    /// `least-loaded` or `cache-aware` (absent: the hub's `--routing`).
+    routing: Option<String>,
 }
 
 /// `POST /rooms`: create a room, protected when a password is given. The answer carries the
@@ -102,6 +104,11 @@ pub(crate) async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Re
         .filter(|n| !n.trim().is_empty())
         .ok_or(ApiError::bad_request(msg::NAME_REQUIRED))?;
     check_len("name", &name, MAX_ROOM_NAME)?;
+    let routing = body
+        .routing
+        .map(|r| r.parse::<crate::types::Routing>())
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     let password_hash = match body.password {
         None => None,
         Some(p) if p.is_empty() => {
@@ -121,7 +128,10 @@ pub(crate) async fn create_room(hub: &HubInner, req: &Request, ip: IpAddr) -> Re
     let secrets = RoomSecrets::new(password_hash, Some(auth::token_hash(&host_token)));
     // The admin is not bounded per address; everyone else is.
     let creator = (!hub.auth.is_admin(auth::bearer(&req.head))).then_some(ip);
-    let room = hub.state.create_room(name, secrets, creator).await?;
+    let room = hub
+        .state
+        .create_room(name, routing, secrets, creator)
+        .await?;
     tracing::info!(code = %room.info.code, name = %room.info.name, protected = room.info.password_protected, "room created");
     Ok(json(
         201,
@@ -181,6 +191,8 @@ struct JoinBody {
     models: Option<Vec<ModelEntry>>,
     /// The APIs its server speaks besides OpenAI's.
     protocols: Option<Vec<Protocol>>,
+    /// Requests its server runs at once.
+    slots: Option<u32>,
     endpoint: Option<String>,
     specs: Option<MachineSpecs>,
     config: Option<GenerationConfig>,
@@ -287,7 +299,12 @@ fn validate_config(config: &GenerationConfig) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Result<Response> {
+pub(crate) fn join(
+    hub: &HubInner,
+    room: &Arc<Room>,
+    req: &Request,
+    ip: IpAddr,
+) -> Result<Response> {
     let body: JoinBody = parse_json(&req.body)?;
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let list = body.models.map(model_list).unwrap_or_default();
@@ -330,6 +347,7 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
     validate_specs(&specs)?;
     let config = body.config.unwrap_or_default();
     validate_config(&config)?;
+    check_slots(body.slots)?;
     // The participant secret is made here and returned only in this answer; a re-join gets a
     // fresh one, so a secret that leaked stops working. Tunnels authenticate with it too.
     let secret = crate::hub::rooms::ids::secret()?;
@@ -343,6 +361,7 @@ pub(crate) fn join(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> Re
             model: String::new(),
             models: Vec::new(),
             protocols: protocol_set(body.protocols),
+            slots: body.slots,
             endpoint,
             config,
             specs,
@@ -384,7 +403,7 @@ pub(crate) const HOST_TOKEN_HEADER: &str = "gambiarra-host-token";
 /// room's host token / the admin token in `Gambiarra-Host-Token` (removing someone).
 pub(crate) fn leave(
     hub: &HubInner,
-    room: &Room,
+    room: &Arc<Room>,
     id: &str,
     req: &Request,
     ip: IpAddr,
@@ -421,7 +440,7 @@ struct HealthBody {
 /// after which this participant's checks must carry it; the seed's agent sends none.
 pub(crate) fn health_check(
     hub: &HubInner,
-    room: &Room,
+    room: &Arc<Room>,
     req: &Request,
     ip: IpAddr,
 ) -> Result<Response> {
@@ -451,7 +470,21 @@ struct UpdateBody {
     model: Option<String>,
     models: Option<Vec<ModelEntry>>,
     protocols: Option<Vec<Protocol>>,
+    slots: Option<u32>,
     participant_secret: Option<String>,
+}
+
+/// Most parallel slots a participant may declare.
+pub(crate) const MAX_SLOTS: u32 = 1024;
+
+/// A participant's declared slots, within 1..=[`MAX_SLOTS`].
+fn check_slots(slots: Option<u32>) -> Result<()> {
+    match slots {
+        Some(n) if n == 0 || n > MAX_SLOTS => Err(ApiError::bad_request(format!(
+            "slots must be between 1 and {MAX_SLOTS}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `PATCH /rooms/:code/participants/:id`: a participant changes its own entry (its models,
@@ -459,7 +492,7 @@ struct UpdateBody {
 /// endpoint and way of serving stay: those take a re-join.
 pub(crate) fn update(
     hub: &HubInner,
-    room: &Room,
+    room: &Arc<Room>,
     id: &str,
     req: &Request,
     ip: IpAddr,
@@ -473,6 +506,7 @@ pub(crate) fn update(
         ));
     }
     hub.auth.check_not_blocked(ip)?;
+    check_slots(body.slots)?;
     if let Some(nickname) = &body.nickname {
         if nickname.trim().is_empty() {
             return Err(ApiError::bad_request("nickname must not be empty"));
@@ -495,6 +529,7 @@ pub(crate) fn update(
         model: body.model,
         models: body.models.map(model_list),
         protocols: body.protocols.map(|p| protocol_set(Some(p))),
+        slots: body.slots,
     };
     let (participant, dropped) =
         hub.state

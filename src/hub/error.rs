@@ -88,6 +88,14 @@ impl ApiError {
         }
     }
 
+    /// With `Retry-After`.
+    pub(crate) fn retry_after(self, secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..self
+        }
+    }
+
     /// 401: the room's password is missing or wrong.
     pub(crate) fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(401, message)

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::hub::rooms::state::State;
+use crate::hub::rooms::state::{Left, State};
 use crate::types::ParticipantStatus;
 
 /// The `route` label of `gambiarra_http_requests_total`: one per [`Route`] variant.
@@ -149,7 +149,7 @@ pub(crate) const BUCKETS: [f64; 12] = [
 ];
 
 /// A Prometheus histogram over fixed buckets.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Histogram {
     counts: [AtomicU64; BUCKETS.len() + 1],
     sum_micros: AtomicU64,
@@ -337,10 +337,11 @@ impl Metrics {
             "gambiarra_proxied_request_duration_seconds",
             "Time from routing a request to the end of its answer.",
         );
-        let (mut online, mut busy, mut offline, mut subscribers) = (0, 0, 0, 0);
+        let (mut online, mut busy, mut offline, mut subscribers, mut queued) = (0, 0, 0, 0, 0);
         for room in state.all_rooms() {
             let inner = room.lock();
             subscribers += inner.events.subscriber_count();
+            queued += inner.queue.len();
             for p in &inner.participants {
                 match p.status() {
                     ParticipantStatus::Online => online += 1,
@@ -356,6 +357,36 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP gambiarra_event_subscribers Open event streams.\n# TYPE gambiarra_event_subscribers gauge\ngambiarra_event_subscribers {subscribers}"
+        );
+        let q = &state.queue_stats;
+        let _ = writeln!(
+            out,
+            "# HELP gambiarra_queue_depth Requests waiting for a participant slot, across rooms.\n# TYPE gambiarra_queue_depth gauge\ngambiarra_queue_depth {queued}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gambiarra_queued_requests_total Requests that had to wait in a room's queue.\n# TYPE gambiarra_queued_requests_total counter\ngambiarra_queued_requests_total {}",
+            q.queued.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP gambiarra_queue_left_total Requests that left a queue, by outcome (served, timeout, abandoned, refused).\n# TYPE gambiarra_queue_left_total counter\n");
+        for left in Left::ALL {
+            let _ = writeln!(
+                out,
+                "gambiarra_queue_left_total{{outcome=\"{}\"}} {}",
+                left.name(),
+                q.left[left as usize].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gambiarra_queue_rejected_total Requests refused a place in a queue, by reason.\n# TYPE gambiarra_queue_rejected_total counter\ngambiarra_queue_rejected_total{{reason=\"queue_full\"}} {}\ngambiarra_queue_rejected_total{{reason=\"client_quota\"}} {}",
+            q.rejected_full.load(Ordering::Relaxed),
+            q.rejected_client.load(Ordering::Relaxed)
+        );
+        q.wait.render(
+            &mut out,
+            "gambiarra_queue_wait_seconds",
+            "Time requests spent in a room's queue.",
         );
         out
     }

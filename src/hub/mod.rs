@@ -127,7 +127,26 @@ pub struct HubConfig {
     /// What direct endpoints may be (`--allow-endpoint`); local addresses only for local
     /// joiners in any case.
     pub endpoint_rules: EndpointRules,
+    /// Slots of a participant that declares none.
+    pub default_slots: u32,
+    /// Routing of rooms created without a choice.
+    pub routing: crate::types::Routing,
+    /// Requests waiting per room.
+    pub queue_max: usize,
+    /// Requests one client may have waiting per room.
+    pub queue_per_client: usize,
+    /// Longest wait in a room's queue.
+    pub queue_timeout: Duration,
+    /// Longest a request waits for the busy participant holding more of its prompt while
+    /// another is free (cache-aware rooms).
+    pub affinity_wait: Duration,
 }
+
+/// Slots of a participant that declares none (Ollama's server does not say; 4 is what it
+/// runs by default with enough memory).
+pub const DEFAULT_SLOTS: u32 = 4;
+/// How long a request may wait for the participant that holds its prompt, by default.
+pub const AFFINITY_WAIT: Duration = Duration::from_millis(1500);
 
 /// Default time a participant may take to start answering.
 pub const TTFB_TIMEOUT: Duration = Duration::from_secs(300);
@@ -161,6 +180,12 @@ impl Default for HubConfig {
             tunnel_wait: tunnel::TUNNEL_WAIT,
             max_tunnels: tunnel::MAX_PARKED_TOTAL,
             endpoint_rules: EndpointRules::default(),
+            default_slots: DEFAULT_SLOTS,
+            routing: crate::types::Routing::CacheAware,
+            queue_max: rooms::queue::DEFAULT_QUEUE_MAX,
+            queue_per_client: rooms::queue::DEFAULT_QUEUE_PER_CLIENT,
+            queue_timeout: rooms::queue::DEFAULT_QUEUE_TIMEOUT,
+            affinity_wait: AFFINITY_WAIT,
         }
     }
 }
@@ -177,6 +202,9 @@ pub(crate) struct HubInner {
     pub control_rate: limits::RateLimiter,
     /// This hub's random instance id, in the `Gambiarra-Hop` list of requests it forwards.
     pub instance: String,
+    /// Random, for hashing client keys (queue fairness): what events show of a client reveals
+    /// nothing of its API key or address.
+    pub client_salt: [u8; 16],
 }
 
 /// Stops a running hub when told to; cheap to clone.
@@ -229,6 +257,12 @@ impl Hub {
                     participant_timeout: config.participant_timeout,
                     max_rooms_per_ip: config.max_rooms_per_ip,
                     forget_after: config.forget_after,
+                    default_slots: config.default_slots.max(1),
+                    routing: config.routing,
+                    queue_max: config.queue_max,
+                    queue_per_client: config.queue_per_client,
+                    queue_timeout: config.queue_timeout,
+                    affinity_wait: config.affinity_wait,
                 },
                 store,
             ),
@@ -243,6 +277,11 @@ impl Hub {
             auth: auth::Auth::new(config.admin_token.clone())?,
             control_rate: limits::RateLimiter::new(config.control_rate, config.control_burst),
             instance: ids::secret()?[..16].to_string(),
+            client_salt: {
+                let mut salt = [0u8; 16];
+                salt.copy_from_slice(&ids::secret()?.as_bytes()[..16]);
+                salt
+            },
             config,
         });
         let restored = inner.state.restore()?;

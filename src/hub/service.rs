@@ -103,16 +103,16 @@ impl Service {
                     ..
                 },
                 Some(room),
-            ) => Ok(proxy::dialects::handle_ollama(hub, room, *op, req).await),
+            ) => Ok(proxy::dialects::handle_ollama(hub, room, *op, req, ip).await),
             (Route::Ollama { op, .. }, Some(room)) => api::ollama_catalogue(&room, *op, req),
             (Route::Responses { .. }, Some(room)) => {
-                Ok(proxy::dialects::handle_responses(hub, room, req).await)
+                Ok(proxy::dialects::handle_responses(hub, room, req, ip).await)
             }
             (Route::Anthropic { op, .. }, Some(room)) => {
-                Ok(proxy::dialects::handle_anthropic(hub, room, *op, req).await)
+                Ok(proxy::dialects::handle_anthropic(hub, room, *op, req, ip).await)
             }
             (Route::Proxy { kind, .. }, Some(room)) => {
-                Ok(proxy::handle(hub, room, *kind, req).await)
+                Ok(proxy::handle(hub, room, *kind, req, ip).await)
             }
             (Route::MethodNotAllowed { allow }, _) => {
                 Ok(ApiError::new(405, msg::METHOD_NOT_ALLOWED)

@@ -17,6 +17,8 @@
 //! | `llm:request`         | [`LlmRequest`]                    |
 //! | `llm:complete`        | [`LlmComplete`]                   |
 //! | `llm:error`           | [`LlmError`]                      |
+//! | `llm:queued`          | [`LlmQueued`]                     |
+//! | `llm:dequeued`        | [`LlmDequeued`]                   |
 
 use std::borrow::Cow;
 
@@ -39,10 +41,12 @@ pub enum Kind {
     LlmRequest,
     LlmComplete,
     LlmError,
+    LlmQueued,
+    LlmDequeued,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Connected,
         Kind::Resync,
         Kind::RoomCreated,
@@ -55,6 +59,8 @@ impl Kind {
         Kind::LlmRequest,
         Kind::LlmComplete,
         Kind::LlmError,
+        Kind::LlmQueued,
+        Kind::LlmDequeued,
     ];
 
     /// The SSE `event:` name.
@@ -72,6 +78,8 @@ impl Kind {
             Kind::LlmRequest => "llm:request",
             Kind::LlmComplete => "llm:complete",
             Kind::LlmError => "llm:error",
+            Kind::LlmQueued => "llm:queued",
+            Kind::LlmDequeued => "llm:dequeued",
         }
     }
 
@@ -151,6 +159,40 @@ pub struct LlmError<'a> {
     pub participant_id: Cow<'a, str>,
     #[serde(borrow)]
     pub error: Cow<'a, str>,
+}
+
+/// `llm:queued`: every participant that could take a request is full; it waits in the room's
+/// queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmQueued<'a> {
+    /// The client it came from, as a salted hash (hex): the same client, the same string.
+    #[serde(borrow)]
+    pub client: Cow<'a, str>,
+    /// What the client asked for.
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
+    /// Its place in turn order (1: next).
+    pub position: usize,
+    /// Requests waiting in the room, this one included.
+    pub depth: usize,
+}
+
+/// `llm:dequeued`: a request left the room's queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmDequeued<'a> {
+    #[serde(borrow)]
+    pub client: Cow<'a, str>,
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
+    /// `served` (a participant took it), `timeout` (`--queue-timeout`), `abandoned` (its client
+    /// left), `refused` (nothing can serve it any more).
+    #[serde(borrow)]
+    pub outcome: Cow<'a, str>,
+    pub waited_ms: u64,
+    /// Requests still waiting in the room.
+    pub depth: usize,
 }
 
 #[cfg(test)]

@@ -112,6 +112,10 @@ pub struct ParticipantInfo {
     /// OpenAI's only, as the seed's participants).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protocols: Vec<Protocol>,
+    /// Requests it runs at once (its server's parallel slots): the hub never sends it more,
+    /// and queues the rest. Absent: the hub's default (`serve --default-slots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
     /// The endpoint exactly as registered.
     pub endpoint: String,
     #[serde(default)]
@@ -138,6 +142,44 @@ pub struct RoomInfo {
     /// Joining and using the room needs its password (the password itself is never sent).
     #[serde(default)]
     pub password_protected: bool,
+    /// How its requests pick a participant, when its creator chose (absent: the hub's
+    /// default, `serve --routing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
+}
+
+/// How a room picks among the participants that can take a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Routing {
+    /// The participant with the fewest requests in flight (ties: loaded model, rotation).
+    LeastLoaded,
+    /// The participant most likely to hold the request's prompt prefix in its KV cache (the
+    /// one that last served the longest head of it), unless its load is too far above the
+    /// least loaded one's; otherwise as `least-loaded`.
+    CacheAware,
+}
+
+impl Routing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Routing::LeastLoaded => "least-loaded",
+            Routing::CacheAware => "cache-aware",
+        }
+    }
+}
+
+impl std::str::FromStr for Routing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "least-loaded" => Ok(Routing::LeastLoaded),
+            "cache-aware" => Ok(Routing::CacheAware),
+            _ => Err(format!(
+                "unknown routing {s:?} (least-loaded or cache-aware)"
+            )),
+        }
+    }
 }
 
 /// A room in `GET /rooms`.
@@ -206,6 +248,7 @@ mod tests {
             nickname: "n".into(),
             model: "m".into(),
             models: vec![ModelInfo::named("m")],
+            slots: None,
             protocols: Vec::new(),
             endpoint: "http://x".into(),
             config: GenerationConfig::default(),

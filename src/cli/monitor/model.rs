@@ -40,6 +40,8 @@ pub(crate) struct RoomView {
     pub(crate) log: VecDeque<String>,
     /// Connected to the hub's event stream right now.
     pub(crate) connected: bool,
+    /// Requests waiting in the room's queue (as of the last queue event).
+    pub(crate) queued: usize,
 }
 
 impl RoomView {
@@ -137,6 +139,9 @@ impl RoomView {
                     c.in_flight = c.in_flight.saturating_sub(1);
                 }
             }
+            HubEvent::LlmQueued { depth, .. } | HubEvent::LlmDequeued { depth, .. } => {
+                self.queued = *depth;
+            }
             _ => {}
         }
         let line = format!("{clock} {text}");
@@ -209,9 +214,34 @@ pub(crate) fn describe(event: &HubEvent, name: impl Fn(&str) -> String) -> Optio
             participant_id,
             error,
         } => format!("{} failed: {error}", name(participant_id)),
+        HubEvent::LlmQueued {
+            client,
+            model,
+            position,
+            depth,
+        } => format!(
+            "request for {model} from client {} queued: all busy (#{position}, {depth} waiting)",
+            short(client)
+        ),
+        HubEvent::LlmDequeued {
+            client,
+            model,
+            outcome,
+            waited_ms,
+            depth,
+        } => format!(
+            "request for {model} from client {} left the queue: {outcome} after {:.1} s ({depth} waiting)",
+            short(client),
+            *waited_ms as f64 / 1000.0
+        ),
         HubEvent::Resync { reason } => format!("missed events ({reason}); refreshed"),
         HubEvent::Unknown { event, .. } => format!("event {event}"),
     })
+}
+
+/// A client hash, shortened for a log line.
+fn short(client: &str) -> &str {
+    client.get(..8).unwrap_or(client)
 }
 
 /// A participant's models in one line (see [`models_summary`]).
@@ -316,6 +346,7 @@ mod tests {
             model: "llama3".into(),
             models: vec![crate::types::ModelInfo::named("llama3")],
             protocols: Vec::new(),
+            slots: None,
             endpoint: "http://x".into(),
             config: GenerationConfig::default(),
             specs: MachineSpecs::default(),

@@ -202,7 +202,10 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
             };
             let title = room.map_or_else(
                 || " Participants ".to_string(),
-                |r| format!(" Participants · {} ", r.cards.len()),
+                |r| match r.queued {
+                    0 => format!(" Participants · {} ", r.cards.len()),
+                    q => format!(" Participants · {} · {q} queued ", r.cards.len()),
+                },
             );
             frame.render_widget(
                 List::new(items).block(Block::default().borders(Borders::ALL).title(title)),
@@ -392,6 +395,7 @@ mod tests {
             model: "llama3:8b".into(),
             models: vec![crate::types::ModelInfo::named("llama3:8b")],
             protocols: Vec::new(),
+            slots: None,
             endpoint: format!("http://{id}.lan:11434"),
             config: GenerationConfig::default(),
             specs: MachineSpecs {

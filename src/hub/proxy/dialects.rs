@@ -23,6 +23,7 @@ pub(crate) async fn handle_ollama(
     room: Arc<Room>,
     op: ollama::Op,
     req: &Request,
+    ip: std::net::IpAddr,
 ) -> Response {
     let translated = match ollama::request(op, &req.body) {
         Ok(t) => t,
@@ -49,7 +50,7 @@ pub(crate) async fn handle_ollama(
         }),
         Err(_) => None,
     };
-    match proxy(hub, room, translated.kind, &openai, shape, native).await {
+    match proxy(hub, room, translated.kind, &openai, ip, shape, native).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -64,6 +65,7 @@ pub(crate) async fn handle_anthropic(
     room: Arc<Room>,
     op: anthropic::Op,
     req: &Request,
+    ip: std::net::IpAddr,
 ) -> Response {
     let translated = match anthropic::request(op, &req.body) {
         Ok(t) => t,
@@ -92,7 +94,7 @@ pub(crate) async fn handle_anthropic(
         }),
         Err(_) => None,
     };
-    match proxy(hub, room, ProxyKind::Chat, &openai, shape, native).await {
+    match proxy(hub, room, ProxyKind::Chat, &openai, ip, shape, native).await {
         Ok(r) => r,
         Err(e) => e.into_anthropic_response(),
     }
@@ -105,6 +107,7 @@ pub(crate) async fn handle_responses(
     hub: &Arc<HubInner>,
     room: Arc<Room>,
     req: &Request,
+    ip: std::net::IpAddr,
 ) -> Response {
     let online: Vec<_> = room
         .participants()
@@ -144,7 +147,17 @@ pub(crate) async fn handle_responses(
         path: "/v1/responses",
         only: true,
     };
-    match proxy(hub, room, ProxyKind::Chat, req, Shape::OpenAi, Some(native)).await {
+    match proxy(
+        hub,
+        room,
+        ProxyKind::Chat,
+        req,
+        ip,
+        Shape::OpenAi,
+        Some(native),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => e.into_openai_response(),
     }

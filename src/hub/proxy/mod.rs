@@ -28,6 +28,7 @@ pub(crate) mod tunnel;
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -46,11 +47,13 @@ use crate::hub::HubInner;
 use crate::hub::error::ApiError;
 use crate::hub::metrics::Outcome;
 use crate::hub::proxy::tokens::{BodyKind, TokenScanner};
+use crate::hub::rooms::queue::{Want, client_key};
 use crate::hub::rooms::state::{Lease, Room, SelectError};
 use crate::hub::router::ProxyKind;
 use crate::hub::translate::{MAX_ERROR_BODY, Translation, anthropic, ollama};
 use crate::types::LlmMetrics;
 use crate::types::Protocol;
+use crate::types::Routing;
 use crate::types::event::{self, Kind};
 
 /// First read size from an upstream: a streamed token is ~150 bytes, and a thousand idle streams
@@ -64,6 +67,25 @@ pub const MAX_ATTEMPTS: usize = 3;
 
 pub(crate) const NO_PARTICIPANT: &str = "No available participant for the requested model";
 pub(crate) const PARTICIPANT_OFFLINE: &str = "Participant is offline";
+pub(crate) const QUEUE_FULL: &str =
+    "Every participant for this model is busy and the room's queue is full";
+pub(crate) const CLIENT_QUOTA: &str = "Every participant for this model is busy and you have the most requests a client may have waiting in this room";
+pub(crate) const QUEUE_TIMEOUT: &str =
+    "Every participant for this model stayed busy for as long as a request may wait";
+
+/// The request's client, for the queue's fairness ([`client_key`]): its API key in an open
+/// room (in a protected one the key is the room's shared password, the same for everyone),
+/// else its address.
+fn client_of(hub: &HubInner, room: &Room, req: &Request, ip: IpAddr) -> u64 {
+    let key = (!room.info.password_protected)
+        .then(|| {
+            crate::hub::guard::auth::bearer(&req.head)
+                .or_else(|| req.head.header("x-api-key").map(<[u8]>::trim_ascii))
+        })
+        .flatten()
+        .filter(|k| !k.is_empty());
+    client_key(&hub.client_salt, key, ip)
+}
 
 /// Relay one `/v1` request. Errors come back in OpenAI's shape.
 pub(crate) async fn handle(
@@ -71,8 +93,9 @@ pub(crate) async fn handle(
     room: Arc<Room>,
     kind: ProxyKind,
     req: &Request,
+    ip: IpAddr,
 ) -> Response {
-    match proxy(hub, room, kind, req, Shape::OpenAi, None).await {
+    match proxy(hub, room, kind, req, ip, Shape::OpenAi, None).await {
         Ok(r) => r,
         Err(e) => e.into_openai_response(),
     }
@@ -120,10 +143,17 @@ async fn proxy(
     room: Arc<Room>,
     kind: ProxyKind,
     req: &Request,
+    ip: IpAddr,
     shape: Shape,
     native: Option<Native<'_>>,
 ) -> Result<Response, ApiError> {
     let scan = rewrite::scan(&req.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Only a cache-aware room looks at the prompt.
+    let prefix: Arc<[rewrite::PrefixBlock]> = match room.policy.routing {
+        Routing::CacheAware => rewrite::prefix_chain(&req.body, &scan).into(),
+        Routing::LeastLoaded => Arc::from(Vec::new()),
+    };
+    let client = client_of(hub, &room, req, ip);
     let mut tried: Vec<String> = Vec::new();
     let mut last_error: Option<ApiError> = None;
     loop {
@@ -134,12 +164,38 @@ async fn proxy(
         }
         let dialect = native.as_ref().map(|n| n.protocol);
         let only = native.as_ref().is_some_and(|n| n.only);
-        let lease = match hub.state.select(&room, &scan.model, &tried, dialect, only) {
+        let want = Want {
+            requested: scan.model.clone(),
+            tried: tried.clone(),
+            dialect,
+            only,
+            prefix: prefix.clone(),
+        };
+        let lease = match hub.state.acquire(&room, want, client).await {
             Ok(l) => l,
             Err(SelectError::NoMatch) => return Err(ApiError::not_found(NO_PARTICIPANT)),
             Err(SelectError::Offline) => return Err(ApiError::unavailable(PARTICIPANT_OFFLINE)),
-            Err(SelectError::Exhausted) => {
+            Err(SelectError::Exhausted | SelectError::Full | SelectError::Defer) => {
                 return Err(last_error.unwrap_or(ApiError::unavailable(NO_PARTICIPANT)));
+            }
+            Err(SelectError::QueueFull(retry)) => {
+                return Err(ApiError::unavailable(QUEUE_FULL).retry_after(retry));
+            }
+            Err(SelectError::ClientQuota(retry)) => {
+                return Err(ApiError::too_many(
+                    format!(
+                        "{CLIENT_QUOTA} ({} at most)",
+                        hub.state.limits.queue_per_client
+                    ),
+                    retry,
+                ));
+            }
+            Err(SelectError::TimedOut(retry)) => {
+                return Err(ApiError::unavailable(format!(
+                    "{QUEUE_TIMEOUT} ({} s)",
+                    hub.state.limits.queue_timeout.as_secs()
+                ))
+                .retry_after(retry));
             }
         };
         tried.push(lease.participant_id.clone());

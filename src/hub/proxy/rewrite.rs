@@ -42,6 +42,11 @@ pub struct BodyScan {
     present: u8,
     /// Offset of the top-level object's closing brace.
     close: usize,
+    /// The prompt's head, when separate: `system` (Anthropic) or `instructions` (Responses).
+    system: Option<Range<usize>>,
+    /// The prompt: `messages` (chat), `prompt` (completions) or `input` (Responses,
+    /// embeddings), the first of them.
+    prompt: Option<Range<usize>>,
 }
 
 /// Why a body cannot be proxied.
@@ -296,6 +301,7 @@ pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
     let mut stream = false;
     let mut present = 0u8;
     let mut duplicate_model = false;
+    let (mut system, mut prompt) = (None, None);
     s.ws();
     if s.peek() == Some(b'}') {
         s.i += 1;
@@ -326,6 +332,12 @@ pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
                     model = Some((value, text));
                 }
                 "stream" => stream = &body[value] == b"true",
+                "system" | "instructions" => {
+                    system.get_or_insert(value);
+                }
+                "messages" | "prompt" | "input" => {
+                    prompt.get_or_insert(value);
+                }
                 k => {
                     if let Some(i) = CONFIG_KEYS.iter().position(|c| *c == k) {
                         present |= 1 << i;
@@ -361,7 +373,77 @@ pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
         stream,
         present,
         close,
+        system,
+        prompt,
     })
+}
+
+/// Bytes of prompt per block of a [`prefix_chain`] (a message is cut into blocks this long).
+pub const PREFIX_BLOCK: usize = 1024;
+/// Most blocks a [`prefix_chain`] has: the head of the prompt, which is what a KV cache
+/// reuses, is what routing needs to recognise.
+pub const MAX_PREFIX_BLOCKS: usize = 64;
+
+/// One block of a prompt's [`prefix_chain`]: the hash of the prompt from its start to the
+/// block's end, and that end (bytes of prompt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixBlock {
+    pub hash: u64,
+    pub end: u32,
+}
+
+/// The prompt of a scanned body as a chain of block hashes, head first: the system part, then
+/// each message (or the prompt string) as it came, each cut into [`PREFIX_BLOCK`]-byte blocks,
+/// each block's hash covering every byte before it. Two requests share their first k blocks
+/// exactly when their prompts share those bytes, so a conversation's next turn matches all of
+/// its earlier turn but the last message. Nothing is copied: the hashes are taken over the
+/// body's own bytes (JSON as sent, so equal messages must be sent alike, as clients do).
+pub fn prefix_chain(body: &[u8], scan: &BodyScan) -> Vec<PrefixBlock> {
+    use std::hash::Hasher;
+    let mut chain = Vec::new();
+    let mut hash = 0u64;
+    let mut end = 0u32;
+    let mut push = |element: &[u8], chain: &mut Vec<PrefixBlock>| {
+        for block in element.chunks(PREFIX_BLOCK) {
+            if chain.len() >= MAX_PREFIX_BLOCKS {
+                return;
+            }
+            let mut h = std::hash::DefaultHasher::new();
+            h.write_u64(hash);
+            h.write(block);
+            hash = h.finish();
+            end = end.saturating_add(block.len() as u32);
+            chain.push(PrefixBlock { hash, end });
+        }
+    };
+    if let Some(r) = &scan.system {
+        push(&body[r.clone()], &mut chain);
+    }
+    let Some(r) = scan.prompt.clone() else {
+        return chain;
+    };
+    if body.get(r.start) != Some(&b'[') {
+        push(&body[r], &mut chain);
+        return chain;
+    }
+    // The elements of an array the scan validated.
+    let mut s = Scanner {
+        b: &body[..r.end],
+        i: r.start + 1,
+    };
+    while chain.len() < MAX_PREFIX_BLOCKS {
+        s.ws();
+        if matches!(s.peek(), Some(b']') | None) {
+            break;
+        }
+        let Ok(element) = s.value() else { break };
+        push(&body[element], &mut chain);
+        s.ws();
+        if s.peek() == Some(b',') {
+            s.i += 1;
+        }
+    }
+    chain
 }
 
 /// A participant's side of the rewrite, encoded once at join: its model name as a JSON string
@@ -527,5 +609,59 @@ mod tests {
             let serde = serde_json::from_str::<serde_json::Value>(s).is_ok();
             assert_eq!(ours, serde, "{s}");
         }
+    }
+
+    fn chain(body: &str) -> Vec<PrefixBlock> {
+        prefix_chain(body.as_bytes(), &scan(body.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn a_conversation_matches_its_earlier_turns() {
+        let sys = "s".repeat(1500);
+        let turn1 = format!(
+            r#"{{"model":"m","messages":[{{"role":"system","content":"{sys}"}},{{"role":"user","content":"hi"}}]}}"#
+        );
+        let turn2 = format!(
+            r#"{{"stream":true,"messages":[{{"role":"system","content":"{sys}"}}, {{"role":"user","content":"hi"}},{{"role":"assistant","content":"yo"}},{{"role":"user","content":"more"}}],"model":"x"}}"#
+        );
+        let other = format!(
+            r#"{{"model":"m","messages":[{{"role":"system","content":"{sys}"}},{{"role":"user","content":"bye"}}]}}"#
+        );
+        let (a, b, c) = (chain(&turn1), chain(&turn2), chain(&other));
+        // The system message is two blocks (over 1 KiB), then one per short message.
+        assert_eq!(a.len(), 3);
+        assert_eq!(b.len(), 5);
+        assert_eq!(
+            &b[..3],
+            &a[..],
+            "turn 2 begins with turn 1 (other keys, spacing aside)"
+        );
+        assert_eq!(&c[..2], &a[..2], "the shared system prompt");
+        assert_ne!(c[2], a[2]);
+        assert_eq!(a[0].end, PREFIX_BLOCK as u32);
+        // Anthropic's system comes first whatever the key order; a prompt string is one run.
+        let anth = chain(
+            r#"{"messages":[{"role":"user","content":"q"}],"model":"m","system":"be brief"}"#,
+        );
+        let anth2 = chain(
+            r#"{"model":"m","system":"be brief","messages":[{"role":"user","content":"r"}]}"#,
+        );
+        assert_eq!(anth.len(), 2);
+        assert_eq!(anth[0], anth2[0]);
+        assert_ne!(anth[1], anth2[1]);
+        assert_eq!(chain(r#"{"model":"m","prompt":"abc"}"#).len(), 1);
+        assert!(chain(r#"{"model":"m"}"#).is_empty());
+        assert!(chain(r#"{"model":"m","messages":[]}"#).is_empty());
+    }
+
+    #[test]
+    fn a_chain_is_bounded() {
+        let msgs: Vec<String> = (0..500)
+            .map(|i| format!(r#"{{"role":"user","content":"{i}"}}"#))
+            .collect();
+        let body = format!(r#"{{"model":"m","messages":[{}]}}"#, msgs.join(","));
+        assert_eq!(chain(&body).len(), MAX_PREFIX_BLOCKS);
+        let long = format!(r#"{{"model":"m","prompt":"{}"}}"#, "x".repeat(1 << 20));
+        assert_eq!(chain(&long).len(), MAX_PREFIX_BLOCKS);
     }
 }

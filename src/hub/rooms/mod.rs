@@ -8,6 +8,8 @@ pub(crate) mod events;
 pub(crate) mod ids;
 pub(crate) mod models;
 pub(crate) mod persist;
+pub(crate) mod prefix;
+pub(crate) mod queue;
 pub(crate) mod state;
 pub(crate) mod sweeper;
 

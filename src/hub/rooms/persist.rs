@@ -160,6 +160,7 @@ mod tests {
                 host_id: "h".into(),
                 created_at: 1,
                 password_protected: code == "BBBBBB",
+                routing: None,
             },
             password_hash: (code == "BBBBBB").then(|| "$argon2id$v=19$...".into()),
             host_token_hash: Some("ab".repeat(32)),

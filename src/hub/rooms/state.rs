@@ -14,13 +14,18 @@ use serde::Serialize;
 use super::error::StateError;
 use crate::http::upstream::Target;
 use crate::hub::guard::auth::RoomSecrets;
+use crate::hub::metrics::Histogram;
 use crate::hub::proxy::rewrite::Defaults;
 use crate::hub::rooms::events::{EventLog, Subscription};
 use crate::hub::rooms::ids;
 use crate::hub::rooms::models::{Dropped, ModelSet};
 use crate::hub::rooms::persist::SavedRoom;
+use crate::hub::rooms::prefix::PrefixCache;
+use crate::hub::rooms::queue::{Grant, Queue, Waiter, Want};
 use crate::types::event::{self, Kind};
-use crate::types::{ModelInfo, ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, now_ms};
+use crate::types::{
+    ModelInfo, ParticipantInfo, ParticipantStatus, RoomInfo, RoomSummary, Routing, now_ms,
+};
 
 /// Bounds on what the state holds.
 #[derive(Clone, Debug)]
@@ -40,6 +45,68 @@ pub(crate) struct Limits {
     /// its routing status: a participant marked offline because its connections failed still
     /// owns its id while it checks in).
     pub(crate) participant_timeout: std::time::Duration,
+    /// Slots of a participant that declares none (`--default-slots`).
+    pub(crate) default_slots: u32,
+    /// Routing of rooms created without a choice (`--routing`).
+    pub(crate) routing: Routing,
+    /// Requests waiting per room (`--queue-max`).
+    pub(crate) queue_max: usize,
+    /// Requests one client may have waiting per room (`--queue-per-client`).
+    pub(crate) queue_per_client: usize,
+    /// Longest wait in a queue (`--queue-timeout`).
+    pub(crate) queue_timeout: std::time::Duration,
+    /// Longest a request waits for a busy participant holding more of its prompt, when
+    /// another is free (`--affinity-wait-ms`; cache-aware rooms).
+    pub(crate) affinity_wait: std::time::Duration,
+}
+
+/// A cache-aware choice stays with the participant holding the longest prefix while it has at
+/// most this many requests in flight more than the least loaded candidate; past that, loads
+/// are too uneven and the least loaded is chosen.
+pub(crate) const AFFINITY_MAX_EXTRA_LOAD: u32 = 2;
+
+/// How a room chooses, fixed when it is made, and where its queue is counted.
+#[derive(Clone, Debug)]
+pub(crate) struct Policy {
+    pub(crate) routing: Routing,
+    pub(crate) default_slots: u32,
+    pub(crate) affinity_wait: std::time::Duration,
+    pub(crate) stats: Arc<QueueStats>,
+}
+
+/// The queues' counters across rooms, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct QueueStats {
+    pub(crate) queued: std::sync::atomic::AtomicU64,
+    /// By outcome, in the order of [`Left::ALL`].
+    pub(crate) left: [std::sync::atomic::AtomicU64; 4],
+    /// Refused at the door: the room's queue full.
+    pub(crate) rejected_full: std::sync::atomic::AtomicU64,
+    /// Refused at the door: the client's share of the queue full.
+    pub(crate) rejected_client: std::sync::atomic::AtomicU64,
+    pub(crate) wait: Histogram,
+}
+
+/// Why a request left the queue (the `outcome` of `llm:dequeued`, the metrics' label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Left {
+    Served,
+    Timeout,
+    Abandoned,
+    Refused,
+}
+
+impl Left {
+    pub(crate) const ALL: [Left; 4] = [Left::Served, Left::Timeout, Left::Abandoned, Left::Refused];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Left::Served => "served",
+            Left::Timeout => "timeout",
+            Left::Abandoned => "abandoned",
+            Left::Refused => "refused",
+        }
+    }
 }
 
 /// One participant as the hub tracks it.
@@ -47,8 +114,10 @@ pub(crate) struct Limits {
 pub(crate) struct Participant {
     /// As registered; `status` here is only ever `Online` or `Offline`.
     pub(crate) info: ParticipantInfo,
-    /// Proxied requests in flight to this participant.
+    /// Proxied requests in flight to this participant (never more than its slots).
     pub(crate) in_flight: u32,
+    /// The prompt prefixes it was last given (cache-aware rooms).
+    pub(crate) prefixes: PrefixCache,
     /// Consecutive failed connection attempts.
     pub(crate) conn_failures: u32,
     /// The endpoint, parsed and normalised once at join.
@@ -77,6 +146,11 @@ pub(crate) struct Participant {
 }
 
 impl Participant {
+    /// Requests it runs at once.
+    pub(crate) fn slots(&self, default: u32) -> u32 {
+        self.info.slots.unwrap_or(default).max(1)
+    }
+
     /// The status as listed: `busy` while a request is in flight.
     pub(crate) fn status(&self) -> ParticipantStatus {
         match self.info.status {
@@ -101,6 +175,11 @@ pub(crate) struct RoomInner {
     pub(crate) events: EventLog,
     /// Rotates ties between equally loaded candidates.
     rotation: usize,
+    /// Requests waiting for a slot.
+    pub(crate) queue: Queue,
+    /// How long a request holds a slot, on average (exponentially weighted, milliseconds): what
+    /// `Retry-After` is estimated from.
+    service_ms: f64,
 }
 
 impl RoomInner {
@@ -161,6 +240,39 @@ impl RoomInner {
         Ok((set, dropped))
     }
 
+    /// Count and announce a waiter leaving the queue.
+    fn left_queue(&mut self, room: &Room, w: &Waiter, why: Left) {
+        let waited = w.since.elapsed();
+        let stats = &room.policy.stats;
+        stats.left[why as usize].fetch_add(1, Ordering::Relaxed);
+        stats.wait.observe(waited);
+        let depth = self.queue.len();
+        self.publish(
+            Kind::LlmDequeued,
+            &event::LlmDequeued {
+                client: client_hex(w.client).into(),
+                model: w.want.requested.as_str().into(),
+                outcome: why.name().into(),
+                waited_ms: waited.as_millis() as u64,
+                depth,
+            },
+        );
+    }
+
+    /// Seconds until `ahead` queued requests have been served, roughly (for `Retry-After`):
+    /// the average time a slot is held, times the rounds they take over the room's slots.
+    fn retry_after(&self, ahead: usize, default_slots: u32) -> u64 {
+        let slots: u64 = self
+            .participants
+            .iter()
+            .filter(|p| p.info.status != ParticipantStatus::Offline)
+            .map(|p| u64::from(p.slots(default_slots)))
+            .sum::<u64>()
+            .max(1);
+        let secs = self.service_ms * (ahead as f64 + 1.0) / slots as f64 / 1000.0;
+        (secs.ceil() as u64).clamp(1, 600)
+    }
+
     /// Broadcast `data` as JSON under `event`.
     pub(crate) fn publish<T: Serialize + ?Sized>(&mut self, event: Kind, data: &T) {
         // Serialising these plain structs cannot fail.
@@ -177,6 +289,7 @@ pub(crate) struct Room {
     /// The address (IPv6: its /64) that created it, for the per-address room bound; `None`
     /// for rooms restored from the state file and those an admin created.
     pub(crate) creator: Option<std::net::IpAddr>,
+    pub(crate) policy: Policy,
     inner: Mutex<RoomInner>,
 }
 
@@ -232,6 +345,8 @@ pub(crate) struct Update {
     pub(crate) models: Option<Vec<crate::types::ModelInfo>>,
     /// The APIs it speaks besides OpenAI's.
     pub(crate) protocols: Option<Vec<crate::types::Protocol>>,
+    /// Its parallel slots (validated by the caller).
+    pub(crate) slots: Option<u32>,
 }
 
 /// Largest participant entry, encoded as JSON (what every listing and event carries), not
@@ -280,6 +395,8 @@ pub(crate) struct Lease {
     pub(crate) had_failures: bool,
     /// The participant speaks the request's own protocol (no translation needed).
     pub(crate) native: bool,
+    /// When the slot was taken.
+    started: tokio::time::Instant,
     released: bool,
 }
 
@@ -288,15 +405,26 @@ impl Lease {
         &self.room
     }
 
-    /// Release under a lock the caller already holds on this lease's room.
+    /// Release under a lock the caller already holds on this lease's room: the slot goes to
+    /// the next waiter in the room's queue, if one can take it.
     pub(crate) fn release(&mut self, inner: &mut RoomInner) {
-        if std::mem::replace(&mut self.released, true) {
-            return;
+        if self.free_slot(inner) {
+            dispatch(&self.room, inner);
         }
+    }
+
+    /// Give the slot back without dispatching it (the caller does); whether it was held.
+    fn free_slot(&mut self, inner: &mut RoomInner) -> bool {
+        if std::mem::replace(&mut self.released, true) {
+            return false;
+        }
+        let held = self.started.elapsed().as_secs_f64() * 1000.0;
+        inner.service_ms = 0.8 * inner.service_ms + 0.2 * held;
         if let Some(i) = inner.find(&self.participant_id) {
             let p = &mut inner.participants[i];
             p.in_flight = p.in_flight.saturating_sub(1);
         }
+        true
     }
 }
 
@@ -305,10 +433,243 @@ impl Drop for Lease {
         if self.released {
             return;
         }
+        let room = self.room.clone();
+        let mut inner = room.lock();
+        self.release(&mut inner);
+    }
+}
+
+/// A client key as shown in events.
+pub(crate) fn client_hex(client: u64) -> String {
+    format!("{client:016x}")
+}
+
+/// Choose a participant with a free slot for `want` and lease it (its in-flight count goes up).
+///
+/// A participant id is served by that participant only, with its primary model; `*`/`any` by
+/// any participant with its primary model; a name (or `model:NAME`) by every participant with
+/// a model of that name or alias, spelled so or equal by
+/// [`model_key`](crate::types::model_key). Participants offline, already tried by this
+/// request, or (`only`) not speaking its protocol are left out, and so are those at their slots.
+/// Among the rest, the least loaded (in-flight requests over slots) wins, then one that has the
+/// model loaded, then one that speaks the request's protocol, then an exact spelling, the
+/// remaining ties rotating. In a cache-aware room, the choice is first narrowed to the
+/// candidates holding the longest head of the request's prompt, unless those have more than
+/// [`AFFINITY_MAX_EXTRA_LOAD`] requests in flight over the least loaded; and with `wait`, a
+/// request whose prompt a full participant holds more of is deferred rather than sent to a
+/// free one that would recompute it ([`SelectError::Defer`]).
+fn pick(
+    room: &Arc<Room>,
+    participants: &mut [Participant],
+    rotation: &mut usize,
+    want: &Want,
+    wait: bool,
+) -> Result<Lease, SelectError> {
+    let policy = &room.policy;
+    let dialect = want.dialect;
+    let speaks = |p: &Participant| dialect.is_some_and(|d| p.info.protocols.contains(&d));
+    let full = |p: &Participant| p.in_flight >= p.slots(policy.default_slots);
+    let cache_aware = policy.routing == Routing::CacheAware && !want.prefix.is_empty();
+    let lease = |p: &mut Participant, model: usize, explicit: bool| {
+        p.in_flight += 1;
+        if cache_aware {
+            p.prefixes.record(&want.prefix);
+        }
+        let served = &p.models.models[model];
+        Lease {
+            room: room.clone(),
+            participant_id: p.info.id.clone(),
+            target: p.target.clone(),
+            defaults: served.defaults.clone(),
+            model: served.name.clone(),
+            tunnel: p.tunnel,
+            local_ok: p.local_ok,
+            pool_key: p.pool_key.clone(),
+            explicit,
+            had_failures: p.conn_failures > 0,
+            native: speaks(p),
+            started: tokio::time::Instant::now(),
+            released: false,
+        }
+    };
+    let requested = want.requested.as_str();
+    // Wildcards and `model:` first: no participant can take those names (refused at join),
+    // and a request for them never goes to an id.
+    let any = requested == "*" || requested.eq_ignore_ascii_case("any");
+    let by_model = requested.strip_prefix("model:");
+    if let (false, None, Some(p)) = (
+        any,
+        by_model,
+        participants.iter_mut().find(|p| p.info.id == requested),
+    ) {
+        if want.tried.contains(&p.info.id) {
+            return Err(SelectError::Exhausted);
+        }
+        if p.info.status == ParticipantStatus::Offline {
+            return Err(SelectError::Offline);
+        }
+        if want.only && !speaks(p) {
+            return Err(SelectError::NoMatch);
+        }
+        if full(p) {
+            return Err(SelectError::Full);
+        }
+        return Ok(lease(p, 0, true));
+    }
+    let name = by_model.unwrap_or(requested);
+    let key = crate::types::model_key(name);
+    // Free participants that can take it.
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let (mut matched_any, mut any_full, mut busy_holds) = (false, false, 0u32);
+    for (i, p) in participants.iter().enumerate() {
+        if p.info.status == ParticipantStatus::Offline || (want.only && !speaks(p)) {
+            continue;
+        }
+        let foreign = !speaks(p) && dialect.is_some();
+        let (model, loaded, exact) = if any {
+            (0, 0, true)
+        } else {
+            let Some((model, exact)) = p.models.resolve(name, &key) else {
+                continue;
+            };
+            // Loaded, unknown, not loaded.
+            let loaded = match p.info.models.get(model).and_then(|m| m.loaded) {
+                Some(true) => 0,
+                None => 1,
+                Some(false) => 2,
+            };
+            (model, loaded, exact)
+        };
+        matched_any = true;
+        if want.tried.contains(&p.info.id) {
+            continue;
+        }
+        // A model it says is not loaded holds no KV cache.
+        let holds = if cache_aware && loaded < 2 {
+            p.prefixes.matched(&want.prefix)
+        } else {
+            0
+        };
+        if full(p) {
+            any_full = true;
+            busy_holds = busy_holds.max(holds);
+            continue;
+        }
+        // Load as a share of its slots, so a big server is not left idle for a small one.
+        let load = ((u64::from(p.in_flight) << 16) / u64::from(p.slots(policy.default_slots)))
+            .min(u64::from(u32::MAX)) as u32;
+        candidates.push((i, model, (load, loaded, foreign, !exact), holds));
+    }
+    if candidates.is_empty() {
+        return Err(if any_full {
+            SelectError::Full
+        } else if matched_any {
+            SelectError::Exhausted
+        } else {
+            SelectError::NoMatch
+        });
+    }
+    if cache_aware {
+        let best = candidates.iter().map(|c| c.3).max().unwrap_or(0);
+        if wait && busy_holds > best {
+            return Err(SelectError::Defer);
+        }
+        if best > 0 {
+            let least = candidates
+                .iter()
+                .map(|c| participants[c.0].in_flight)
+                .min()
+                .unwrap_or(0);
+            let near: Vec<_> = candidates
+                .iter()
+                .copied()
+                .filter(|c| {
+                    c.3 == best && participants[c.0].in_flight <= least + AFFINITY_MAX_EXTRA_LOAD
+                })
+                .collect();
+            if !near.is_empty() {
+                candidates = near;
+            }
+        }
+    }
+    let best = candidates.iter().map(|c| c.2).min().unwrap_or_default();
+    candidates.retain(|c| c.2 == best);
+    let (pick, model, _, _) = candidates[*rotation % candidates.len()];
+    *rotation = rotation.wrapping_add(1);
+    Ok(lease(&mut participants[pick], model, false))
+}
+
+/// A participant [`pick`] may choose: (its index, its model's index, its rank — load over
+/// slots, loaded state, foreign protocol, not the exact name; lower is better —, bytes of the
+/// request's prompt it holds).
+type Candidate = (usize, usize, (u32, u8, bool, bool), u32);
+
+/// Offer the room's free slots to its queue ([`Queue::dispatch`]), announcing who leaves it.
+/// Called whenever a slot may have freed or a participant appeared or changed (under the room's
+/// lock, which the caller holds).
+pub(crate) fn dispatch(room: &Arc<Room>, inner: &mut RoomInner) {
+    let now = tokio::time::Instant::now();
+    while inner.queue.len() > 0 {
+        let RoomInner {
+            participants,
+            rotation,
+            queue,
+            ..
+        } = &mut *inner;
+        let answered = queue.dispatch(|w: &Waiter| {
+            let wait = w.affinity_until.is_some_and(|t| now < t);
+            match pick(room, participants, rotation, &w.want, wait) {
+                Ok(lease) => Some((Ok(lease), true)),
+                Err(SelectError::Full | SelectError::Defer) => None,
+                Err(e) => Some((Err(e), false)),
+            }
+        });
+        if answered.is_empty() {
+            return;
+        }
+        let mut freed = false;
+        for (w, grant) in answered {
+            let left = if grant.is_ok() {
+                Left::Served
+            } else {
+                Left::Refused
+            };
+            inner.left_queue(room, &w, left);
+            // The receiver lives as long as the waiter is queued (its ticket takes it out
+            // before letting go); should it be gone, the slot is given back here.
+            if let Err(Ok(mut lease)) = w.tx.send(grant) {
+                freed |= lease.free_slot(inner);
+            }
+        }
+        if !freed {
+            return;
+        }
+    }
+}
+
+/// A request's place in the queue, while its task waits. Dropped before an answer (deadline,
+/// or the client left and its task was dropped), it takes the request out; if a participant
+/// was handed over meanwhile, the slot goes back to the queue.
+struct Ticket<'a> {
+    room: &'a Arc<Room>,
+    id: u64,
+    rx: tokio::sync::oneshot::Receiver<Grant>,
+    gone: Left,
+    answered: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
         let mut inner = self.room.lock();
-        if let Some(i) = inner.find(&self.participant_id) {
-            let p = &mut inner.participants[i];
-            p.in_flight = p.in_flight.saturating_sub(1);
+        if let Some(w) = inner.queue.remove(self.id) {
+            inner.left_queue(self.room, &w, self.gone);
+            return;
+        }
+        if let Ok(Ok(mut lease)) = self.rx.try_recv() {
+            lease.release(&mut inner);
         }
     }
 }
@@ -322,6 +683,17 @@ pub(crate) enum SelectError {
     Offline,
     /// Every match was already tried in this request.
     Exhausted,
+    /// Every match that may take it is at its slots: it waits in the queue.
+    Full,
+    /// A free participant could take it, but a busy one holds more of its prompt: it waits
+    /// for that one (a while).
+    Defer,
+    /// The room's queue is full (503); seconds after which a retry may get in.
+    QueueFull(u64),
+    /// The client's share of the queue is full (429).
+    ClientQuota(u64),
+    /// It waited `--queue-timeout` (503).
+    TimedOut(u64),
 }
 
 /// Whether `presented` is the secret whose hash is `hash` (constant time).
@@ -361,6 +733,8 @@ pub(crate) struct State {
     subscribers: Arc<AtomicUsize>,
     /// Where rooms are saved (`--state`), if anywhere.
     store: Option<Arc<crate::hub::rooms::persist::Store>>,
+    /// The queues' counters, shared by every room.
+    pub(crate) queue_stats: Arc<QueueStats>,
 }
 
 impl State {
@@ -373,6 +747,7 @@ impl State {
             closed: AtomicBool::new(false),
             subscribers: Arc::new(AtomicUsize::new(0)),
             store,
+            queue_stats: Arc::new(QueueStats::default()),
         }
     }
 
@@ -425,6 +800,7 @@ impl State {
     pub(crate) async fn create_room(
         &self,
         name: String,
+        routing: Option<Routing>,
         secrets: RoomSecrets,
         creator: Option<std::net::IpAddr>,
     ) -> Result<Arc<Room>, StateError> {
@@ -456,6 +832,7 @@ impl State {
                     host_id: ids::uuid_v4()?,
                     created_at: now,
                     password_protected: secrets.protected(),
+                    routing,
                 },
                 secrets,
                 creator,
@@ -509,6 +886,10 @@ impl State {
             let mut inner = room.lock();
             inner.events.publish(Kind::RoomDeleted.name(), &json);
             inner.events.close_all();
+            for w in inner.queue.drain() {
+                room.policy.stats.left[Left::Refused as usize].fetch_add(1, Ordering::Relaxed);
+                let _ = w.tx.send(Err(SelectError::Exhausted));
+            }
         }
         Ok(room)
     }
@@ -521,14 +902,23 @@ impl State {
     ) -> Arc<Room> {
         // Event ids start from now: ids a client saw before a restart are recognised as foreign.
         let base = now_ms().saturating_mul(1000);
+        let policy = Policy {
+            routing: info.routing.unwrap_or(self.limits.routing),
+            default_slots: self.limits.default_slots,
+            affinity_wait: self.limits.affinity_wait,
+            stats: self.queue_stats.clone(),
+        };
         Arc::new(Room {
             info,
             secrets,
             creator,
+            policy,
             inner: Mutex::new(RoomInner {
                 participants: Vec::new(),
                 events: EventLog::new(base, self.limits.event_ring),
                 rotation: 0,
+                queue: Queue::default(),
+                service_ms: 1000.0,
             }),
         })
     }
@@ -602,7 +992,7 @@ impl State {
     /// new registration gets.
     pub(crate) fn join(
         &self,
-        room: &Room,
+        room: &Arc<Room>,
         mut info: ParticipantInfo,
         (primary, list): (Option<String>, Vec<ModelInfo>),
         secret_hash: String,
@@ -657,6 +1047,7 @@ impl State {
         let p = Participant {
             info,
             in_flight: 0,
+            prefixes: PrefixCache::default(),
             conn_failures: 0,
             target,
             models: Arc::new(set),
@@ -671,10 +1062,15 @@ impl State {
         // Every listing and event carries the entry.
         check_entry_size(&snapshot)?;
         match existing {
-            Some(i) => inner.participants[i] = p,
+            // A re-join keeps the count of what runs there (the leases find it by id).
+            Some(i) => {
+                let in_flight = inner.participants[i].in_flight;
+                inner.participants[i] = Participant { in_flight, ..p };
+            }
             None => inner.participants.push(p),
         }
         inner.publish(Kind::ParticipantJoined, &snapshot);
+        dispatch(room, &mut inner);
         Ok((snapshot, dropped))
     }
 
@@ -682,7 +1078,7 @@ impl State {
     /// the room's host, already authenticated by the caller.
     pub(crate) fn leave(
         &self,
-        room: &Room,
+        room: &Arc<Room>,
         id: &str,
         presented: Option<&[u8]>,
         by_host: bool,
@@ -696,6 +1092,8 @@ impl State {
         }
         inner.participants.remove(i);
         inner.publish(Kind::ParticipantLeft, &about(id));
+        // Waiters only it could serve hear so now.
+        dispatch(room, &mut inner);
         Ok(())
     }
 
@@ -705,7 +1103,7 @@ impl State {
     /// secret, and refused after.
     pub(crate) fn health(
         &self,
-        room: &Room,
+        room: &Arc<Room>,
         id: &str,
         presented: Option<&[u8]>,
     ) -> Result<HealthOutcome, StateError> {
@@ -727,6 +1125,7 @@ impl State {
             p.info.status = ParticipantStatus::Online;
             p.conn_failures = 0;
             inner.publish(Kind::ParticipantOnline, &about(id));
+            dispatch(room, &mut inner);
             return Ok(HealthOutcome::BackOnline);
         }
         Ok(HealthOutcome::Ok)
@@ -739,7 +1138,7 @@ impl State {
     /// of life (an offline participant is back online).
     pub(crate) fn update(
         &self,
-        room: &Room,
+        room: &Arc<Room>,
         id: &str,
         presented: Option<&[u8]>,
         change: Update,
@@ -761,6 +1160,9 @@ impl State {
         }
         if let Some(protocols) = change.protocols {
             info.protocols = protocols;
+        }
+        if change.slots.is_some() {
+            info.slots = change.slots;
         }
         let config_changed = change.config.is_some();
         if let Some(config) = change.config {
@@ -801,6 +1203,9 @@ impl State {
         if changed {
             inner.publish(Kind::ParticipantUpdated, &snapshot);
         }
+        if back || changed {
+            dispatch(room, &mut inner);
+        }
         Ok((snapshot, dropped))
     }
 
@@ -839,116 +1244,116 @@ impl State {
             for id in &forgotten {
                 inner.publish(Kind::ParticipantLeft, &about(id));
             }
+            if !gone.is_empty() || !forgotten.is_empty() {
+                dispatch(&room, &mut inner);
+            }
         }
         n
     }
 
-    /// Choose a participant for `requested` (a participant id, `model:<name>`, a model name,
-    /// or `*`/`any`), skipping `tried`. A name reaches every participant with a model of that
-    /// name or alias, spelled so or equal by [`model_key`](crate::types::model_key); among
-    /// them the least loaded wins, then one that has the model loaded, then an exact spelling,
-    /// the remaining ties rotating. An id and `*` are served with the participant's primary
-    /// model. `dialect`: the protocol the request came in, when it is not OpenAI's; at equal
-    /// load and loaded state, a participant that speaks it goes first — or (`only`) only those
-    /// are candidates (a protocol the hub does not translate).
-    pub(crate) fn select(
+    /// A participant for `want`: one with a free slot now ([`pick`]), or — every one that
+    /// could take it being full — the first the room's fair queue hands it, within the
+    /// queue's bounds and `--queue-timeout`. `client` is the request's client key
+    /// ([`client_key`](super::queue::client_key)). Dropping the future (the client left)
+    /// takes the request out of the queue at once; a slot handed to it meanwhile goes to the
+    /// next waiter.
+    pub(crate) async fn acquire(
         &self,
         room: &Arc<Room>,
-        requested: &str,
-        tried: &[String],
-        dialect: Option<crate::types::Protocol>,
-        only: bool,
+        want: Want,
+        client: u64,
     ) -> Result<Lease, SelectError> {
-        let mut inner = room.lock();
-        let speaks = |p: &Participant| dialect.is_some_and(|d| p.info.protocols.contains(&d));
-        let lease = |p: &mut Participant, model: usize, explicit: bool| {
-            p.in_flight += 1;
-            let served = &p.models.models[model];
-            Lease {
-                room: room.clone(),
-                participant_id: p.info.id.clone(),
-                target: p.target.clone(),
-                defaults: served.defaults.clone(),
-                model: served.name.clone(),
-                tunnel: p.tunnel,
-                local_ok: p.local_ok,
-                pool_key: p.pool_key.clone(),
-                explicit,
-                had_failures: p.conn_failures > 0,
-                native: speaks(p),
-                released: false,
+        let want = Arc::new(want);
+        let now = tokio::time::Instant::now();
+        let mut affinity = (room.policy.routing == Routing::CacheAware && !want.prefix.is_empty())
+            .then(|| now + room.policy.affinity_wait);
+        let (id, rx) = {
+            let mut guard = room.lock();
+            let inner = &mut *guard;
+            match pick(
+                room,
+                &mut inner.participants,
+                &mut inner.rotation,
+                &want,
+                affinity.is_some(),
+            ) {
+                Ok(lease) => return Ok(lease),
+                Err(SelectError::Full | SelectError::Defer) => {}
+                Err(e) => return Err(e),
             }
-        };
-        // Wildcards and `model:` first: no participant can take those names (refused at join),
-        // and a request for them never goes to an id.
-        let any = requested == "*" || requested.eq_ignore_ascii_case("any");
-        let by_model = requested.strip_prefix("model:");
-        if let (false, None, Some(i)) = (any, by_model, inner.find(requested)) {
-            let p = &mut inner.participants[i];
-            if tried.contains(&p.info.id) {
-                return Err(SelectError::Exhausted);
+            let stats = &room.policy.stats;
+            if inner.queue.len() >= self.limits.queue_max {
+                stats.rejected_full.fetch_add(1, Ordering::Relaxed);
+                return Err(SelectError::QueueFull(
+                    inner.retry_after(inner.queue.len(), room.policy.default_slots),
+                ));
             }
-            if p.info.status == ParticipantStatus::Offline {
-                return Err(SelectError::Offline);
+            if inner.queue.waiting(client) >= self.limits.queue_per_client {
+                stats.rejected_client.fetch_add(1, Ordering::Relaxed);
+                let ahead = inner.queue.waiting(client);
+                return Err(SelectError::ClientQuota(
+                    inner.retry_after(ahead, room.policy.default_slots),
+                ));
             }
-            if only && !speaks(p) {
-                return Err(SelectError::NoMatch);
-            }
-            return Ok(lease(p, 0, true));
-        }
-        let name = by_model.unwrap_or(requested);
-        let key = crate::types::model_key(name);
-        // (participant, its model) of the best rank so far.
-        let mut candidates: Vec<(usize, usize)> = Vec::new();
-        let mut matched_any = false;
-        // (in flight, loaded, speaks another protocol than the request's, not the exact name)
-        let mut best = (u32::MAX, u8::MAX, true, true);
-        for (i, p) in inner.participants.iter().enumerate() {
-            if p.info.status == ParticipantStatus::Offline || (only && !speaks(p)) {
-                continue;
-            }
-            let foreign = !speaks(p) && dialect.is_some();
-            let (model, rank) = if any {
-                (0, (p.in_flight, 0, foreign, false))
-            } else {
-                let Some((model, exact)) = p.models.resolve(name, &key) else {
-                    continue;
-                };
-                // Loaded, unknown, not loaded; then exact before a normalised spelling.
-                let loaded = match p.info.models.get(model).and_then(|m| m.loaded) {
-                    Some(true) => 0,
-                    None => 1,
-                    Some(false) => 2,
-                };
-                (model, (p.in_flight, loaded, foreign, !exact))
-            };
-            matched_any = true;
-            if tried.contains(&p.info.id) {
-                continue;
-            }
-            if rank < best {
-                best = rank;
-                candidates.clear();
-            }
-            if rank == best {
-                candidates.push((i, model));
-            }
-        }
-        if candidates.is_empty() {
-            return Err(if matched_any {
-                SelectError::Exhausted
-            } else {
-                SelectError::NoMatch
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let id = inner.queue.next_id();
+            let position = inner.queue.push(Waiter {
+                id,
+                client,
+                want: want.clone(),
+                since: now,
+                affinity_until: affinity,
+                tx,
             });
+            stats.queued.fetch_add(1, Ordering::Relaxed);
+            let depth = inner.queue.len();
+            inner.publish(
+                Kind::LlmQueued,
+                &event::LlmQueued {
+                    client: client_hex(client).into(),
+                    model: want.requested.as_str().into(),
+                    position,
+                    depth,
+                },
+            );
+            (id, rx)
+        };
+        let mut ticket = Ticket {
+            room,
+            id,
+            rx,
+            gone: Left::Abandoned,
+            answered: false,
+        };
+        let deadline = now + self.limits.queue_timeout;
+        loop {
+            tokio::select! {
+                grant = &mut ticket.rx => {
+                    ticket.answered = true;
+                    // The sender lives in the queue until it answers.
+                    return grant.unwrap_or(Err(SelectError::Exhausted));
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    ticket.gone = Left::Timeout;
+                    let retry = room.lock().retry_after(1, room.policy.default_slots);
+                    return Err(SelectError::TimedOut(retry));
+                }
+                () = tokio::time::sleep_until(affinity.unwrap_or(deadline)), if affinity.is_some() => {
+                    // Waited long enough for the participant that holds its prompt: any will do.
+                    affinity = None;
+                    let mut inner = room.lock();
+                    if let Some(w) = inner.queue.get_mut(id) {
+                        w.affinity_until = None;
+                    }
+                    dispatch(room, &mut inner);
+                }
+            }
         }
-        let (pick, model) = candidates[inner.rotation % candidates.len()];
-        inner.rotation = inner.rotation.wrapping_add(1);
-        Ok(lease(&mut inner.participants[pick], model, false))
     }
 
     /// Record a failed connection attempt; the third in a row marks the participant offline
     /// (announced). Returns whether it went offline now.
-    pub(crate) fn connect_failed(&self, room: &Room, id: &str) -> bool {
+    pub(crate) fn connect_failed(&self, room: &Arc<Room>, id: &str) -> bool {
         let mut inner = room.lock();
         let Some(i) = inner.find(id) else {
             return false;
@@ -958,6 +1363,7 @@ impl State {
         if p.conn_failures >= STRIKES_OFFLINE && p.info.status != ParticipantStatus::Offline {
             p.info.status = ParticipantStatus::Offline;
             inner.publish(Kind::ParticipantOffline, &about(id));
+            dispatch(room, &mut inner);
             return true;
         }
         false

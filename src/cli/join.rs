@@ -35,6 +35,10 @@ pub struct JoinArgs {
     /// llama3=meta-llama-3-8b-instruct); repeatable
     #[argh(option)]
     pub(crate) alias: Vec<String>,
+    /// requests your server runs at once; the hub sends no more and queues the rest
+    /// (default: what llama.cpp's server reports on /props, else the hub's default, 4)
+    #[argh(option)]
+    pub(crate) parallel: Option<u32>,
     /// how often to list the server's models again, in ms (default 60000; 0: never)
     #[argh(option, default = "60_000")]
     pub(crate) probe_interval_ms: u64,
@@ -147,6 +151,16 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args
+        .parallel
+        .is_some_and(|n| n == 0 || n > crate::hub::api::MAX_SLOTS)
+    {
+        eprintln!(
+            "gambiarra join: --parallel must be between 1 and {}",
+            crate::hub::api::MAX_SLOTS
+        );
+        return ExitCode::from(2);
+    }
     let (hub, rt) = match super::hub_session("join", args.hub.clone(), &args.ca) {
         Ok(session) => session,
         Err(code) => return code,
@@ -179,6 +193,16 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
             ),
             Some(l) => println!("✓ {} ({}) serves {shown}", args.endpoint, l.flavor.name()),
             None => println!("  Sharing {shown} (not checked: --no-probe)"),
+        }
+        let slots = match (args.parallel, &listing) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => backend::slots(&args.endpoint).await,
+            (None, None) => None,
+        };
+        match (args.parallel, slots) {
+            (None, Some(n)) => println!("✓ It runs {n} requests at once (its /props)"),
+            (Some(n), _) => println!("  It runs {n} requests at once (--parallel)"),
+            _ => {}
         }
         let specs = if args.no_specs {
             None
@@ -222,6 +246,7 @@ pub(crate) fn run(args: JoinArgs) -> ExitCode {
                 models
             },
             protocols,
+            slots,
             endpoint: args.endpoint.clone(),
             specs,
             config: None,

@@ -40,6 +40,16 @@ pub struct MockLlmArgs {
     /// (a streamed tool call), usage-chunk (a usage chunk in every stream)
     #[argh(option, default = "crate::tools::mock::Style::Compact")]
     pub(crate) style: crate::tools::mock::Style,
+    /// parallel slots to report on /props, as llama.cpp's server does (default: no /props)
+    #[argh(option)]
+    pub(crate) slots: Option<u32>,
+    /// model prompt processing: microseconds per byte of prompt not in the KV cache before
+    /// the first token (default 0: none)
+    #[argh(option, default = "0.0")]
+    pub(crate) prefill_us_per_byte: f64,
+    /// prompts the modelled KV cache holds, most recent first (default 4)
+    #[argh(option, default = "4")]
+    pub(crate) kv_cache: usize,
 }
 
 pub(crate) fn run(args: MockLlmArgs) -> ExitCode {
@@ -72,6 +82,9 @@ pub(crate) fn run(args: MockLlmArgs) -> ExitCode {
             tokens: args.tokens,
             token_delay: Duration::from_millis(args.token_delay_ms),
             style: args.style,
+            slots: args.slots,
+            prefill_us_per_byte: args.prefill_us_per_byte.clamp(0.0, 1e6),
+            kv_cache: args.kv_cache.clamp(1, 1 << 16),
         };
         let mock = match MockLlm::start(addr, config, false).await {
             Ok(m) => m,

@@ -315,6 +315,22 @@ pub async fn protocols(endpoint: &str, flavor: Flavor) -> Vec<crate::types::Prot
     spoken
 }
 
+/// How many requests `endpoint` runs at once, when it says: llama.cpp's server reports its
+/// parallel slots as `total_slots` on `GET /props`. Others (Ollama, LM Studio, vLLM) do not
+/// say: `None`, and the hub's default applies.
+pub async fn slots(endpoint: &str) -> Option<u32> {
+    #[derive(serde::Deserialize)]
+    struct Props {
+        total_slots: Option<u64>,
+    }
+    let server = HubClient::new(endpoint).ok()?;
+    let props: Props = server.get_json("/props").await.ok()?;
+    let n = props.total_slots?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=crate::hub::api::MAX_SLOTS).contains(n))
+}
+
 /// The names of the models `endpoint` offers.
 pub async fn list_models(endpoint: &str) -> Result<Vec<String>, ProbeError> {
     list(endpoint).await.map(|l| l.names())

@@ -103,6 +103,9 @@ pub struct JoinRequest {
     /// instead of translated).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub protocols: Vec<Protocol>,
+    /// Requests its server runs at once (none: the hub's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
     pub endpoint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub specs: Option<MachineSpecs>,

@@ -12,6 +12,15 @@
 //! `"mock_die_after": 3` drops the connection after three tokens, `"mock_tokens"` and
 //! `"mock_delay_ms"` override the token count and delay, `"mock_style"` the [`Style`].
 //!
+//! With `slots` it answers llama.cpp's `GET /props` (`total_slots`), as the agent probes. With
+//! `prefill_us_per_byte`, it models prompt processing and a KV cache: the first token waits that
+//! long per byte of prompt that is not the head of one of its last `kv_cache` prompts (by the
+//! hub's own prefix chain, see [`prefix_chain`]), so routing that reuses caches shows
+//! reproducibly. It counts the requests it runs at once, and the most ever
+//! ([`MockLlm::max_active`]).
+//!
+//! [`prefix_chain`]: crate::hub::proxy::rewrite::prefix_chain
+//!
 //! Real servers differ in how they write the same JSON, and the hub's metrics must be right for
 //! all of them: the [`Style`]s reproduce what they send (spacing, reasoning deltas, tool-call
 //! deltas, a usage chunk nobody asked for). Embeddings honour `encoding_format: "base64"`
@@ -83,6 +92,13 @@ pub struct MockConfig {
     pub token_delay: Duration,
     /// How its JSON looks (a request's `"mock_style"` overrides it).
     pub style: Style,
+    /// Parallel slots it reports on `/props` (none: it answers 404 there, as non-llama.cpp
+    /// servers do).
+    pub slots: Option<u32>,
+    /// Prompt processing time per byte of prompt not found in its KV cache (0: none).
+    pub prefill_us_per_byte: f64,
+    /// Prompts its KV cache holds (the most recent).
+    pub kv_cache: usize,
 }
 
 impl Default for MockConfig {
@@ -94,6 +110,9 @@ impl Default for MockConfig {
             tokens: 50,
             token_delay: Duration::from_millis(20),
             style: Style::Compact,
+            slots: None,
+            prefill_us_per_byte: 0.0,
+            kv_cache: 4,
         }
     }
 }
@@ -167,6 +186,55 @@ struct Stats {
     cancelled: AtomicU64,
     completed: AtomicU64,
     record: bool,
+    /// Generations running now, and the most ever at once.
+    active: AtomicU64,
+    max_active: AtomicU64,
+    /// The prompts in its KV cache, most recent first (prefix chains).
+    kv: Mutex<std::collections::VecDeque<Vec<crate::hub::proxy::rewrite::PrefixBlock>>>,
+}
+
+/// One generation running; counted until dropped.
+struct Active(Arc<Stats>);
+
+impl Active {
+    fn start(stats: &Arc<Stats>) -> Active {
+        let now = stats.active.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_active.fetch_max(now, Ordering::SeqCst);
+        Active(stats.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Stats {
+    /// Prompt processing for `body` against the KV cache model: the bytes of its prompt not
+    /// found as the head of a cached prompt; the prompt then becomes the most recent.
+    fn uncached(&self, body: &[u8], keep: usize) -> u64 {
+        use crate::hub::proxy::rewrite::{prefix_chain, scan};
+        let Ok(scanned) = scan(body) else { return 0 };
+        let chain = prefix_chain(body, &scanned);
+        let total = chain.last().map_or(0, |b| u64::from(b.end));
+        let mut kv = crate::sync::lock(&self.kv);
+        let held = kv
+            .iter()
+            .map(|cached| {
+                cached
+                    .iter()
+                    .zip(&chain)
+                    .take_while(|(a, b)| a == b)
+                    .last()
+                    .map_or(0, |(_, b)| u64::from(b.end))
+            })
+            .max()
+            .unwrap_or(0);
+        kv.push_front(chain);
+        kv.truncate(keep.max(1));
+        total - held
+    }
 }
 
 struct MockService {
@@ -260,6 +328,16 @@ impl MockLlm {
         self.stats.completed.load(Ordering::SeqCst)
     }
 
+    /// The most generations it ever ran at once.
+    pub fn max_active(&self) -> u64 {
+        self.stats.max_active.load(Ordering::SeqCst)
+    }
+
+    /// Generations running now.
+    pub fn active(&self) -> u64 {
+        self.stats.active.load(Ordering::SeqCst)
+    }
+
     pub async fn shutdown(self) {
         self.shutdown.send_replace(true);
         let _ = self.task.await;
@@ -317,6 +395,11 @@ impl Handler for MockService {
                 json_response(200, &json!({"models": listed(&catalog.loaded)}))
             }
             (Method::Get, "/health" | "/") => json_response(200, &json!({"status": "ok"})),
+            (Method::Get, "/props") if self.config.slots.is_some() => json_response(
+                200,
+                &json!({"total_slots": self.config.slots, "model_path": self.config.model,
+                        "default_generation_settings": {"n_ctx": 4096}}),
+            ),
             (
                 Method::Post,
                 "/v1/chat/completions"
@@ -339,7 +422,18 @@ impl Handler for MockService {
                         );
                     }
                 };
-                self.complete(path, &body)
+                let active = Active::start(&self.stats);
+                // Prompt processing: time for what the KV cache does not hold.
+                let prefill = if self.config.prefill_us_per_byte > 0.0 {
+                    let bytes = self.stats.uncached(&req.body, self.config.kv_cache);
+                    Duration::from_secs_f64(bytes as f64 * self.config.prefill_us_per_byte / 1e6)
+                } else {
+                    Duration::ZERO
+                };
+                if !prefill.is_zero() {
+                    tokio::time::sleep(prefill).await;
+                }
+                self.complete(path, &body, active)
             }
             _ => json_response(
                 404,
@@ -350,7 +444,7 @@ impl Handler for MockService {
 }
 
 impl MockService {
-    fn complete(&self, path: &str, body: &Value) -> Response {
+    fn complete(&self, path: &str, body: &Value, active: Active) -> Response {
         if let Some(status) = body.get("mock_status").and_then(Value::as_u64) {
             return json_response(
                 status as u16,
@@ -363,10 +457,10 @@ impl MockService {
             .unwrap_or(&self.config.model)
             .to_string();
         if path.starts_with("/api/") {
-            return self.ollama(path, body, model);
+            return self.ollama(path, body, model, active);
         }
         if path.starts_with("/v1/messages") {
-            return self.anthropic(path, body, model);
+            return self.anthropic(path, body, model, active);
         }
         if path == "/v1/responses" {
             // OpenAI's Responses API, not streamed: one message of output text.
@@ -449,6 +543,7 @@ impl MockService {
                 sleep: None,
                 finished: false,
                 stats: self.stats.clone(),
+                _active: Some(active),
             };
             return Response::new(200)
                 .header("Content-Type", Bytes::from_static(b"text/event-stream"))
@@ -481,7 +576,7 @@ impl MockService {
 impl MockService {
     /// Anthropic's Messages API: a message (streamed as its events when asked), and
     /// `count_tokens`.
-    fn anthropic(&self, path: &str, body: &Value, model: String) -> Response {
+    fn anthropic(&self, path: &str, body: &Value, model: String, active: Active) -> Response {
         if path.ends_with("/count_tokens") {
             return json_response(200, &json!({"input_tokens": 5}));
         }
@@ -505,6 +600,7 @@ impl MockService {
                 sleep: None,
                 finished: false,
                 stats: self.stats.clone(),
+                _active: Some(active),
             };
             return Response::new(200)
                 .header("Content-Type", Bytes::from_static(b"text/event-stream"))
@@ -524,7 +620,7 @@ impl MockService {
 
     /// Ollama's own API: `/api/chat` and `/api/generate` (streamed as NDJSON unless
     /// `"stream": false`, as Ollama does), `/api/embed`, `/api/embeddings`.
-    fn ollama(&self, path: &str, body: &Value, model: String) -> Response {
+    fn ollama(&self, path: &str, body: &Value, model: String, active: Active) -> Response {
         let created = crate::hub::translate::ollama::rfc3339_now();
         if path == "/api/embed" || path == "/api/embeddings" {
             self.stats.completed.fetch_add(1, Ordering::SeqCst);
@@ -565,6 +661,7 @@ impl MockService {
                 sleep: None,
                 finished: false,
                 stats: self.stats.clone(),
+                _active: Some(active),
             };
             return Response::new(200)
                 .header("Content-Type", Bytes::from_static(b"application/x-ndjson"))
@@ -607,6 +704,8 @@ struct TokenStream {
     sleep: Option<std::pin::Pin<Box<Sleep>>>,
     finished: bool,
     stats: Arc<Stats>,
+    /// The generation, counted while it streams.
+    _active: Option<Active>,
 }
 
 /// The API a token stream is written in.

@@ -561,3 +561,86 @@ async fn a_protected_room_through_tunnels_until_its_host_deletes_it() {
     assert!(said.contains("was deleted by its host"), "{said}");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_agent_tells_the_hub_its_servers_slots() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "slots").await;
+    // A llama.cpp-like server reports 3 slots on /props; --parallel overrides what it says.
+    let llama = MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            slots: Some(3),
+            ..MockConfig::default()
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let hub_url = format!("http://{addr}");
+    let llama_url = llama.url();
+    let mut children = Vec::new();
+    for (id, extra) in [("probed", None), ("told", Some("2"))] {
+        let mut args = vec![
+            "--code",
+            &code,
+            "--model",
+            "llama3",
+            "--endpoint",
+            &llama_url,
+            "--hub",
+            &hub_url,
+            "--id",
+            id,
+            "--no-specs",
+        ];
+        if let Some(n) = extra {
+            args.extend(["--parallel", n]);
+        }
+        children.push(agent(&args).spawn().unwrap());
+    }
+    let ps = until(addr, &code, |ps| ps.len() == 2).await;
+    let slots = |id: &str| ps.iter().find(|p| p["id"] == id).unwrap()["slots"].clone();
+    assert_eq!(slots("probed"), json!(3));
+    assert_eq!(slots("told"), json!(2));
+    // A server that does not say (no /props): none sent, the hub's default applies.
+    let plain = MockLlm::start("127.0.0.1:0".parse().unwrap(), MockConfig::default(), false)
+        .await
+        .unwrap();
+    let code2 = room_code(addr, "plain").await;
+    children.push(
+        agent(&[
+            "--code",
+            &code2,
+            "--model",
+            "llama3",
+            "--endpoint",
+            &plain.url(),
+            "--hub",
+            &hub_url,
+            "--no-specs",
+        ])
+        .spawn()
+        .unwrap(),
+    );
+    let ps = until(addr, &code2, |ps| ps.len() == 1).await;
+    assert!(ps[0].get("slots").is_none(), "{}", ps[0]);
+    let bad = agent(&[
+        "--code",
+        &code2,
+        "--model",
+        "llama3",
+        "--parallel",
+        "0",
+        "--hub",
+        &hub_url,
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--parallel must be between 1 and 1024"));
+    drop(children);
+    hub.shutdown().await;
+}

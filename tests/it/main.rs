@@ -19,6 +19,8 @@ mod models;
 mod ollama;
 mod persist;
 mod proxy;
+#[cfg(feature = "tools")]
+mod queue;
 mod security;
 mod tls_hub;
 mod tls_upstream;

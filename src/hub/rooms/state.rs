@@ -456,8 +456,9 @@ pub(crate) fn client_hex(client: u64) -> String {
 /// remaining ties rotating. In a cache-aware room, the choice is first narrowed to the
 /// candidates holding the longest head of the request's prompt, unless those have more than
 /// [`AFFINITY_MAX_EXTRA_LOAD`] requests in flight over the least loaded; and with `wait`, a
-/// request whose prompt a full participant holds more of is deferred rather than sent to a
-/// free one that would recompute it ([`SelectError::Defer`]).
+/// request whose prompt a full participant holds enough more of (so that it would process at
+/// most half the bytes the best free one would) is deferred rather than sent to a free one
+/// that would recompute it ([`SelectError::Defer`]).
 fn pick(
     room: &Arc<Room>,
     participants: &mut [Participant],
@@ -571,7 +572,10 @@ fn pick(
     }
     if cache_aware {
         let best = candidates.iter().map(|c| c.3).max().unwrap_or(0);
-        if wait && busy_holds > best {
+        // Worth waiting for when the busy one would process at most half of what the best
+        // free one would (the prompt is `total` bytes; each recomputes what it does not hold).
+        let total = want.prefix.last().map_or(0, |b| b.end);
+        if wait && busy_holds > best && 2 * (total - busy_holds) <= total - best {
             return Err(SelectError::Defer);
         }
         if best > 0 {

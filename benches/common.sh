@@ -34,13 +34,24 @@ NGX
   nginx -c "$WORK/nginx.conf" -p "$WORK"
 }
 
-# make_room HUB_PORT MOCK_PORT — a room with the mock joined directly as participant "mock";
-# prints the code.
+# make_room HUB_PORT MOCK_PORT [SLOTS] [ROUTING] — a room with the mock joined directly as
+# participant "mock", with SLOTS parallel slots (default 1024: the mock answers any number at
+# once, so the queue never holds a request back); prints the code.
 make_room() {
   local code
-  code=$(curl -s -XPOST "localhost:$1/rooms" -d '{"name":"bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')
-  curl -s -XPOST "localhost:$1/rooms/$code/join" -d "{\"id\":\"mock\",\"nickname\":\"mock\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$2\"}" >/dev/null
+  code=$(curl -s -XPOST "localhost:$1/rooms" -d "{\"name\":\"bench\",\"routing\":\"${4:-cache-aware}\"}" | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])')
+  join_room "$1" "$code" mock "$2" "${3:-1024}"
   echo "$code"
+}
+
+# join_room HUB_PORT CODE ID MOCK_PORT SLOTS — one more participant.
+join_room() {
+  curl -s -XPOST "localhost:$1/rooms/$2/join" -d "{\"id\":\"$3\",\"nickname\":\"$3\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$4\",\"slots\":$5}" >/dev/null
+}
+
+# new_room HUB_PORT ROUTING — an empty room; prints the code.
+new_room() {
+  curl -s -XPOST "localhost:$1/rooms" -d "{\"name\":\"bench\",\"routing\":\"$2\"}" | python3 -c 'import sys,json;print(json.load(sys.stdin)["room"]["code"])'
 }
 
 # pid_of PORT — the hub serving on PORT.

@@ -8,14 +8,16 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::http::url::{self, Scheme};
-use crate::tools::bench::{BenchConfig, run as run_bench};
+use crate::tools::bench::{
+    BenchConfig, ClientSpec, ConversationConfig, run as run_bench, run_clients, run_conversations,
+};
 
 /// Benchmark a room: chat completions back to back on N keep-alive connections.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
     name = "bench",
-    example = "64 connections for 10 s, streaming:\n  $ gambiarra bench --room K7QF2M --stream\nOne connection, a specific model:\n  $ gambiarra bench --room K7QF2M --model model:llama3 --concurrency 1 --duration 30s"
+    example = "64 connections for 10 s, streaming:\n  $ gambiarra bench --room K7QF2M --stream\nOne connection, a specific model:\n  $ gambiarra bench --room K7QF2M --model model:llama3 --concurrency 1 --duration 30s\nFairness: one greedy client and two light ones:\n  $ gambiarra bench --room K7QF2M --client greedy=32 --client a=1 --client b=1\nEight 6-turn chats sharing a 1.5 KB system prompt:\n  $ gambiarra bench --room K7QF2M --conversations 8 --turns 6 --extra '\"max_tokens\":32'"
 )]
 pub struct BenchArgs {
     /// hub URL (default: $GAMBIARRA_HUB, else http://localhost:3000)
@@ -50,6 +52,28 @@ pub struct BenchArgs {
     /// print the report as JSON
     #[argh(switch)]
     pub(crate) json: bool,
+    /// a client KEY=CONNECTIONS, sending `Authorization: Bearer KEY` on that many
+    /// connections; repeat for several (replaces --concurrency; reports each client and
+    /// Jain's fairness index)
+    #[argh(option)]
+    pub(crate) client: Vec<ClientSpec>,
+    /// run this many multi-turn conversations at once instead (each turn sends the whole
+    /// history, streamed; reports time to first token per turn and the total time)
+    #[argh(option)]
+    pub(crate) conversations: Option<usize>,
+    /// turns per conversation (default 6)
+    #[argh(option, default = "6")]
+    pub(crate) turns: usize,
+    /// bytes of the system prompt every conversation shares (default 1500)
+    #[argh(option, default = "1500")]
+    pub(crate) system_bytes: usize,
+    /// bytes of each question (default 200)
+    #[argh(option, default = "200")]
+    pub(crate) question_bytes: usize,
+    /// mean pause between an answer and the next question, in ms (each drawn between half and
+    /// 1.5 times it; default 0)
+    #[argh(option, default = "0")]
+    pub(crate) think_ms: u64,
 }
 
 fn parse_duration_arg(s: &str) -> Result<String, String> {
@@ -120,6 +144,73 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    if let Some(n) = args.conversations {
+        if !(1..=10_000).contains(&n) || !(1..=1000).contains(&args.turns) {
+            eprintln!("gambiarra bench: --conversations is 1 to 10000, --turns 1 to 1000");
+            return ExitCode::from(2);
+        }
+        let conv = ConversationConfig {
+            conversations: n,
+            turns: args.turns,
+            system_bytes: args.system_bytes.min(1 << 20),
+            question_bytes: args.question_bytes.min(1 << 20),
+            think: Duration::from_millis(args.think_ms.min(3_600_000)),
+        };
+        let r = rt.block_on(run_conversations(config, conv));
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        } else {
+            println!(
+                "{} conversations × {} turns in {:.1}s, {} errors\n  TTFT ms:      p50 {:.1}  p90 {:.1}\n  latency ms:   p50 {:.1}  p90 {:.1}\n  TTFT p50 by turn: {}",
+                r.conversations,
+                r.turns,
+                r.seconds,
+                r.errors,
+                r.ttft_ms_p50,
+                r.ttft_ms_p90,
+                r.latency_ms_p50,
+                r.latency_ms_p90,
+                r.ttft_ms_p50_by_turn
+                    .iter()
+                    .map(|t| format!("{t:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        return if r.errors > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    if !args.client.is_empty() {
+        let r = rt.block_on(run_clients(config, &args.client));
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        } else {
+            println!(
+                "{:.1}s, Jain's fairness index {:.3}",
+                r.seconds, r.jain_index
+            );
+            for c in &r.clients {
+                println!(
+                    "  {:<12} ×{:<4} {:>6} requests ({} errors) {:>8.1}/s  latency ms p50 {:.1} p99 {:.1}",
+                    c.key,
+                    c.concurrency,
+                    c.requests,
+                    c.errors,
+                    c.requests_per_second,
+                    c.latency_ms_p50,
+                    c.latency_ms_p99
+                );
+            }
+        }
+        return if r.clients.iter().any(|c| c.requests == 0) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
     let report = rt.block_on(run_bench(config));
     if args.json {
         println!(

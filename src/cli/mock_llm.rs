@@ -101,6 +101,13 @@ pub(crate) fn run(args: MockLlmArgs) -> ExitCode {
             args.token_delay_ms
         );
         super::wait_for_signal().await;
+        if args.prefill_us_per_byte > 0.0 {
+            let (seen, processed) = mock.prefill();
+            println!(
+                "Prompt bytes: {seen}, processed {processed}, from the KV cache {}",
+                seen - processed
+            );
+        }
         mock.shutdown().await;
         ExitCode::SUCCESS
     })

@@ -133,8 +133,9 @@ pub struct ServeArgs {
     /// (default 60)
     #[argh(option, default = "hub::rooms::queue::DEFAULT_QUEUE_TIMEOUT.as_secs()")]
     pub(crate) queue_timeout: u64,
-    /// longest a request waits for the busy participant that holds its prompt prefix while
-    /// another is free, in ms (cache-aware rooms; 0: never waits; default 1500)
+    /// longest a queued request may be passed over by others, in ms, while it waits for the
+    /// busy participant that holds its prompt prefix (cache-aware rooms; a free slot nobody
+    /// else takes it takes at once; 0: never waits; default 1500)
     #[argh(option, default = "hub::AFFINITY_WAIT.as_millis() as u64")]
     pub(crate) affinity_wait_ms: u64,
 }

@@ -137,15 +137,16 @@ pub struct HubConfig {
     pub queue_per_client: usize,
     /// Longest wait in a room's queue.
     pub queue_timeout: Duration,
-    /// Longest a request waits for the busy participant holding more of its prompt while
-    /// another is free (cache-aware rooms).
+    /// Longest a queued request may be passed over, while it waits for the busy participant
+    /// holding more of its prompt, by requests that take the free one (cache-aware rooms).
     pub affinity_wait: Duration,
 }
 
 /// Slots of a participant that declares none (Ollama's server does not say; 4 is what it
 /// runs by default with enough memory).
 pub const DEFAULT_SLOTS: u32 = 4;
-/// How long a request may wait for the participant that holds its prompt, by default.
+/// How long a queued request may be passed over while it waits for the participant that
+/// holds its prompt, by default.
 pub const AFFINITY_WAIT: Duration = Duration::from_millis(1500);
 
 /// Default time a participant may take to start answering.

@@ -189,6 +189,9 @@ struct Stats {
     /// Generations running now, and the most ever at once.
     active: AtomicU64,
     max_active: AtomicU64,
+    /// Prompt bytes seen, and those of them not found in the KV cache (prefill model).
+    prompt_bytes: AtomicU64,
+    prefilled_bytes: AtomicU64,
     /// The prompts in its KV cache, most recent first (prefix chains).
     kv: Mutex<std::collections::VecDeque<Vec<crate::hub::proxy::rewrite::PrefixBlock>>>,
 }
@@ -233,6 +236,9 @@ impl Stats {
             .unwrap_or(0);
         kv.push_front(chain);
         kv.truncate(keep.max(1));
+        self.prompt_bytes.fetch_add(total, Ordering::Relaxed);
+        self.prefilled_bytes
+            .fetch_add(total - held, Ordering::Relaxed);
         total - held
     }
 }
@@ -331,6 +337,14 @@ impl MockLlm {
     /// The most generations it ever ran at once.
     pub fn max_active(&self) -> u64 {
         self.stats.max_active.load(Ordering::SeqCst)
+    }
+
+    /// (prompt bytes seen, bytes of them processed: not in the modelled KV cache).
+    pub fn prefill(&self) -> (u64, u64) {
+        (
+            self.stats.prompt_bytes.load(Ordering::Relaxed),
+            self.stats.prefilled_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Generations running now.

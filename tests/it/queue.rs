@@ -381,7 +381,57 @@ async fn a_conversation_stays_where_its_prefix_is() {
 }
 
 #[tokio::test]
-async fn affinity_waits_a_little_for_a_full_participant_then_takes_another() {
+async fn a_waiter_lets_others_by_for_the_participant_holding_its_prompt() {
+    let hub = hub_with(|c| c.affinity_wait = Duration::from_secs(30)).await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "affinity-queue").await;
+    let (p, q) = (mock().await, mock().await);
+    join_slots(addr, &code, "p", &p, 1).await;
+    join_slots(addr, &code, "q", &q, 1).await;
+    let path = format!("/rooms/{code}/v1/chat/completions");
+    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
+    sse.until("connected").await;
+    // c1 ran on p, c2 on q; then both are busy with something else.
+    assert_eq!(
+        req_with(addr, "POST", &path, Some(turn("c1", 1, "p")), "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        req_with(addr, "POST", &path, Some(turn("c2", 1, "q")), "")
+            .await
+            .status,
+        200
+    );
+    let (_, long_p) = open(addr, &code, &chat("p", "long", true), "").await;
+    let (_, long_q) = open(addr, &code, &chat("q", "long", true), "").await;
+    // c1's next turn queues first, c2's second (different clients).
+    let c1 = spawn_chat(addr, &code, turn("c1", 2, "m"), key("one"));
+    sse.until("llm:queued").await;
+    let c2 = spawn_chat(addr, &code, turn("c2", 2, "m"), key("two"));
+    sse.until("llm:queued").await;
+    // q frees first: c1, first in turn, lets c2 (whose prompt q holds) by.
+    drop(long_q);
+    assert_eq!(c2.await.unwrap().status, 200);
+    // Then q is free again and nobody else wants it: c1 takes it rather than leave it idle
+    // while p stays busy.
+    assert_eq!(c1.await.unwrap().status, 200);
+    let firsts: Vec<String> = q
+        .requests()
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            v["messages"][0]["content"].as_str().unwrap()[..2].to_string()
+        })
+        .collect();
+    assert_eq!(firsts, ["c2", "lo", "c2", "c1"], "c2 went before c1");
+    drop(long_p);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn affinity_falls_back_to_load_when_the_holder_is_full() {
     let hub = hub_with(|c| c.affinity_wait = Duration::from_secs(30)).await;
     let addr = hub.local_addr();
     let code = room_code(addr, "fallback").await;
@@ -389,9 +439,6 @@ async fn affinity_waits_a_little_for_a_full_participant_then_takes_another() {
     join_slots(addr, &code, "p", &p, 1).await;
     join_slots(addr, &code, "q", &q, 1).await;
     let path = format!("/rooms/{code}/v1/chat/completions");
-    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
-    sse.until("connected").await;
-    // c1's first turn runs on p (named), then p is busy with something else.
     assert_eq!(
         req_with(addr, "POST", &path, Some(turn("c1", 1, "p")), "")
             .await
@@ -399,38 +446,10 @@ async fn affinity_waits_a_little_for_a_full_participant_then_takes_another() {
         200
     );
     let (_, long) = open(addr, &code, &chat("p", "long", true), "").await;
-    // Its next turn waits for p, though q is free.
-    let next = spawn_chat(addr, &code, turn("c1", 2, "m"), String::new());
-    sse.until("llm:queued").await;
-    drop(long);
-    assert_eq!(next.await.unwrap().status, 200);
-    assert_eq!(served_by(&[&p, &q], "c1"), 0);
-    assert!(q.requests().is_empty());
-    drop(sse);
-    hub.shutdown().await;
-
-    // With p full and a short wait, it falls back to q.
-    let hub = hub_with(|c| c.affinity_wait = Duration::from_millis(100)).await;
-    let addr = hub.local_addr();
-    let code = room_code(addr, "fallback2").await;
-    let (p, q) = (mock().await, mock().await);
-    join_slots(addr, &code, "p", &p, 1).await;
-    join_slots(addr, &code, "q", &q, 1).await;
-    let path = format!("/rooms/{code}/v1/chat/completions");
-    assert_eq!(
-        req_with(addr, "POST", &path, Some(turn("c1", 1, "p")), "")
-            .await
-            .status,
-        200
-    );
-    let (_, long) = open(addr, &code, &chat("p", "long", true), "").await;
+    // Nobody else wants q: the next turn takes it rather than leave it idle.
     let r = req_with(addr, "POST", &path, Some(turn("c1", 2, "m")), "").await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        q.requests().len(),
-        1,
-        "taken by the free participant after the wait"
-    );
+    assert_eq!(q.requests().len(), 1, "taken by the free participant");
     drop(long);
     hub.shutdown().await;
 }

@@ -55,8 +55,8 @@ pub(crate) struct Limits {
     pub(crate) queue_per_client: usize,
     /// Longest wait in a queue (`--queue-timeout`).
     pub(crate) queue_timeout: std::time::Duration,
-    /// Longest a request waits for a busy participant holding more of its prompt, when
-    /// another is free (`--affinity-wait-ms`; cache-aware rooms).
+    /// Longest a queued request may be passed over while it waits for a busy participant
+    /// holding more of its prompt (`--affinity-wait-ms`; cache-aware rooms).
     pub(crate) affinity_wait: std::time::Duration,
 }
 
@@ -611,6 +611,11 @@ type Candidate = (usize, usize, (u32, u8, bool, bool), u32);
 /// Offer the room's free slots to its queue ([`Queue::dispatch`]), announcing who leaves it.
 /// Called whenever a slot may have freed or a participant appeared or changed (under the room's
 /// lock, which the caller holds).
+///
+/// Cache-aware rooms first let each waiter decline a free participant for a busy one holding
+/// more of its prompt (within its affinity window), so the free slot goes to a waiter whose
+/// prompt it holds; if every waiter it could serve declines it, the first of them in turn takes
+/// it anyway: a slot is never left idle while a request that could use it waits.
 pub(crate) fn dispatch(room: &Arc<Room>, inner: &mut RoomInner) {
     let now = tokio::time::Instant::now();
     while inner.queue.len() > 0 {
@@ -620,14 +625,37 @@ pub(crate) fn dispatch(room: &Arc<Room>, inner: &mut RoomInner) {
             queue,
             ..
         } = &mut *inner;
-        let answered = queue.dispatch(|w: &Waiter| {
+        let mut deferred = false;
+        let mut answered = queue.dispatch(|w: &Waiter| {
             let wait = w.affinity_until.is_some_and(|t| now < t);
             match pick(room, participants, rotation, &w.want, wait) {
                 Ok(lease) => Some((Ok(lease), true)),
-                Err(SelectError::Full | SelectError::Defer) => None,
+                Err(SelectError::Defer) => {
+                    deferred = true;
+                    None
+                }
+                Err(SelectError::Full) => None,
                 Err(e) => Some((Err(e), false)),
             }
         });
+        if answered.is_empty() && deferred {
+            // A free slot every waiter declined for a busy participant that holds more of its
+            // prompt: rather than leave it idle, the first of them in turn order takes it.
+            let mut taken = false;
+            answered = queue.dispatch(|w: &Waiter| {
+                if taken {
+                    return None;
+                }
+                match pick(room, participants, rotation, &w.want, false) {
+                    Ok(lease) => {
+                        taken = true;
+                        Some((Ok(lease), true))
+                    }
+                    Err(SelectError::Full | SelectError::Defer) => None,
+                    Err(e) => Some((Err(e), false)),
+                }
+            });
+        }
         if answered.is_empty() {
             return;
         }
@@ -1320,6 +1348,9 @@ impl State {
                     depth,
                 },
             );
+            // Deferred for a busy participant while another is free: the free slot is not
+            // left idle if nobody else takes it (this request, then, if first in turn).
+            dispatch(room, inner);
             (id, rx)
         };
         let mut ticket = Ticket {

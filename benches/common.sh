@@ -44,9 +44,10 @@ make_room() {
   echo "$code"
 }
 
-# join_room HUB_PORT CODE ID MOCK_PORT SLOTS — one more participant.
+# join_room HUB_PORT CODE ID MOCK_PORT SLOTS [MODEL] — one more participant (default model
+# llama3).
 join_room() {
-  curl -s -XPOST "localhost:$1/rooms/$2/join" -d "{\"id\":\"$3\",\"nickname\":\"$3\",\"model\":\"llama3\",\"endpoint\":\"http://127.0.0.1:$4\",\"slots\":$5}" >/dev/null
+  curl -s -XPOST "localhost:$1/rooms/$2/join" -d "{\"id\":\"$3\",\"nickname\":\"$3\",\"model\":\"${6:-llama3}\",\"endpoint\":\"http://127.0.0.1:$4\",\"slots\":$5}" >/dev/null
 }
 
 # new_room HUB_PORT ROUTING — an empty room; prints the code.

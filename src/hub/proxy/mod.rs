@@ -170,6 +170,7 @@ async fn proxy(
             dialect,
             only,
             prefix: prefix.clone(),
+            client,
         };
         let lease = match hub.state.acquire(&room, want, client).await {
             Ok(l) => l,

@@ -1,15 +1,26 @@
 //! A room's fair queue: the requests waiting for a participant slot when every participant
 //! that could take them is full.
 //!
-//! Fairness is per client (see [`client_key`]): each client has its own line, first in first
-//! out, and the lines take turns round-robin, so a client with fifty requests waiting gets no
-//! more turns than one with one. When a slot frees, [`Queue::dispatch`] offers it, in turn
-//! order, to the first waiter of each line that the slot can serve (another model's waiter
-//! behind it does not block it); the line served goes to the back. Everything here runs under
-//! the room's lock, with no `.await`: a waiter's task sleeps on its own channel and is handed
-//! its participant directly, so a freed slot never wakes every waiter.
+//! Fairness is per client (see [`client_key`]), by start-time fair queuing: each request gets a
+//! virtual start tag, the later of the queue's virtual time and the tag after its client's
+//! previous request, and waiters are served in tag order (arrival order among equal tags).
+//! The virtual time is the lowest tag still running or waiting, so a client that keeps one
+//! request in flight (it cannot send the next before the answer) keeps its place while that
+//! one runs, rather than losing the turns that went by meanwhile; and among equal tags the
+//! client with fewer requests running goes first.
+//! A client with fifty requests waiting has tags stretching fifty turns ahead, so a client that
+//! sends one request now and then is served at the next free slot, ahead of that backlog —
+//! not behind it, as a plain round-robin that puts a returning client at the back would do —
+//! while two clients that always have requests waiting get equal turns. A client's own
+//! requests keep their order. A waiter that leaves unserved gives its turn back.
+//!
+//! When a slot frees, [`Queue::dispatch`] offers it in tag order to the first waiter of each
+//! client that the slot can serve (another model's waiter ahead does not block it).
+//! Everything here runs under the room's lock, with no `.await`: a waiter's task sleeps on its
+//! own channel and is handed its participant directly, so a freed slot never wakes every
+//! waiter.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -40,6 +51,8 @@ pub(crate) struct Want {
     pub(crate) only: bool,
     /// Its prompt's prefix chain (empty unless the room routes cache-aware).
     pub(crate) prefix: Arc<[PrefixBlock]>,
+    /// Its client ([`client_key`]).
+    pub(crate) client: u64,
 }
 
 /// What a waiter is handed: its participant, or why it will never get one.
@@ -55,6 +68,40 @@ pub(crate) struct Waiter {
     /// prefix (cache-aware rooms).
     pub(crate) affinity_until: Option<Instant>,
     pub(crate) tx: oneshot::Sender<Grant>,
+    /// Its virtual start tag and arrival number (set by [`Queue::push`]).
+    tag: u64,
+    seq: u64,
+}
+
+impl Waiter {
+    pub(crate) fn new(
+        id: u64,
+        client: u64,
+        want: Arc<Want>,
+        since: Instant,
+        affinity_until: Option<Instant>,
+        tx: oneshot::Sender<Grant>,
+    ) -> Self {
+        Waiter {
+            id,
+            client,
+            want,
+            since,
+            affinity_until,
+            tx,
+            tag: 0,
+            seq: 0,
+        }
+    }
+
+    fn order(&self) -> (u64, u64) {
+        (self.tag, self.seq)
+    }
+
+    /// Its virtual start tag.
+    pub(crate) fn tag(&self) -> u64 {
+        self.tag
+    }
 }
 
 /// One client's waiting requests, oldest first.
@@ -66,10 +113,20 @@ struct Line {
 /// A room's queue.
 #[derive(Default)]
 pub(crate) struct Queue {
-    /// Round-robin: the front line has the next turn.
-    lines: VecDeque<Line>,
+    /// One per client with requests waiting.
+    lines: Vec<Line>,
+    /// Per client, the tag after its last request's: where its next one starts, unless the
+    /// virtual time is past it. Entries behind the virtual time mean nothing and are dropped.
+    next_tag: HashMap<u64, u64>,
+    /// The tag of the last request served.
+    now: u64,
+    /// Tags of the requests served from the queue and still running (tag → how many).
+    running: std::collections::BTreeMap<u64, u32>,
+    /// Requests running per client (served from the queue or not).
+    running_by_client: HashMap<u64, u32>,
     len: usize,
     next_id: u64,
+    arrivals: u64,
 }
 
 impl Queue {
@@ -91,35 +148,102 @@ impl Queue {
         self.next_id
     }
 
-    /// Add a waiter at the end of its client's line (a new line waits behind the others).
-    /// Returns its position in turn order (1: next), were nobody else to come.
-    pub(crate) fn push(&mut self, waiter: Waiter) -> usize {
-        self.len += 1;
-        let client = waiter.client;
-        let i = match self.lines.iter().position(|l| l.client == client) {
-            Some(i) => {
-                self.lines[i].waiters.push_back(waiter);
-                i
-            }
-            None => {
-                self.lines.push_back(Line {
-                    client,
-                    waiters: VecDeque::from([waiter]),
-                });
-                self.lines.len() - 1
-            }
-        };
-        // Lines ahead of its own have one more turn than it waits rounds; those behind, as many.
-        let rounds = self.lines[i].waiters.len() - 1;
-        self.lines
+    /// The virtual time: the lowest tag running or waiting, else the last served.
+    fn virtual_time(&self) -> u64 {
+        let running = self.running.keys().next().copied();
+        let waiting = self
+            .lines
             .iter()
-            .enumerate()
-            .map(|(j, l)| match j.cmp(&i) {
-                std::cmp::Ordering::Less => l.waiters.len().min(rounds + 1),
-                std::cmp::Ordering::Equal => rounds + 1,
-                std::cmp::Ordering::Greater => l.waiters.len().min(rounds),
+            .filter_map(|l| l.waiters.front().map(|w| w.tag))
+            .min();
+        match (running, waiting) {
+            (Some(r), Some(w)) => r.min(w),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => self.now,
+        }
+    }
+
+    /// A request of `client` runs now (`tag`: served from the queue with it), until
+    /// [`Queue::finished`].
+    pub(crate) fn started(&mut self, client: u64, tag: Option<u64>) {
+        *self.running_by_client.entry(client).or_insert(0) += 1;
+        if let Some(tag) = tag {
+            *self.running.entry(tag).or_insert(0) += 1;
+        }
+    }
+
+    /// A request [`started`](Queue::started) let go of its slot.
+    pub(crate) fn finished(&mut self, client: u64, tag: Option<u64>) {
+        fn down(n: Option<&mut u32>) -> bool {
+            n.map(|n| {
+                *n = n.saturating_sub(1);
+                *n == 0
             })
-            .sum()
+            .unwrap_or(false)
+        }
+        if down(self.running_by_client.get_mut(&client)) {
+            self.running_by_client.remove(&client);
+        }
+        if let Some(tag) = tag
+            && down(self.running.get_mut(&tag))
+        {
+            self.running.remove(&tag);
+        }
+    }
+
+    /// Add a waiter behind its client's others, with its tag. Returns its position in turn
+    /// order (1: next), were nobody else to come.
+    pub(crate) fn push(&mut self, mut waiter: Waiter) -> usize {
+        self.len += 1;
+        self.arrivals += 1;
+        let client = waiter.client;
+        let now = self.virtual_time();
+        let next = self.next_tag.entry(client).or_insert(0);
+        waiter.tag = (*next).max(now);
+        waiter.seq = self.arrivals;
+        *next = waiter.tag + 1;
+        let order = waiter.order();
+        match self.lines.iter_mut().find(|l| l.client == client) {
+            Some(line) => line.waiters.push_back(waiter),
+            None => self.lines.push(Line {
+                client,
+                waiters: VecDeque::from([waiter]),
+            }),
+        }
+        1 + self
+            .lines
+            .iter()
+            .flat_map(|l| l.waiters.iter())
+            .filter(|w| w.order() < order)
+            .count()
+    }
+
+    /// Take waiter `wi` of line `li` out; one that leaves unserved gives its turn back (its
+    /// client's later waiters move up a turn).
+    fn take(&mut self, li: usize, wi: usize, served: bool) -> Option<Waiter> {
+        let now = self.virtual_time();
+        let line = self.lines.get_mut(li)?;
+        let w = line.waiters.remove(wi)?;
+        if !served {
+            for later in line.waiters.iter_mut().skip(wi) {
+                later.tag = later.tag.saturating_sub(1).max(now);
+            }
+        }
+        if line.waiters.is_empty() {
+            self.lines.swap_remove(li);
+        }
+        self.len -= 1;
+        if served {
+            self.now = self.now.max(w.tag);
+            self.started(w.client, Some(w.tag));
+        } else if let Some(next) = self.next_tag.get_mut(&w.client) {
+            *next = next.saturating_sub(1).max(now);
+        }
+        if self.next_tag.len() > 2 * self.lines.len() + 64 {
+            let now = self.virtual_time();
+            self.next_tag.retain(|_, next| *next > now);
+        }
+        Some(w)
     }
 
     /// Take a waiter out (it gave up: deadline, or its client left). `None`: it was already
@@ -130,12 +254,7 @@ impl Queue {
             .iter()
             .enumerate()
             .find_map(|(li, l)| l.waiters.iter().position(|w| w.id == id).map(|wi| (li, wi)))?;
-        let w = self.lines[li].waiters.remove(wi);
-        if self.lines[li].waiters.is_empty() {
-            self.lines.remove(li);
-        }
-        self.len -= 1;
-        w
+        self.take(li, wi, false)
     }
 
     /// A waiter, to change what it allows.
@@ -146,37 +265,38 @@ impl Queue {
             .find(|w| w.id == id)
     }
 
-    /// Hand out what can be handed out: `offer` is asked, for the first waiter of each line in
-    /// turn order (then the waiters behind them), whether it can be answered now — `Some((answer,
-    /// true))`: served, its line's turn is used; `Some((answer, false))`: answered without a
-    /// turn (it never will be served); `None`: not now. Each answered waiter leaves the queue
-    /// (a served line goes to the back), until no waiter can be answered. Returns the waiters
-    /// answered with their answers, for the caller to send (under the same lock) and count.
+    /// Hand out what can be handed out: `offer` is asked, for each client's waiters in turn
+    /// order (its first that can be answered, so another model's waiter ahead blocks
+    /// nothing), whether it can be answered now — `Some((answer, true))`: served;
+    /// `Some((answer, false))`: answered without being served (it never will be: its turn is
+    /// given back); `None`: not now. Each answered waiter leaves the queue, until no waiter can
+    /// be answered. Returns the waiters answered with their answers, for the caller to send
+    /// (under the same lock) and count.
     pub(crate) fn dispatch<G>(
         &mut self,
         mut offer: impl FnMut(&Waiter) -> Option<(G, bool)>,
     ) -> Vec<(Waiter, G)> {
         let mut answered = Vec::new();
         'rounds: loop {
-            for li in 0..self.lines.len() {
+            // Clients in the order of their first waiter's turn (at equal tags, the one with
+            // fewer running first).
+            let mut order: Vec<usize> = (0..self.lines.len()).collect();
+            order.sort_by_key(|&li| {
+                let line = &self.lines[li];
+                let running = self.running_by_client.get(&line.client).copied();
+                line.waiters
+                    .front()
+                    .map(|w| (w.tag, running.unwrap_or(0), w.seq))
+            });
+            for li in order {
                 for wi in 0..self.lines[li].waiters.len() {
                     let Some((answer, served)) = offer(&self.lines[li].waiters[wi]) else {
                         continue;
                     };
-                    // Both indices were just read: these cannot miss.
-                    let (Some(w), Some(line)) =
-                        (self.lines[li].waiters.remove(wi), self.lines.remove(li))
-                    else {
+                    // The indices were just read: this cannot miss.
+                    let Some(w) = self.take(li, wi, served) else {
                         break 'rounds;
                     };
-                    self.len -= 1;
-                    if !line.waiters.is_empty() {
-                        if served {
-                            self.lines.push_back(line);
-                        } else {
-                            self.lines.insert(li, line);
-                        }
-                    }
                     answered.push((w, answer));
                     continue 'rounds;
                 }
@@ -189,26 +309,17 @@ impl Queue {
     /// Every waiter's (client, requested, since) in turn order.
     #[cfg(test)]
     pub(crate) fn snapshot(&self) -> Vec<(u64, &str, Instant)> {
-        let mut out = Vec::with_capacity(self.len);
-        let depth = self
-            .lines
-            .iter()
-            .map(|l| l.waiters.len())
-            .max()
-            .unwrap_or(0);
-        for round in 0..depth {
-            for l in &self.lines {
-                if let Some(w) = l.waiters.get(round) {
-                    out.push((l.client, w.want.requested.as_str(), w.since));
-                }
-            }
-        }
-        out
+        let mut all: Vec<&Waiter> = self.lines.iter().flat_map(|l| l.waiters.iter()).collect();
+        all.sort_by_key(|w| w.order());
+        all.iter()
+            .map(|w| (w.client, w.want.requested.as_str(), w.since))
+            .collect()
     }
 
     /// Every waiter refused (room deleted, hub shutting down): they hear `why`.
     pub(crate) fn drain(&mut self) -> Vec<Waiter> {
         self.len = 0;
+        self.next_tag.clear();
         self.lines.drain(..).flat_map(|l| l.waiters).collect()
     }
 }
@@ -248,20 +359,15 @@ mod tests {
     fn waiter(q: &mut Queue, client: u64, requested: &str) -> (u64, oneshot::Receiver<Grant>) {
         let (tx, rx) = oneshot::channel();
         let id = q.next_id();
-        q.push(Waiter {
-            id,
+        let want = Arc::new(Want {
+            requested: requested.into(),
+            tried: Vec::new(),
+            dialect: None,
+            only: false,
+            prefix: Arc::from(Vec::new()),
             client,
-            want: Arc::new(Want {
-                requested: requested.into(),
-                tried: Vec::new(),
-                dialect: None,
-                only: false,
-                prefix: Arc::from(Vec::new()),
-            }),
-            since: Instant::now(),
-            affinity_until: None,
-            tx,
         });
+        q.push(Waiter::new(id, client, want, Instant::now(), None, tx));
         (id, rx)
     }
 
@@ -285,14 +391,8 @@ mod tests {
                 .map(|&c| {
                     let (tx, _rx) = oneshot::channel();
                     let id = q2.next_id();
-                    q2.push(Waiter {
-                        id,
-                        client: c,
-                        want: q.lines[0].waiters[0].want.clone(),
-                        since: Instant::now(),
-                        affinity_until: None,
-                        tx,
-                    })
+                    let want = q.lines[0].waiters[0].want.clone();
+                    q2.push(Waiter::new(id, c, want, Instant::now(), None, tx))
                 })
                 .collect()
         };
@@ -309,6 +409,39 @@ mod tests {
         }
         assert_eq!(served, [1, 2, 3, 1, 2, 1, 1, 1]);
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn a_returning_client_goes_ahead_of_a_backlog() {
+        let mut q = Queue::default();
+        for _ in 0..10 {
+            waiter(&mut q, 1, "m");
+        }
+        waiter(&mut q, 2, "m");
+        // Client 2 is served, then comes back while client 1 still has a backlog.
+        let serve_one = |q: &mut Queue| {
+            let mut once = true;
+            q.dispatch(|_| std::mem::take(&mut once).then_some(((), true)))
+                .pop()
+                .map(|(w, _)| w.client)
+        };
+        assert_eq!(serve_one(&mut q), Some(1));
+        assert_eq!(serve_one(&mut q), Some(2));
+        assert_eq!(serve_one(&mut q), Some(1));
+        waiter(&mut q, 2, "m");
+        // Next after the one client 1 has at the current turn, not after its whole backlog.
+        assert_eq!(serve_one(&mut q), Some(2));
+        assert_eq!(q.waiting(1), 8);
+        // The remembered tags stay bounded by the clients waiting.
+        for c in 100..400 {
+            let (id, _rx) = waiter(&mut q, c, "m");
+            q.remove(id);
+        }
+        assert!(
+            q.next_tag.len() <= 2 * q.lines.len() + 64 + 1,
+            "{}",
+            q.next_tag.len()
+        );
     }
 
     #[test]

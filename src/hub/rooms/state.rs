@@ -116,6 +116,8 @@ pub(crate) struct Participant {
     pub(crate) info: ParticipantInfo,
     /// Proxied requests in flight to this participant (never more than its slots).
     pub(crate) in_flight: u32,
+    /// Slots that freed a moment ago, held before the queue is offered them.
+    pub(crate) held: u32,
     /// The prompt prefixes it was last given (cache-aware rooms).
     pub(crate) prefixes: PrefixCache,
     /// Consecutive failed connection attempts.
@@ -397,6 +399,10 @@ pub(crate) struct Lease {
     pub(crate) native: bool,
     /// When the slot was taken.
     started: tokio::time::Instant,
+    /// Its tag in the room's fair queue, when it came through it.
+    queue_tag: Option<u64>,
+    /// The client it runs for.
+    client: u64,
     released: bool,
 }
 
@@ -408,9 +414,29 @@ impl Lease {
     /// Release under a lock the caller already holds on this lease's room: the slot goes to
     /// the next waiter in the room's queue, if one can take it.
     pub(crate) fn release(&mut self, inner: &mut RoomInner) {
-        if self.free_slot(inner) {
-            dispatch(&self.room, inner);
+        if !self.free_slot(inner) || inner.queue.len() == 0 {
+            return;
         }
+        // Others wait: the slot is held for a moment before they are offered it, so a client
+        // that sends its next request at once is among them ([`RELEASE_GRACE`]).
+        let (Ok(rt), Some(i)) = (
+            tokio::runtime::Handle::try_current(),
+            inner.find(&self.participant_id),
+        ) else {
+            dispatch(&self.room, inner);
+            return;
+        };
+        inner.participants[i].held += 1;
+        let (room, id) = (self.room.clone(), self.participant_id.clone());
+        rt.spawn(async move {
+            tokio::time::sleep(RELEASE_GRACE).await;
+            let mut inner = room.lock();
+            if let Some(i) = inner.find(&id) {
+                let p = &mut inner.participants[i];
+                p.held = p.held.saturating_sub(1);
+            }
+            dispatch(&room, &mut inner);
+        });
     }
 
     /// Give the slot back without dispatching it (the caller does); whether it was held.
@@ -420,6 +446,7 @@ impl Lease {
         }
         let held = self.started.elapsed().as_secs_f64() * 1000.0;
         inner.service_ms = 0.8 * inner.service_ms + 0.2 * held;
+        inner.queue.finished(self.client, self.queue_tag);
         if let Some(i) = inner.find(&self.participant_id) {
             let p = &mut inner.participants[i];
             p.in_flight = p.in_flight.saturating_sub(1);
@@ -438,6 +465,15 @@ impl Drop for Lease {
         self.release(&mut inner);
     }
 }
+
+/// How long a freed slot is held before the room's waiters are offered it (about one tick of
+/// the runtime's timer). A client that sends its next request as soon as its answer ends (a
+/// script, a benchmark: closed loop) gets there within this and competes for the slot by its
+/// turn; offered at once, the slot would go to whoever was already waiting, and such a client
+/// would wait a whole request behind every backlog. Measured (benches/fairness.sh): Jain's
+/// index 0.91 offered at once, 0.999 held this long. Costs a slot this long idle per request
+/// while others wait.
+pub(crate) const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A client key as shown in events.
 pub(crate) fn client_hex(client: u64) -> String {
@@ -469,7 +505,8 @@ fn pick(
     let policy = &room.policy;
     let dialect = want.dialect;
     let speaks = |p: &Participant| dialect.is_some_and(|d| p.info.protocols.contains(&d));
-    let full = |p: &Participant| p.in_flight >= p.slots(policy.default_slots);
+    // Slots held a moment after they freed count as taken (see [`RELEASE_GRACE`]).
+    let full = |p: &Participant| p.in_flight + p.held >= p.slots(policy.default_slots);
     let cache_aware = policy.routing == Routing::CacheAware && !want.prefix.is_empty();
     let lease = |p: &mut Participant, model: usize, explicit: bool| {
         p.in_flight += 1;
@@ -490,6 +527,8 @@ fn pick(
             had_failures: p.conn_failures > 0,
             native: speaks(p),
             started: tokio::time::Instant::now(),
+            queue_tag: None,
+            client: want.client,
             released: false,
         }
     };
@@ -660,8 +699,10 @@ pub(crate) fn dispatch(room: &Arc<Room>, inner: &mut RoomInner) {
             return;
         }
         let mut freed = false;
-        for (w, grant) in answered {
-            let left = if grant.is_ok() {
+        for (w, mut grant) in answered {
+            let left = if let Ok(lease) = &mut grant {
+                // Counted as running by the queue when it left it.
+                lease.queue_tag = Some(w.tag());
                 Left::Served
             } else {
                 Left::Refused
@@ -1079,6 +1120,7 @@ impl State {
         let p = Participant {
             info,
             in_flight: 0,
+            held: 0,
             prefixes: PrefixCache::default(),
             conn_failures: 0,
             target,
@@ -1302,25 +1344,35 @@ impl State {
         let (id, rx) = {
             let mut guard = room.lock();
             let inner = &mut *guard;
-            match pick(
-                room,
-                &mut inner.participants,
-                &mut inner.rotation,
-                &want,
-                affinity.is_some(),
-            ) {
-                Ok(lease) => return Ok(lease),
-                Err(SelectError::Full | SelectError::Defer) => {}
-                Err(e) => return Err(e),
+            let room_full = inner.queue.len() >= self.limits.queue_max;
+            let share_full = inner.queue.waiting(client) >= self.limits.queue_per_client;
+            // With nobody waiting, a free participant is taken at once. With others waiting,
+            // the request takes its turn among them (below) — unless it could not wait: then
+            // only a free participant serves it.
+            if inner.queue.len() == 0 || room_full || share_full {
+                match pick(
+                    room,
+                    &mut inner.participants,
+                    &mut inner.rotation,
+                    &want,
+                    affinity.is_some(),
+                ) {
+                    Ok(lease) => {
+                        inner.queue.started(client, None);
+                        return Ok(lease);
+                    }
+                    Err(SelectError::Full | SelectError::Defer) => {}
+                    Err(e) => return Err(e),
+                }
             }
             let stats = &room.policy.stats;
-            if inner.queue.len() >= self.limits.queue_max {
+            if room_full {
                 stats.rejected_full.fetch_add(1, Ordering::Relaxed);
                 return Err(SelectError::QueueFull(
                     inner.retry_after(inner.queue.len(), room.policy.default_slots),
                 ));
             }
-            if inner.queue.waiting(client) >= self.limits.queue_per_client {
+            if share_full {
                 stats.rejected_client.fetch_add(1, Ordering::Relaxed);
                 let ahead = inner.queue.waiting(client);
                 return Err(SelectError::ClientQuota(
@@ -1329,14 +1381,10 @@ impl State {
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
             let id = inner.queue.next_id();
-            let position = inner.queue.push(Waiter {
-                id,
-                client,
-                want: want.clone(),
-                since: now,
-                affinity_until: affinity,
-                tx,
-            });
+            let position =
+                inner
+                    .queue
+                    .push(Waiter::new(id, client, want.clone(), now, affinity, tx));
             stats.queued.fetch_add(1, Ordering::Relaxed);
             let depth = inner.queue.len();
             inner.publish(
@@ -1348,8 +1396,8 @@ impl State {
                     depth,
                 },
             );
-            // Deferred for a busy participant while another is free: the free slot is not
-            // left idle if nobody else takes it (this request, then, if first in turn).
+            // A free slot goes to whoever's turn it is (this request, if first); one it declined
+            // for a busy participant holding its prompt is not left idle if nobody else takes it.
             dispatch(room, inner);
             (id, rx)
         };

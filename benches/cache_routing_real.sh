@@ -10,7 +10,8 @@
 #   bash benches/cache_routing_real.sh [ROUNDS] [CONVERSATIONS] [TURNS]
 #
 # MAX_TOKENS (per answer, default 32) and THINK (mean ms between turns, default 0) tune the
-# workload. Installs what it needs with tests/real_model/setup.sh (cached).
+# workload; CACHE_BYTES (default 1 GiB: every state of the run fits) bounds each server's
+# prompt cache, as a GPU's memory bounds vLLM's or Ollama's (a state here is 1–2 MB). Installs what it needs with tests/real_model/setup.sh (cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-2}
@@ -40,7 +41,7 @@ one() { # policy — prints the bench's JSON report
   for p in $a $b; do
     "$PY" -m llama_cpp.server --model "$MODEL" --model_alias smollm2 --host 127.0.0.1 --port $p \
       --n_ctx 2048 --n_threads 1 --n_threads_batch 1 --cache true --cache_type ram \
-      --cache_size $((1 << 30)) --interrupt_requests false >"$WORK/llama-$p.log" 2>&1 &
+      --cache_size "${CACHE_BYTES:-1073741824}" --interrupt_requests false >"$WORK/llama-$p.log" 2>&1 &
     pids+=($!)
   done
   ready $a; ready $b
@@ -54,7 +55,7 @@ one() { # policy — prints the bench's JSON report
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
 }
-echo "$CONVS conversations × $TURNS turns on 2 SmolLM2 servers × 1 slot, $MAX_TOKENS tokens per answer, think ${THINK:-0} ms"
+echo "$CONVS conversations × $TURNS turns on 2 SmolLM2 servers × 1 slot, $MAX_TOKENS tokens per answer, think ${THINK:-0} ms, prompt cache ${CACHE_BYTES:-1073741824} bytes each"
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then order="least-loaded cache-aware"; else order="cache-aware least-loaded"; fi
   for policy in $order; do

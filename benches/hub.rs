@@ -139,6 +139,40 @@ fn rewrite(c: &mut Criterion) {
             })
         });
     }
+    // What a cache-aware room adds: the prompt's prefix chain, on a 6-turn conversation with
+    // a 1.5 KB system prompt (as benches/cache_routing.sh sends).
+    let mut messages = vec![serde_json::json!({"role": "system", "content": "s".repeat(1500)})];
+    for t in 0..6 {
+        messages.push(
+            serde_json::json!({"role": "user", "content": format!("question {t} ").repeat(20)}),
+        );
+        messages.push(
+            serde_json::json!({"role": "assistant", "content": format!("answer {t} ").repeat(20)}),
+        );
+    }
+    let conversation = Bytes::from(
+        serde_json::json!({"model": "llama3", "stream": true, "messages": messages}).to_string(),
+    );
+    g.throughput(Throughput::Bytes(conversation.len() as u64));
+    let scan = gambiarra::internals::rewrite::scan(&conversation).unwrap();
+    g.bench_function(format!("prefix_chain_{}", conversation.len()), |b| {
+        b.iter(|| {
+            black_box(gambiarra::internals::rewrite::prefix_chain(
+                black_box(&conversation),
+                &scan,
+            ))
+        })
+    });
+    g.bench_function(format!("scan_splice_{}", conversation.len()), |b| {
+        b.iter(|| {
+            let scan = gambiarra::internals::rewrite::scan(black_box(&conversation)).unwrap();
+            black_box(gambiarra::internals::rewrite::splice(
+                &conversation,
+                &scan,
+                &defaults,
+            ))
+        })
+    });
     g.finish();
 }
 

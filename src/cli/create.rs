@@ -30,6 +30,10 @@ pub struct CreateArgs {
     /// PEM CA certificate to trust for an https:// hub with a self-signed certificate
     #[argh(option)]
     pub(crate) ca: Vec<String>,
+    /// how the room picks a participant: cache-aware (where the prompt's prefix was last
+    /// sent, so the server's KV cache is reused) or least-loaded (default: the hub's --routing)
+    #[argh(option)]
+    pub(crate) routing: Option<crate::types::Routing>,
     /// print the hub's answer as JSON
     #[argh(switch)]
     pub(crate) json: bool,
@@ -46,7 +50,11 @@ pub(crate) fn run(args: CreateArgs) -> ExitCode {
     let password = super::secret_or_env(args.password.clone(), "GAMBIARRA_PASSWORD");
     if args.json {
         // The hub's answer as it was sent, not re-serialised from what this version knows.
-        return match rt.block_on(client.create_room_raw(&args.name, password.as_deref())) {
+        return match rt.block_on(client.create_room_routed_raw(
+            &args.name,
+            password.as_deref(),
+            args.routing,
+        )) {
             Ok(raw) => {
                 println!("{}", raw.trim_end());
                 ExitCode::SUCCESS
@@ -57,13 +65,16 @@ pub(crate) fn run(args: CreateArgs) -> ExitCode {
             }
         };
     }
-    match rt.block_on(client.create_room(&args.name, password.as_deref())) {
+    match rt.block_on(client.create_room_routed(&args.name, password.as_deref(), args.routing)) {
         Ok(created) => {
             println!("Room created: {}", created.room.name);
             println!("  code:        {}", created.room.code);
             println!("  id:          {}", created.room.id);
             if created.room.password_protected {
                 println!("  protected:   yes (clients send the password as their API key)");
+            }
+            if let Some(routing) = created.room.routing {
+                println!("  routing:     {}", routing.name());
             }
             if let Some(token) = &created.host_token {
                 println!("  host token:  {token}");

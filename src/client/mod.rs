@@ -275,14 +275,42 @@ impl HubClient {
     /// [`HubClient::create_room`], answering with the hub's JSON exactly as it was sent
     /// (whatever fields a hub of another version adds or leaves out).
     pub async fn create_room_raw(&self, name: &str, password: Option<&str>) -> Result<String> {
+        self.create_room_routed_raw(name, password, None).await
+    }
+
+    /// [`HubClient::create_room`] choosing how the room routes requests (`None`: the hub's
+    /// default).
+    pub async fn create_room_routed(
+        &self,
+        name: &str,
+        password: Option<&str>,
+        routing: Option<crate::types::Routing>,
+    ) -> Result<CreatedRoom> {
+        let raw = self.create_room_routed_raw(name, password, routing).await?;
+        serde_json::from_str(&raw).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// [`HubClient::create_room_routed`], answering with the hub's JSON exactly as it was sent.
+    pub async fn create_room_routed_raw(
+        &self,
+        name: &str,
+        password: Option<&str>,
+        routing: Option<crate::types::Routing>,
+    ) -> Result<String> {
         #[derive(Serialize)]
         struct Body<'a> {
             name: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             password: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            routing: Option<crate::types::Routing>,
         }
-        let body = serde_json::to_vec(&Body { name, password })
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let body = serde_json::to_vec(&Body {
+            name,
+            password,
+            routing,
+        })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (status, answer) = self
             .timed_exchange("POST", "/rooms", &body, self.admin_token.as_deref(), None)
             .await?;

@@ -257,6 +257,11 @@ impl Queue {
         self.take(li, wi, false)
     }
 
+    /// Every waiter, in no particular order.
+    pub(crate) fn waiters(&self) -> impl Iterator<Item = &Waiter> {
+        self.lines.iter().flat_map(|l| l.waiters.iter())
+    }
+
     /// A waiter, to change what it allows.
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Waiter> {
         self.lines

@@ -500,7 +500,7 @@ fn pick(
     participants: &mut [Participant],
     rotation: &mut usize,
     want: &Want,
-    wait: bool,
+    wait: Option<&Demand>,
 ) -> Result<Lease, SelectError> {
     let policy = &room.policy;
     let dialect = want.dialect;
@@ -561,6 +561,7 @@ fn pick(
     // Free participants that can take it.
     let mut candidates: Vec<Candidate> = Vec::new();
     let (mut matched_any, mut any_full, mut busy_holds) = (false, false, 0u32);
+    let mut busy_best: Option<usize> = None;
     for (i, p) in participants.iter().enumerate() {
         if p.info.status == ParticipantStatus::Offline || (want.only && !speaks(p)) {
             continue;
@@ -592,7 +593,10 @@ fn pick(
         };
         if full(p) {
             any_full = true;
-            busy_holds = busy_holds.max(holds);
+            if holds > busy_holds {
+                busy_holds = holds;
+                busy_best = Some(i);
+            }
             continue;
         }
         // Load as a share of its slots, so a big server is not left idle for a small one.
@@ -612,10 +616,24 @@ fn pick(
     if cache_aware {
         let best = candidates.iter().map(|c| c.3).max().unwrap_or(0);
         // Worth waiting for when the busy one would process at most half of what the best
-        // free one would (the prompt is `total` bytes; each recomputes what it does not hold).
+        // free one would (the prompt is `total` bytes; each recomputes what it does not hold),
+        // and its load — in flight and waiting for it — is not too far above the free one's:
+        // otherwise the conversation moves, so uneven groups even out.
         let total = want.prefix.last().map_or(0, |b| b.end);
-        if wait && busy_holds > best && 2 * (total - busy_holds) <= total - best {
-            return Err(SelectError::Defer);
+        if let (Some(demand), Some(busy)) = (wait, busy_best)
+            && busy_holds > best
+            && 2 * (total - busy_holds) <= total - best
+        {
+            let load = |i: usize| participants[i].in_flight + demand.get(&i).copied().unwrap_or(0);
+            let free_best = candidates
+                .iter()
+                .filter(|c| c.3 == best)
+                .map(|c| load(c.0))
+                .min()
+                .unwrap_or(0);
+            if load(busy) <= free_best + AFFINITY_MAX_EXTRA_LOAD {
+                return Err(SelectError::Defer);
+            }
         }
         if best > 0 {
             let least = candidates
@@ -642,6 +660,46 @@ fn pick(
     Ok(lease(&mut participants[pick], model, false))
 }
 
+/// Requests waiting in a room's queue for each participant (by index) that holds the most of
+/// their prompt: what a cache-aware choice counts as that participant's load beside its
+/// requests in flight.
+pub(crate) type Demand = std::collections::HashMap<usize, u32>;
+
+/// The participant (index) holding the most of `want`'s prompt, among those that could serve
+/// it, when any holds some.
+fn preferred(participants: &[Participant], want: &Want) -> Option<usize> {
+    if want.prefix.is_empty() {
+        return None;
+    }
+    let requested = want.requested.as_str();
+    let name = requested.strip_prefix("model:").unwrap_or(requested);
+    let any = requested == "*" || requested.eq_ignore_ascii_case("any");
+    let key = crate::types::model_key(name);
+    participants
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            p.info.status != ParticipantStatus::Offline
+                && !want.tried.contains(&p.info.id)
+                && (any || p.models.resolve(name, &key).is_some())
+        })
+        .map(|(i, p)| (p.prefixes.matched(&want.prefix), i))
+        .filter(|(holds, _)| *holds > 0)
+        .max()
+        .map(|(_, i)| i)
+}
+
+/// The [`Demand`] of a room's queue (cache-aware rooms; empty otherwise).
+fn demand_of(participants: &[Participant], queue: &Queue) -> Demand {
+    let mut d = Demand::new();
+    for w in queue.waiters() {
+        if let Some(i) = preferred(participants, &w.want) {
+            *d.entry(i).or_insert(0) += 1;
+        }
+    }
+    d
+}
+
 /// A participant [`pick`] may choose: (its index, its model's index, its rank — load over
 /// slots, loaded state, foreign protocol, not the exact name; lower is better —, bytes of the
 /// request's prompt it holds).
@@ -665,8 +723,9 @@ pub(crate) fn dispatch(room: &Arc<Room>, inner: &mut RoomInner) {
             ..
         } = &mut *inner;
         let mut deferred = false;
+        let demand = demand_of(participants, queue);
         let mut answered = queue.dispatch(|w: &Waiter| {
-            let wait = w.affinity_until.is_some_and(|t| now < t);
+            let wait = w.affinity_until.is_some_and(|t| now < t).then_some(&demand);
             match pick(room, participants, rotation, &w.want, wait) {
                 Ok(lease) => Some((Ok(lease), true)),
                 Err(SelectError::Defer) => {
@@ -685,7 +744,7 @@ pub(crate) fn dispatch(room: &Arc<Room>, inner: &mut RoomInner) {
                 if taken {
                     return None;
                 }
-                match pick(room, participants, rotation, &w.want, false) {
+                match pick(room, participants, rotation, &w.want, None) {
                     Ok(lease) => {
                         taken = true;
                         Some((Ok(lease), true))
@@ -1350,12 +1409,13 @@ impl State {
             // the request takes its turn among them (below) — unless it could not wait: then
             // only a free participant serves it.
             if inner.queue.len() == 0 || room_full || share_full {
+                let demand = demand_of(&inner.participants, &inner.queue);
                 match pick(
                     room,
                     &mut inner.participants,
                     &mut inner.rotation,
                     &want,
-                    affinity.is_some(),
+                    affinity.is_some().then_some(&demand),
                 ) {
                     Ok(lease) => {
                         inner.queue.started(client, None);

@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// get 429 with Retry-After (default 64)
     #[argh(option, default = "hub::rooms::queue::DEFAULT_QUEUE_PER_CLIENT")]
     pub(crate) queue_per_client: usize,
+    /// most requests one address (IPv6: one /64) may have waiting in one room, whatever API
+    /// keys it sends; more get 429 with Retry-After (default 128)
+    #[argh(option, default = "hub::rooms::queue::DEFAULT_QUEUE_PER_ADDRESS")]
+    pub(crate) queue_per_address: usize,
     /// longest a request waits in a room's queue, in seconds; then 503 with Retry-After
     /// (default 60)
     #[argh(option, default = "hub::rooms::queue::DEFAULT_QUEUE_TIMEOUT.as_secs()")]
@@ -245,6 +249,8 @@ impl ServeArgs {
         config.routing = self.routing;
         config.queue_max = within("--queue-max", self.queue_max, 0, MILLION)?;
         config.queue_per_client = within("--queue-per-client", self.queue_per_client, 0, MILLION)?;
+        config.queue_per_address =
+            within("--queue-per-address", self.queue_per_address, 0, MILLION)?;
         config.queue_timeout =
             Duration::from_secs(within("--queue-timeout", self.queue_timeout, 1, 86_400)?);
         config.affinity_wait = ms(within(

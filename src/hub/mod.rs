@@ -135,6 +135,8 @@ pub struct HubConfig {
     pub queue_max: usize,
     /// Requests one client may have waiting per room.
     pub queue_per_client: usize,
+    /// Requests one address may have waiting per room, whatever keys it sends.
+    pub queue_per_address: usize,
     /// Longest wait in a room's queue.
     pub queue_timeout: Duration,
     /// Longest a queued request may be passed over, while it waits for the busy participant
@@ -185,6 +187,7 @@ impl Default for HubConfig {
             routing: crate::types::Routing::CacheAware,
             queue_max: rooms::queue::DEFAULT_QUEUE_MAX,
             queue_per_client: rooms::queue::DEFAULT_QUEUE_PER_CLIENT,
+            queue_per_address: rooms::queue::DEFAULT_QUEUE_PER_ADDRESS,
             queue_timeout: rooms::queue::DEFAULT_QUEUE_TIMEOUT,
             affinity_wait: AFFINITY_WAIT,
         }
@@ -262,6 +265,7 @@ impl Hub {
                     routing: config.routing,
                     queue_max: config.queue_max,
                     queue_per_client: config.queue_per_client,
+                    queue_per_address: config.queue_per_address,
                     queue_timeout: config.queue_timeout,
                     affinity_wait: config.affinity_wait,
                 },

@@ -102,6 +102,38 @@ async fn metric(addr: SocketAddr, line: &str) -> bool {
     text.lines().any(|l| l == line)
 }
 
+/// A hub configured by `change` with a room whose one participant (`m`, one slot) is busy with
+/// a long stream sent with `extra` headers (`long`: dropping it frees the slot), and an event
+/// stream past `connected`.
+struct Busy {
+    hub: gambiarra::hub::Hub,
+    addr: SocketAddr,
+    code: String,
+    _m: MockLlm,
+    sse: Sse,
+    long: Conn,
+}
+
+async fn one_busy_slot(change: impl FnOnce(&mut HubConfig), extra: &str) -> Busy {
+    let hub = hub_with(change).await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "busy").await;
+    let m = mock().await;
+    join_slots(addr, &code, "p", &m, 1).await;
+    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
+    sse.until("connected").await;
+    let (status, long) = open(addr, &code, &chat("m", "long", true), extra).await;
+    assert_eq!(status, 200);
+    Busy {
+        hub,
+        addr,
+        code,
+        _m: m,
+        sse,
+        long,
+    }
+}
+
 #[tokio::test]
 async fn a_participant_never_runs_more_than_its_slots() {
     let hub = start_default().await;
@@ -151,41 +183,36 @@ async fn a_participant_never_runs_more_than_its_slots() {
 
 #[tokio::test]
 async fn the_queue_and_each_clients_share_are_bounded() {
-    let hub = hub_with(|c| {
-        c.queue_max = 2;
-        c.queue_per_client = 1;
-    })
+    let mut busy = one_busy_slot(
+        |c| {
+            c.queue_max = 2;
+            c.queue_per_client = 1;
+        },
+        &key("a"),
+    )
     .await;
-    let addr = hub.local_addr();
-    let code = room_code(addr, "bounds").await;
-    let m = mock().await;
-    join_slots(addr, &code, "p", &m, 1).await;
-    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
-    sse.until("connected").await;
-    let (status, long) = open(addr, &code, &chat("m", "long", true), &key("a")).await;
-    assert_eq!(status, 200);
+    let (addr, code) = (busy.addr, busy.code.clone());
     let a2 = spawn_chat(addr, &code, chat("m", "a2", false), key("a"));
-    assert_eq!(sse.until("llm:queued").await.data["depth"], 1);
+    assert_eq!(busy.sse.until("llm:queued").await.data["depth"], 1);
     // Client a has its one place in the queue: 429, with when to retry.
     let path = format!("/rooms/{code}/v1/chat/completions");
     let r = req_with(addr, "POST", &path, Some(chat("m", "a3", false)), &key("a")).await;
     assert_eq!(r.status, 429);
     assert!(
-        r.error()
-            .contains("most requests a client may have waiting"),
+        r.error().contains("most requests a client"),
         "{}",
         r.error()
     );
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     // Another client still gets in; then the room's queue is full: 503.
     let b = spawn_chat(addr, &code, chat("m", "b1", false), key("b"));
-    assert_eq!(sse.until("llm:queued").await.data["depth"], 2);
+    assert_eq!(busy.sse.until("llm:queued").await.data["depth"], 2);
     let r = req_with(addr, "POST", &path, Some(chat("m", "c1", false)), &key("c")).await;
     assert_eq!(r.status, 503);
     assert!(r.error().contains("queue is full"), "{}", r.error());
     assert!(r.header("retry-after").is_some());
     // Nothing else was disturbed: once the slot frees, both waiters are served.
-    drop(long);
+    drop(busy.long);
     assert_eq!(a2.await.unwrap().status, 200);
     assert_eq!(b.await.unwrap().status, 200);
     assert!(
@@ -202,7 +229,7 @@ async fn the_queue_and_each_clients_share_are_bounded() {
         )
         .await
     );
-    hub.shutdown().await;
+    busy.hub.shutdown().await;
 }
 
 #[tokio::test]
@@ -380,17 +407,33 @@ async fn a_conversation_stays_where_its_prefix_is() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_waiter_lets_others_by_for_the_participant_holding_its_prompt() {
+/// A hub (affinity wait 30 s) and a room named `name` with two one-slot participants, p and q
+/// (their mocks, in that order), its chat path, and an event stream past `connected`.
+async fn pair(
+    name: &str,
+) -> (
+    gambiarra::hub::Hub,
+    SocketAddr,
+    String,
+    [MockLlm; 2],
+    String,
+    Sse,
+) {
     let hub = hub_with(|c| c.affinity_wait = Duration::from_secs(30)).await;
     let addr = hub.local_addr();
-    let code = room_code(addr, "affinity-queue").await;
+    let code = room_code(addr, name).await;
     let (p, q) = (mock().await, mock().await);
     join_slots(addr, &code, "p", &p, 1).await;
     join_slots(addr, &code, "q", &q, 1).await;
     let path = format!("/rooms/{code}/v1/chat/completions");
     let (_, _, mut sse) = Sse::open(addr, &code, "").await;
     sse.until("connected").await;
+    (hub, addr, code, [p, q], path, sse)
+}
+
+#[tokio::test]
+async fn a_waiter_lets_others_by_for_the_participant_holding_its_prompt() {
+    let (hub, addr, code, [_p, q], path, mut sse) = pair("affinity-queue").await;
     // c1 ran on p, c2 on q; then both are busy with something else.
     assert_eq!(
         req_with(addr, "POST", &path, Some(turn("c1", 1, "p")), "")
@@ -431,14 +474,42 @@ async fn a_waiter_lets_others_by_for_the_participant_holding_its_prompt() {
 }
 
 #[tokio::test]
+async fn an_uneven_split_evens_out() {
+    let (hub, addr, code, [_p, q], path, mut sse) = pair("balance").await;
+    // Three conversations live on p, one on q; both are busy.
+    for (c, at) in [("c1", "p"), ("c2", "p"), ("c3", "p"), ("c4", "q")] {
+        let r = req_with(addr, "POST", &path, Some(turn(c, 1, at)), "").await;
+        assert_eq!(r.status, 200);
+    }
+    let (_, long_p) = open(addr, &code, &chat("p", "long", true), "").await;
+    let (_, long_q) = open(addr, &code, &chat("q", "long", true), "").await;
+    let mut waiting = Vec::new();
+    for c in ["c1", "c2", "c3", "c4"] {
+        waiting.push(spawn_chat(addr, &code, turn(c, 2, "m"), key(c)));
+        sse.until("llm:queued").await;
+    }
+    // q frees. c1, first in turn, would rather wait for p, but p has three waiting for it
+    // and q one: too uneven, so c1 moves to q.
+    drop(long_q);
+    eventually("q takes the next waiter", async || q.requests().len() >= 3).await;
+    let third: Value = serde_json::from_slice(&q.requests()[2].body).unwrap();
+    assert!(
+        third["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("c1 "),
+        "{third}"
+    );
+    drop(long_p);
+    for w in waiting {
+        assert_eq!(w.await.unwrap().status, 200);
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn affinity_falls_back_to_load_when_the_holder_is_full() {
-    let hub = hub_with(|c| c.affinity_wait = Duration::from_secs(30)).await;
-    let addr = hub.local_addr();
-    let code = room_code(addr, "fallback").await;
-    let (p, q) = (mock().await, mock().await);
-    join_slots(addr, &code, "p", &p, 1).await;
-    join_slots(addr, &code, "q", &q, 1).await;
-    let path = format!("/rooms/{code}/v1/chat/completions");
+    let (hub, addr, code, [_p, q], path, _sse) = pair("fallback").await;
     assert_eq!(
         req_with(addr, "POST", &path, Some(turn("c1", 1, "p")), "")
             .await
@@ -524,5 +595,82 @@ async fn a_least_loaded_room_ignores_prompts() {
         "{}",
         r.error()
     );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_invented_per_request_do_not_fill_the_queue() {
+    let mut busy = one_busy_slot(
+        |c| {
+            c.queue_per_client = 10;
+            c.queue_per_address = 2;
+        },
+        "",
+    )
+    .await;
+    let (addr, code) = (busy.addr, busy.code.clone());
+    let a = spawn_chat(addr, &code, chat("m", "k1", false), key("k1"));
+    busy.sse.until("llm:queued").await;
+    let b = spawn_chat(addr, &code, chat("m", "k2", false), key("k2"));
+    busy.sse.until("llm:queued").await;
+    // A third key from the same address: over the address's share.
+    let path = format!("/rooms/{code}/v1/chat/completions");
+    let r = req_with(
+        addr,
+        "POST",
+        &path,
+        Some(chat("m", "k3", false)),
+        &key("k3"),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.error());
+    assert!(r.header("retry-after").is_some());
+    // Another address still gets in.
+    let mut other = Conn::open_from(addr, [127, 0, 0, 2]).await;
+    other
+        .send(&build("POST", &path, Some(&chat("m", "other", false)), ""))
+        .await;
+    assert_eq!(busy.sse.until("llm:queued").await.data["depth"], 3);
+    drop(busy.long);
+    assert_eq!(a.await.unwrap().status, 200);
+    assert_eq!(b.await.unwrap().status, 200);
+    assert_eq!(other.read_response().await.unwrap().status, 200);
+    busy.hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_participant_that_left_and_came_back_starts_from_zero() {
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let code = room_code(addr, "rejoin").await;
+    let m = mock().await;
+    let body = json!({"id": "p", "nickname": "p", "model": "m", "endpoint": m.url(), "slots": 2});
+    let join_path = format!("/rooms/{code}/join");
+    let secret = secret_of(&req(addr, "POST", &join_path, Some(body.clone())).await);
+    let (_, old1) = open(addr, &code, &chat("m", "old1", true), "").await;
+    let (_, old2) = open(addr, &code, &chat("m", "old2", true), "").await;
+    assert_eq!(leave(addr, &code, "p", &secret).await.status, 200);
+    assert_eq!(req(addr, "POST", &join_path, Some(body)).await.status, 201);
+    // The new registration has its 2 slots: two more run, a third waits.
+    let (_, new1) = open(addr, &code, &chat("m", "new1", true), "").await;
+    let (_, new2) = open(addr, &code, &chat("m", "new2", true), "").await;
+    let (_, _, mut sse) = Sse::open(addr, &code, "").await;
+    sse.until("connected").await;
+    let third = spawn_chat(addr, &code, chat("m", "new3", false), String::new());
+    sse.until("llm:queued").await;
+    // The old registration's requests end: they free nothing of the new one's.
+    drop((old1, old2));
+    eventually("the old streams end at the participant", async || {
+        m.active() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        metric(addr, "gambiarra_queue_depth 1").await,
+        "the third still waits"
+    );
+    drop(new1);
+    assert_eq!(third.await.unwrap().status, 200);
+    drop(new2);
     hub.shutdown().await;
 }

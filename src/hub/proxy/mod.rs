@@ -69,7 +69,7 @@ pub(crate) const NO_PARTICIPANT: &str = "No available participant for the reques
 pub(crate) const PARTICIPANT_OFFLINE: &str = "Participant is offline";
 pub(crate) const QUEUE_FULL: &str =
     "Every participant for this model is busy and the room's queue is full";
-pub(crate) const CLIENT_QUOTA: &str = "Every participant for this model is busy and you have the most requests a client may have waiting in this room";
+pub(crate) const CLIENT_QUOTA: &str = "Every participant for this model is busy and you have the most requests a client (API key, or address) may have waiting in this room";
 pub(crate) const QUEUE_TIMEOUT: &str =
     "Every participant for this model stayed busy for as long as a request may wait";
 
@@ -154,6 +154,7 @@ async fn proxy(
         Routing::LeastLoaded => Arc::from(Vec::new()),
     };
     let client = client_of(hub, &room, req, ip);
+    let address = client_key(&hub.client_salt, None, ip);
     let mut tried: Vec<String> = Vec::new();
     let mut last_error: Option<ApiError> = None;
     loop {
@@ -171,6 +172,7 @@ async fn proxy(
             only,
             prefix: prefix.clone(),
             client,
+            address,
         };
         let lease = match hub.state.acquire(&room, want, client).await {
             Ok(l) => l,
@@ -185,8 +187,8 @@ async fn proxy(
             Err(SelectError::ClientQuota(retry)) => {
                 return Err(ApiError::too_many(
                     format!(
-                        "{CLIENT_QUOTA} ({} at most)",
-                        hub.state.limits.queue_per_client
+                        "{CLIENT_QUOTA} ({} per key, {} per address)",
+                        hub.state.limits.queue_per_client, hub.state.limits.queue_per_address
                     ),
                     retry,
                 ));

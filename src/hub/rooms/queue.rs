@@ -35,6 +35,10 @@ use crate::types::Protocol;
 pub const DEFAULT_QUEUE_MAX: usize = 256;
 /// Requests one client may have waiting in one room, by default (`serve --queue-per-client`).
 pub const DEFAULT_QUEUE_PER_CLIENT: usize = 64;
+/// Requests one address (IPv6: /64) may have waiting in one room, whatever keys it sends, by
+/// default (`serve --queue-per-address`): keys are not identities in an open room, and a host
+/// inventing one per request must not fill the queue.
+pub const DEFAULT_QUEUE_PER_ADDRESS: usize = 128;
 /// Longest wait for a slot, by default (`serve --queue-timeout`).
 pub const DEFAULT_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -53,6 +57,8 @@ pub(crate) struct Want {
     pub(crate) prefix: Arc<[PrefixBlock]>,
     /// Its client ([`client_key`]).
     pub(crate) client: u64,
+    /// Its address's key ([`client_key`] without an API key).
+    pub(crate) address: u64,
 }
 
 /// What a waiter is handed: its participant, or why it will never get one.
@@ -68,6 +74,9 @@ pub(crate) struct Waiter {
     /// prefix (cache-aware rooms).
     pub(crate) affinity_until: Option<Instant>,
     pub(crate) tx: oneshot::Sender<Grant>,
+    /// The participant holding the most of its prompt when it came (cache-aware rooms): what
+    /// it counts toward as waiting demand.
+    pub(crate) prefers: Option<String>,
     /// Its virtual start tag and arrival number (set by [`Queue::push`]).
     tag: u64,
     seq: u64,
@@ -89,6 +98,7 @@ impl Waiter {
             since,
             affinity_until,
             tx,
+            prefers: None,
             tag: 0,
             seq: 0,
         }
@@ -140,6 +150,11 @@ impl Queue {
             .iter()
             .find(|l| l.client == client)
             .map_or(0, |l| l.waiters.len())
+    }
+
+    /// Requests from `address` waiting, whatever their keys.
+    pub(crate) fn waiting_from(&self, address: u64) -> usize {
+        self.waiters().filter(|w| w.want.address == address).count()
     }
 
     /// A fresh waiter id.
@@ -371,6 +386,7 @@ mod tests {
             only: false,
             prefix: Arc::from(Vec::new()),
             client,
+            address: 0,
         });
         q.push(Waiter::new(id, client, want, Instant::now(), None, tx));
         (id, rx)

@@ -53,6 +53,9 @@ pub(crate) struct Limits {
     pub(crate) queue_max: usize,
     /// Requests one client may have waiting per room (`--queue-per-client`).
     pub(crate) queue_per_client: usize,
+    /// Requests one address may have waiting per room, whatever its keys
+    /// (`--queue-per-address`).
+    pub(crate) queue_per_address: usize,
     /// Longest wait in a queue (`--queue-timeout`).
     pub(crate) queue_timeout: std::time::Duration,
     /// Longest a queued request may be passed over while it waits for a busy participant
@@ -118,6 +121,10 @@ pub(crate) struct Participant {
     pub(crate) in_flight: u32,
     /// Slots that freed a moment ago, held before the queue is offered them.
     pub(crate) held: u32,
+    /// Which registration of its id this is (new at each join that is not a re-join in
+    /// place): a lease gives its slot back only to the registration it was taken on, so one
+    /// that left and joined again starts from zero in flight.
+    pub(crate) generation: u64,
     /// The prompt prefixes it was last given (cache-aware rooms).
     pub(crate) prefixes: PrefixCache,
     /// Consecutive failed connection attempts.
@@ -179,6 +186,8 @@ pub(crate) struct RoomInner {
     rotation: usize,
     /// Requests waiting for a slot.
     pub(crate) queue: Queue,
+    /// Registrations made so far (each participant's `generation`).
+    generations: u64,
     /// How long a request holds a slot, on average (exponentially weighted, milliseconds): what
     /// `Retry-After` is estimated from.
     service_ms: f64,
@@ -403,6 +412,8 @@ pub(crate) struct Lease {
     queue_tag: Option<u64>,
     /// The client it runs for.
     client: u64,
+    /// The participant's registration it was taken on.
+    generation: u64,
     released: bool,
 }
 
@@ -447,7 +458,9 @@ impl Lease {
         let held = self.started.elapsed().as_secs_f64() * 1000.0;
         inner.service_ms = 0.8 * inner.service_ms + 0.2 * held;
         inner.queue.finished(self.client, self.queue_tag);
-        if let Some(i) = inner.find(&self.participant_id) {
+        if let Some(i) = inner.find(&self.participant_id)
+            && inner.participants[i].generation == self.generation
+        {
             let p = &mut inner.participants[i];
             p.in_flight = p.in_flight.saturating_sub(1);
         }
@@ -529,6 +542,7 @@ fn pick(
             started: tokio::time::Instant::now(),
             queue_tag: None,
             client: want.client,
+            generation: p.generation,
             released: false,
         }
     };
@@ -585,13 +599,15 @@ fn pick(
         if want.tried.contains(&p.info.id) {
             continue;
         }
-        // A model it says is not loaded holds no KV cache.
-        let holds = if cache_aware && loaded < 2 {
+        let is_full = full(p);
+        // A model it says is not loaded holds no KV cache; a full one matters only to a
+        // request that may wait for it.
+        let holds = if cache_aware && loaded < 2 && (!is_full || wait.is_some()) {
             p.prefixes.matched(&want.prefix)
         } else {
             0
         };
-        if full(p) {
+        if is_full {
             any_full = true;
             if holds > busy_holds {
                 busy_holds = holds;
@@ -624,7 +640,10 @@ fn pick(
             && busy_holds > best
             && 2 * (total - busy_holds) <= total - best
         {
-            let load = |i: usize| participants[i].in_flight + demand.get(&i).copied().unwrap_or(0);
+            let load = |i: usize| {
+                let p = &participants[i];
+                p.in_flight + demand.get(p.info.id.as_str()).copied().unwrap_or(0)
+            };
             let free_best = candidates
                 .iter()
                 .filter(|c| c.3 == best)
@@ -663,11 +682,11 @@ fn pick(
 /// Requests waiting in a room's queue for each participant (by index) that holds the most of
 /// their prompt: what a cache-aware choice counts as that participant's load beside its
 /// requests in flight.
-pub(crate) type Demand = std::collections::HashMap<usize, u32>;
+pub(crate) type Demand = std::collections::HashMap<String, u32>;
 
-/// The participant (index) holding the most of `want`'s prompt, among those that could serve
-/// it, when any holds some.
-fn preferred(participants: &[Participant], want: &Want) -> Option<usize> {
+/// The participant holding the most of `want`'s prompt, among those that could serve it, when
+/// any holds some (its id; worked out once, when the request joins the queue).
+fn preferred(participants: &[Participant], want: &Want) -> Option<String> {
     if want.prefix.is_empty() {
         return None;
     }
@@ -686,18 +705,67 @@ fn preferred(participants: &[Participant], want: &Want) -> Option<usize> {
         .map(|(i, p)| (p.prefixes.matched(&want.prefix), i))
         .filter(|(holds, _)| *holds > 0)
         .max()
-        .map(|(_, i)| i)
+        .map(|(_, i)| participants[i].info.id.clone())
 }
 
-/// The [`Demand`] of a room's queue (cache-aware rooms; empty otherwise).
-fn demand_of(participants: &[Participant], queue: &Queue) -> Demand {
+/// The [`Demand`] of a room's queue (cache-aware rooms; empty otherwise): one pass over the
+/// waiters, each counted for the participant it preferred when it came.
+fn demand_of(queue: &Queue) -> Demand {
     let mut d = Demand::new();
-    for w in queue.waiters() {
-        if let Some(i) = preferred(participants, &w.want) {
-            *d.entry(i).or_insert(0) += 1;
+    for id in queue.waiters().filter_map(|w| w.prefers.as_deref()) {
+        match d.get_mut(id) {
+            Some(n) => *n += 1,
+            None => {
+                d.insert(id.to_string(), 1);
+            }
         }
     }
     d
+}
+
+/// Whether what `requested` names (a participant id, `model:NAME`, a name, `*`) has a
+/// participant not offline that serves it, and whether one of those is not full: a cheap test
+/// before [`pick`], so that a queue of requests for a model whose participants are all busy
+/// costs one scan per model per dispatch, not one per waiter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Availability {
+    /// One with a free slot: [`pick`] may serve it.
+    Free,
+    /// Some, all full: not now.
+    Busy,
+    /// None: [`pick`] says why (the waiter is refused).
+    Gone,
+}
+
+fn availability(participants: &[Participant], requested: &str, default_slots: u32) -> Availability {
+    let mut found = false;
+    let mut consider = |p: &Participant| -> bool {
+        if p.info.status == ParticipantStatus::Offline {
+            return false;
+        }
+        found = true;
+        p.in_flight + p.held < p.slots(default_slots)
+    };
+    let any = requested == "*" || requested.eq_ignore_ascii_case("any");
+    let by_model = requested.strip_prefix("model:");
+    let free = if !any
+        && by_model.is_none()
+        && let Some(p) = participants.iter().find(|p| p.info.id == requested)
+    {
+        consider(p)
+    } else {
+        let name = by_model.unwrap_or(requested);
+        let key = crate::types::model_key(name);
+        participants
+            .iter()
+            .filter(|p| any || p.models.resolve(name, &key).is_some())
+            .any(&mut consider)
+    };
+    match (free, found) {
+        (true, _) => Availability::Free,
+        (false, true) => Availability::Busy,
+        (false, false) => Availability::Gone,
+    }
 }
 
 /// A participant [`pick`] may choose: (its index, its model's index, its rank — load over
@@ -722,9 +790,25 @@ pub(crate) fn dispatch(room: &Arc<Room>, inner: &mut RoomInner) {
             queue,
             ..
         } = &mut *inner;
+        let slots = room.policy.default_slots;
         let mut deferred = false;
-        let demand = demand_of(participants, queue);
+        let demand = demand_of(queue);
+        // Per name asked for, whether anything serves it now (once per dispatch).
+        let mut seen: std::collections::HashMap<String, Availability> =
+            std::collections::HashMap::new();
         let mut answered = queue.dispatch(|w: &Waiter| {
+            let requested = w.want.requested.as_str();
+            let now_for = match seen.get(requested) {
+                Some(&known) => known,
+                None => {
+                    let v = availability(participants, requested, slots);
+                    seen.insert(requested.to_string(), v);
+                    v
+                }
+            };
+            if now_for == Availability::Busy {
+                return None;
+            }
             let wait = w.affinity_until.is_some_and(|t| now < t).then_some(&demand);
             match pick(room, participants, rotation, &w.want, wait) {
                 Ok(lease) => Some((Ok(lease), true)),
@@ -741,7 +825,9 @@ pub(crate) fn dispatch(room: &Arc<Room>, inner: &mut RoomInner) {
             // prompt: rather than leave it idle, the first of them in turn order takes it.
             let mut taken = false;
             answered = queue.dispatch(|w: &Waiter| {
-                if taken {
+                if taken
+                    || availability(participants, &w.want.requested, slots) != Availability::Free
+                {
                     return None;
                 }
                 match pick(room, participants, rotation, &w.want, None) {
@@ -1050,6 +1136,7 @@ impl State {
                 events: EventLog::new(base, self.limits.event_ring),
                 rotation: 0,
                 queue: Queue::default(),
+                generations: 0,
                 service_ms: 1000.0,
             }),
         })
@@ -1180,6 +1267,7 @@ impl State {
             info,
             in_flight: 0,
             held: 0,
+            generation: 0,
             prefixes: PrefixCache::default(),
             conn_failures: 0,
             target,
@@ -1195,12 +1283,21 @@ impl State {
         // Every listing and event carries the entry.
         check_entry_size(&snapshot)?;
         match existing {
-            // A re-join keeps the count of what runs there (the leases find it by id).
+            // A re-join in place keeps the count of what runs there, and its leases.
             Some(i) => {
-                let in_flight = inner.participants[i].in_flight;
-                inner.participants[i] = Participant { in_flight, ..p };
+                let old = &inner.participants[i];
+                let (in_flight, generation) = (old.in_flight, old.generation);
+                inner.participants[i] = Participant {
+                    in_flight,
+                    generation,
+                    ..p
+                };
             }
-            None => inner.participants.push(p),
+            None => {
+                inner.generations += 1;
+                let generation = inner.generations;
+                inner.participants.push(Participant { generation, ..p });
+            }
         }
         inner.publish(Kind::ParticipantJoined, &snapshot);
         dispatch(room, &mut inner);
@@ -1404,12 +1501,13 @@ impl State {
             let mut guard = room.lock();
             let inner = &mut *guard;
             let room_full = inner.queue.len() >= self.limits.queue_max;
-            let share_full = inner.queue.waiting(client) >= self.limits.queue_per_client;
+            let share_full = inner.queue.waiting(client) >= self.limits.queue_per_client
+                || inner.queue.waiting_from(want.address) >= self.limits.queue_per_address;
             // With nobody waiting, a free participant is taken at once. With others waiting,
             // the request takes its turn among them (below) — unless it could not wait: then
             // only a free participant serves it.
             if inner.queue.len() == 0 || room_full || share_full {
-                let demand = demand_of(&inner.participants, &inner.queue);
+                let demand = demand_of(&inner.queue);
                 match pick(
                     room,
                     &mut inner.participants,
@@ -1441,10 +1539,11 @@ impl State {
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
             let id = inner.queue.next_id();
-            let position =
-                inner
-                    .queue
-                    .push(Waiter::new(id, client, want.clone(), now, affinity, tx));
+            let mut waiter = Waiter::new(id, client, want.clone(), now, affinity, tx);
+            if affinity.is_some() {
+                waiter.prefers = preferred(&inner.participants, &want);
+            }
+            let position = inner.queue.push(waiter);
             stats.queued.fetch_add(1, Ordering::Relaxed);
             let depth = inner.queue.len();
             inner.publish(

@@ -65,6 +65,26 @@ struct WorkerStats {
     tokens: u64,
 }
 
+impl WorkerStats {
+    /// The workers' stats added up, latencies and times to first token sorted.
+    async fn gather(workers: Vec<tokio::task::JoinHandle<WorkerStats>>) -> WorkerStats {
+        let mut all = WorkerStats::default();
+        for w in workers {
+            if let Ok(s) = w.await {
+                all.requests += s.requests;
+                all.in_time += s.in_time;
+                all.errors += s.errors;
+                all.tokens += s.tokens;
+                all.latencies.extend(s.latencies);
+                all.ttfts.extend(s.ttfts);
+            }
+        }
+        all.latencies.sort();
+        all.ttfts.sort();
+        all
+    }
+}
+
 /// The request bytes for `body`, with `extra` header lines (each ending in `\r\n`).
 fn request_bytes(config: &BenchConfig, body: &str, extra: &str) -> bytes::Bytes {
     bytes::Bytes::from(format!(
@@ -107,19 +127,8 @@ pub async fn run(config: BenchConfig) -> BenchReport {
             tokio::spawn(async move { worker(addr, request, stream, deadline).await })
         })
         .collect();
-    let mut all = WorkerStats::default();
-    for w in workers {
-        if let Ok(s) = w.await {
-            all.requests += s.requests;
-            all.errors += s.errors;
-            all.tokens += s.tokens;
-            all.latencies.extend(s.latencies);
-            all.ttfts.extend(s.ttfts);
-        }
-    }
+    let all = WorkerStats::gather(workers).await;
     let seconds = started.elapsed().as_secs_f64();
-    all.latencies.sort();
-    all.ttfts.sort();
     BenchReport {
         requests: all.requests,
         errors: all.errors,
@@ -302,19 +311,7 @@ pub async fn run_clients(config: BenchConfig, clients: &[ClientSpec]) -> Clients
     }
     let mut reports = Vec::new();
     for (spec, workers) in handles {
-        let mut all = WorkerStats::default();
-        for w in workers {
-            if let Ok(s) = w.await {
-                all.requests += s.requests;
-                all.in_time += s.in_time;
-                all.errors += s.errors;
-                all.latencies.extend(s.latencies);
-                all.ttfts.extend(s.ttfts);
-            }
-        }
-        all.latencies.sort();
-        all.ttfts.sort();
-        reports.push((spec, all));
+        reports.push((spec, WorkerStats::gather(workers).await));
     }
     // Throughput over the run's own time, from what was answered within it.
     let seconds = config.duration.as_secs_f64();

@@ -458,6 +458,26 @@ impl Handler for MockService {
 }
 
 impl MockService {
+    /// A chat stream of `tokens` tokens in `form`, compact, at the configured pace, without
+    /// test behaviour; `active` counts it until it ends.
+    fn token_stream(&self, form: Form, model: String, tokens: u32, active: Active) -> TokenStream {
+        TokenStream {
+            form,
+            chat: true,
+            style: Style::Compact,
+            model,
+            tokens,
+            delay: self.config.token_delay,
+            die_after: None,
+            usage: false,
+            next: 0,
+            sleep: None,
+            finished: false,
+            stats: self.stats.clone(),
+            _active: Some(active),
+        }
+    }
+
     fn complete(&self, path: &str, body: &Value, active: Active) -> Response {
         if let Some(status) = body.get("mock_status").and_then(Value::as_u64) {
             return json_response(
@@ -541,24 +561,15 @@ impl MockService {
                 .and_then(Value::as_bool)
                 == Some(true)
                 || style == Style::UsageChunk;
-            let stream = TokenStream {
-                chat,
-                style,
-                model,
-                tokens,
-                delay,
-                die_after: body
-                    .get("mock_die_after")
-                    .and_then(Value::as_u64)
-                    .map(|n| n as u32),
-                usage,
-                form: Form::OpenAi,
-                next: 0,
-                sleep: None,
-                finished: false,
-                stats: self.stats.clone(),
-                _active: Some(active),
-            };
+            let mut stream = self.token_stream(Form::OpenAi, model, tokens, active);
+            stream.chat = chat;
+            stream.style = style;
+            stream.delay = delay;
+            stream.usage = usage;
+            stream.die_after = body
+                .get("mock_die_after")
+                .and_then(Value::as_u64)
+                .map(|n| n as u32);
             return Response::new(200)
                 .header("Content-Type", Bytes::from_static(b"text/event-stream"))
                 .header("Cache-Control", Bytes::from_static(b"no-cache"))
@@ -601,21 +612,7 @@ impl MockService {
             );
         }
         if body.get("stream").and_then(Value::as_bool) == Some(true) {
-            let stream = TokenStream {
-                chat: true,
-                style: Style::Compact,
-                model,
-                tokens: self.config.tokens,
-                delay: self.config.token_delay,
-                die_after: None,
-                usage: false,
-                form: Form::Anthropic,
-                next: 0,
-                sleep: None,
-                finished: false,
-                stats: self.stats.clone(),
-                _active: Some(active),
-            };
+            let stream = self.token_stream(Form::Anthropic, model, self.config.tokens, active);
             return Response::new(200)
                 .header("Content-Type", Bytes::from_static(b"text/event-stream"))
                 .body(Body::Stream(Box::new(stream)));
@@ -662,21 +659,8 @@ impl MockService {
             });
         let chat = path == "/api/chat";
         if body.get("stream").and_then(Value::as_bool) != Some(false) {
-            let stream = TokenStream {
-                chat,
-                style: Style::Compact,
-                model,
-                tokens,
-                delay: self.config.token_delay,
-                die_after: None,
-                usage: false,
-                form: Form::Ollama,
-                next: 0,
-                sleep: None,
-                finished: false,
-                stats: self.stats.clone(),
-                _active: Some(active),
-            };
+            let mut stream = self.token_stream(Form::Ollama, model, tokens, active);
+            stream.chat = chat;
             return Response::new(200)
                 .header("Content-Type", Bytes::from_static(b"application/x-ndjson"))
                 .body(Body::Stream(Box::new(stream)));

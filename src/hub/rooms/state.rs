@@ -160,6 +160,12 @@ impl Participant {
         self.info.slots.unwrap_or(default).max(1)
     }
 
+    /// All its slots are taken (slots held a moment after they freed count as taken, see
+    /// [`RELEASE_GRACE`]).
+    fn full(&self, default_slots: u32) -> bool {
+        self.in_flight + self.held >= self.slots(default_slots)
+    }
+
     /// The status as listed: `busy` while a request is in flight.
     pub(crate) fn status(&self) -> ParticipantStatus {
         match self.info.status {
@@ -488,6 +494,42 @@ impl Drop for Lease {
 /// while others wait.
 pub(crate) const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// What a request's `model` names, read once for choosing a participant: `*`/`any` (every
+/// participant, with its primary model), `model:NAME` (a model, never an id), or a bare
+/// string (a participant id if one has it, else a model name). No participant can take the
+/// wildcards or `model:` as its id (refused at join).
+struct Asked<'a> {
+    any: bool,
+    /// The participant id it may be.
+    id: Option<&'a str>,
+    /// The model name it may be, and its key for [`ModelSet::resolve`].
+    name: &'a str,
+    key: std::borrow::Cow<'a, str>,
+}
+
+impl<'a> Asked<'a> {
+    fn new(requested: &'a str) -> Self {
+        let any = requested == "*" || requested.eq_ignore_ascii_case("any");
+        let by_model = requested.strip_prefix("model:");
+        let name = by_model.unwrap_or(requested);
+        Asked {
+            any,
+            id: (!any && by_model.is_none()).then_some(requested),
+            name,
+            key: crate::types::model_key(name),
+        }
+    }
+
+    /// The model of `p` it names (index, spelled exactly), as a model name or `*`.
+    fn serves(&self, p: &Participant) -> Option<(usize, bool)> {
+        if self.any {
+            Some((0, true))
+        } else {
+            p.models.resolve(self.name, &self.key)
+        }
+    }
+}
+
 /// A client key as shown in events.
 pub(crate) fn client_hex(client: u64) -> String {
     format!("{client:016x}")
@@ -518,8 +560,7 @@ fn pick(
     let policy = &room.policy;
     let dialect = want.dialect;
     let speaks = |p: &Participant| dialect.is_some_and(|d| p.info.protocols.contains(&d));
-    // Slots held a moment after they freed count as taken (see [`RELEASE_GRACE`]).
-    let full = |p: &Participant| p.in_flight + p.held >= p.slots(policy.default_slots);
+    let full = |p: &Participant| p.full(policy.default_slots);
     let cache_aware = policy.routing == Routing::CacheAware && !want.prefix.is_empty();
     let lease = |p: &mut Participant, model: usize, explicit: bool| {
         p.in_flight += 1;
@@ -546,16 +587,11 @@ fn pick(
             released: false,
         }
     };
-    let requested = want.requested.as_str();
-    // Wildcards and `model:` first: no participant can take those names (refused at join),
-    // and a request for them never goes to an id.
-    let any = requested == "*" || requested.eq_ignore_ascii_case("any");
-    let by_model = requested.strip_prefix("model:");
-    if let (false, None, Some(p)) = (
-        any,
-        by_model,
-        participants.iter_mut().find(|p| p.info.id == requested),
-    ) {
+    let asked = Asked::new(&want.requested);
+    if let Some(p) = asked
+        .id
+        .and_then(|id| participants.iter_mut().find(|p| p.info.id == id))
+    {
         if want.tried.contains(&p.info.id) {
             return Err(SelectError::Exhausted);
         }
@@ -570,8 +606,6 @@ fn pick(
         }
         return Ok(lease(p, 0, true));
     }
-    let name = by_model.unwrap_or(requested);
-    let key = crate::types::model_key(name);
     // Free participants that can take it.
     let mut candidates: Vec<Candidate> = Vec::new();
     let (mut matched_any, mut any_full, mut busy_holds) = (false, false, 0u32);
@@ -581,19 +615,15 @@ fn pick(
             continue;
         }
         let foreign = !speaks(p) && dialect.is_some();
-        let (model, loaded, exact) = if any {
-            (0, 0, true)
-        } else {
-            let Some((model, exact)) = p.models.resolve(name, &key) else {
-                continue;
-            };
-            // Loaded, unknown, not loaded.
-            let loaded = match p.info.models.get(model).and_then(|m| m.loaded) {
-                Some(true) => 0,
-                None => 1,
-                Some(false) => 2,
-            };
-            (model, loaded, exact)
+        let Some((model, exact)) = asked.serves(p) else {
+            continue;
+        };
+        // Loaded, unknown, not loaded (`*` takes the primary, whatever its state).
+        let loaded = match p.info.models.get(model).and_then(|m| m.loaded) {
+            _ if asked.any => 0,
+            Some(true) => 0,
+            None => 1,
+            Some(false) => 2,
         };
         matched_any = true;
         if want.tried.contains(&p.info.id) {
@@ -690,17 +720,14 @@ fn preferred(participants: &[Participant], want: &Want) -> Option<String> {
     if want.prefix.is_empty() {
         return None;
     }
-    let requested = want.requested.as_str();
-    let name = requested.strip_prefix("model:").unwrap_or(requested);
-    let any = requested == "*" || requested.eq_ignore_ascii_case("any");
-    let key = crate::types::model_key(name);
+    let asked = Asked::new(&want.requested);
     participants
         .iter()
         .enumerate()
         .filter(|(_, p)| {
             p.info.status != ParticipantStatus::Offline
                 && !want.tried.contains(&p.info.id)
-                && (any || p.models.resolve(name, &key).is_some())
+                && asked.serves(p).is_some()
         })
         .map(|(i, p)| (p.prefixes.matched(&want.prefix), i))
         .filter(|(holds, _)| *holds > 0)
@@ -744,22 +771,18 @@ fn availability(participants: &[Participant], requested: &str, default_slots: u3
             return false;
         }
         found = true;
-        p.in_flight + p.held < p.slots(default_slots)
+        !p.full(default_slots)
     };
-    let any = requested == "*" || requested.eq_ignore_ascii_case("any");
-    let by_model = requested.strip_prefix("model:");
-    let free = if !any
-        && by_model.is_none()
-        && let Some(p) = participants.iter().find(|p| p.info.id == requested)
+    let asked = Asked::new(requested);
+    let free = match asked
+        .id
+        .and_then(|id| participants.iter().find(|p| p.info.id == id))
     {
-        consider(p)
-    } else {
-        let name = by_model.unwrap_or(requested);
-        let key = crate::types::model_key(name);
-        participants
+        Some(p) => consider(p),
+        None => participants
             .iter()
-            .filter(|p| any || p.models.resolve(name, &key).is_some())
-            .any(&mut consider)
+            .filter(|p| asked.serves(p).is_some())
+            .any(&mut consider),
     };
     match (free, found) {
         (true, _) => Availability::Free,

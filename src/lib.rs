@@ -22,6 +22,8 @@ pub(crate) mod mdns;
 mod sync;
 pub mod tools;
 pub mod types;
+#[cfg(feature = "web")]
+pub(crate) mod web;
 
 /// What benches, fuzz targets and integration tests reach inside the crate; not an API, and
 /// not stable.

@@ -195,6 +195,7 @@ mod tests {
             config: Default::default(),
             specs: Default::default(),
             status: ParticipantStatus::Busy,
+            in_flight: 0,
             joined_at: 0,
             last_seen: 0,
         };

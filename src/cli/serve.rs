@@ -142,6 +142,11 @@ pub struct ServeArgs {
     /// else takes it takes at once; 0: never waits; default 1500)
     #[argh(option, default = "hub::AFFINITY_WAIT.as_millis() as u64")]
     pub(crate) affinity_wait_ms: u64,
+    /// the hub's address as people reach it, e.g. https://ai.example.org behind a reverse
+    /// proxy: what room pages, their QR codes and snippets show (default: the address the
+    /// browser used, or this machine's LAN address when that was localhost)
+    #[argh(option)]
+    pub(crate) public_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -259,6 +264,7 @@ impl ServeArgs {
             0,
             600_000,
         )?);
+        config.public_url = self.public_url.as_deref().map(public_url).transpose()?;
         if let Some(t) = self.threads {
             within("--threads", t, 1, 1024)?;
         }
@@ -281,6 +287,19 @@ impl ServeArgs {
             .next()
             .ok_or_else(|| format!("--host {} resolves to no address", self.host))
     }
+}
+
+/// `--public-url`: an http(s) origin, without a path (the pages link to `/ui/…` and
+/// `/rooms/…` from the root).
+fn public_url(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim_end_matches('/');
+    let url = crate::http::url::parse(trimmed).map_err(|e| format!("--public-url {raw}: {e}"))?;
+    if !url.path.is_empty() || trimmed.contains(['?', '#']) {
+        return Err(format!(
+            "--public-url {raw}: only scheme, host and port (the hub serves from its root)"
+        ));
+    }
+    Ok(trimmed.to_string())
 }
 
 const MILLION: usize = 1_000_000;

@@ -14,7 +14,7 @@ use crate::http::{Body, Request, Response, url};
 use crate::hub::HubInner;
 use crate::hub::error::{ApiError, msg};
 use crate::hub::guard::auth::{self, RoomSecrets};
-use crate::hub::rooms::events::SseStream;
+use crate::hub::rooms::events::{Since, SseStream};
 use crate::hub::rooms::models::{self, Dropped};
 use crate::hub::rooms::state::Room;
 use crate::types::event::{self, Kind};
@@ -366,6 +366,7 @@ pub(crate) fn join(
             config,
             specs,
             status: ParticipantStatus::Online,
+            in_flight: 0,
             joined_at: 0,
             last_seen: 0,
         },
@@ -545,8 +546,16 @@ pub(crate) fn update(
     Ok(json(200, &answer))
 }
 
+/// `GET /rooms/:code/participants`: each with its status and requests in flight, the
+/// requests waiting in the room's queue, and the id of the last event published at that moment
+/// (`eventId`), which a client that follows the event stream too uses to apply only the events
+/// after it.
 pub(crate) fn participants(room: &Room) -> Result<Response> {
-    Ok(json(200, &json!({ "participants": room.participants() })))
+    let (participants, queued, event_id) = room.live();
+    Ok(json(
+        200,
+        &json!({ "participants": participants, "queued": queued, "eventId": event_id }),
+    ))
 }
 
 /// `GET /rooms/:code/v1/models`, OpenAI's model list: first each model the room serves once
@@ -691,20 +700,25 @@ pub(crate) fn catalogue(room: &Room) -> Result<Response> {
     Ok(json(200, &json!({ "models": models })))
 }
 
-/// The `Last-Event-ID` a reconnecting client sent (header, or `lastEventId` in the query for
-/// EventSource polyfills). An id that is not a number reads as 0: unknown, so it gets `resync`.
-fn last_event_id(req: &Request) -> Option<u64> {
-    let raw = req
+/// Where a stream starts: after the `Last-Event-ID` a reconnecting client sent (header, or
+/// `lastEventId` in the query for EventSource polyfills; one that is not a number reads as 0:
+/// unknown, so it gets `resync`); else with every event the room keeps when it asks for
+/// `history=1` (a page's first connection: its recent past); else with the next event.
+fn since(req: &Request) -> Since {
+    let last = req
         .head
         .header_str("last-event-id")
-        .or_else(|| req.head.query_param("lastEventId"))?
-        .trim();
-    Some(raw.parse().unwrap_or(0))
+        .or_else(|| req.head.query_param("lastEventId"));
+    match last {
+        Some(raw) => Since::After(raw.trim().parse().unwrap_or(0)),
+        None if req.head.query_param("history") == Some("1") => Since::Kept,
+        None => Since::Now,
+    }
 }
 
 /// `GET /rooms/:code/events`: the SSE stream.
 pub(crate) fn events(hub: &HubInner, room: Arc<Room>, req: &Request) -> Result<Response> {
-    let (sub, slot) = hub.state.subscribe(&room, last_event_id(req))?;
+    let (sub, slot) = hub.state.subscribe(&room, since(req))?;
     let client_id = crate::hub::rooms::ids::uuid_v4()?;
     let connected = encode_event(
         None,

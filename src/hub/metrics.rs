@@ -39,11 +39,15 @@ pub enum RouteLabel {
     Catalogue,
     Ollama,
     Anthropic,
+    /// The pages: home, a room's page, their files, the QR code.
+    Page,
+    /// A room's summary (`GET /rooms/:code` as JSON).
+    Room,
 }
 
 impl RouteLabel {
     /// Every label, in the order of their counters.
-    pub(crate) const ALL: [RouteLabel; 20] = [
+    pub(crate) const ALL: [RouteLabel; 22] = [
         RouteLabel::Health,
         RouteLabel::CreateRoom,
         RouteLabel::ListRooms,
@@ -64,6 +68,8 @@ impl RouteLabel {
         RouteLabel::Catalogue,
         RouteLabel::Ollama,
         RouteLabel::Anthropic,
+        RouteLabel::Page,
+        RouteLabel::Room,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -88,6 +94,8 @@ impl RouteLabel {
             RouteLabel::Catalogue => "catalogue",
             RouteLabel::Ollama => "ollama",
             RouteLabel::Anthropic => "anthropic",
+            RouteLabel::Page => "page",
+            RouteLabel::Room => "room",
         }
     }
 }

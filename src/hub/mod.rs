@@ -19,6 +19,7 @@
 //! - `service`: every request's way in — admission, then one `match` over the `router`'s
 //!   routes to the handler that answers it.
 //! - `api`: one handler per REST route (rooms, join, leave, health, events, tunnels).
+//! - `pages`: the routes for browsers (home, a room's page, its QR code) and room links.
 //! - `proxy`: the `/v1` proxy, the body rewrite, the metrics scanner, reverse tunnels.
 //! - `rooms`: rooms and participants, their events, persistence, the sweeper, ids.
 //! - `guard`: admission, passwords and tokens, rate limits, endpoint rules.
@@ -29,6 +30,7 @@ pub(crate) mod api;
 pub(crate) mod error;
 pub(crate) mod guard;
 pub(crate) mod metrics;
+pub(crate) mod pages;
 pub(crate) mod proxy;
 pub(crate) mod rooms;
 pub(crate) mod router;
@@ -142,6 +144,10 @@ pub struct HubConfig {
     /// Longest a queued request may be passed over, while it waits for the busy participant
     /// holding more of its prompt, by requests that take the free one (cache-aware rooms).
     pub affinity_wait: Duration,
+    /// The hub's address as people reach it (`https://ai.example.org`, behind a reverse proxy):
+    /// what room pages, QR codes and snippets show. `None`: the request's `Host`, or this
+    /// machine's LAN address when that is a loopback name.
+    pub public_url: Option<String>,
 }
 
 /// Slots of a participant that declares none (Ollama's server does not say; 4 is what it
@@ -190,6 +196,7 @@ impl Default for HubConfig {
             queue_per_address: rooms::queue::DEFAULT_QUEUE_PER_ADDRESS,
             queue_timeout: rooms::queue::DEFAULT_QUEUE_TIMEOUT,
             affinity_wait: AFFINITY_WAIT,
+            public_url: None,
         }
     }
 }
@@ -209,6 +216,8 @@ pub(crate) struct HubInner {
     /// Random, for hashing client keys (queue fairness): what events show of a client reveals
     /// nothing of its API key or address.
     pub client_salt: [u8; 16],
+    /// Where the hub listens (the port for links when a page was opened on loopback).
+    pub listen: SocketAddr,
 }
 
 /// Stops a running hub when told to; cheap to clone.
@@ -287,6 +296,7 @@ impl Hub {
                 salt.copy_from_slice(&ids::secret()?.as_bytes()[..16]);
                 salt
             },
+            listen: addr,
             config,
         });
         let restored = inner.state.restore()?;

@@ -5,10 +5,14 @@
 //! | method | path                                   | route            |
 //! |--------|----------------------------------------|------------------|
 //! | OPTIONS| any (a CORS preflight)                 | Preflight        |
+//! | GET    | /                                      | Home (a page)    |
+//! | GET    | /ui/:file                              | Asset            |
 //! | GET    | /health                                | Health           |
 //! | POST   | /rooms                                 | CreateRoom       |
 //! | GET    | /rooms                                 | ListRooms        |
+//! | GET    | /rooms/:code (HTML: the room's page)   | Room             |
 //! | DELETE | /rooms/:code                           | DeleteRoom       |
+//! | GET    | /rooms/:code/qr.svg                    | RoomQr           |
 //! | POST   | /rooms/:code/join                      | Join             |
 //! | DELETE | /rooms/:code/leave/:id                 | Leave            |
 //! | POST   | /rooms/:code/health                    | HealthCheck      |
@@ -67,10 +71,24 @@ pub enum OllamaRoute {
 pub enum Route<'a> {
     /// `OPTIONS` on any path: a browser's CORS preflight.
     Preflight,
+    /// The hub's home page.
+    Home,
+    /// A file of the pages (`/ui/room.js`).
+    Asset {
+        name: &'a str,
+    },
     Health,
     Metrics,
     CreateRoom,
     ListRooms,
+    /// The room's page (a browser) or its public summary (JSON).
+    Room {
+        code: &'a str,
+    },
+    /// A QR code of the room page's URL.
+    RoomQr {
+        code: &'a str,
+    },
     DeleteRoom {
         code: &'a str,
     },
@@ -136,6 +154,8 @@ impl Route<'_> {
     pub fn label(&self) -> RouteLabel {
         match self {
             Route::Preflight => RouteLabel::Preflight,
+            Route::Home | Route::Asset { .. } | Route::RoomQr { .. } => RouteLabel::Page,
+            Route::Room { .. } => RouteLabel::Room,
             Route::Health => RouteLabel::Health,
             Route::Metrics => RouteLabel::Metrics,
             Route::CreateRoom => RouteLabel::CreateRoom,
@@ -163,6 +183,8 @@ impl Route<'_> {
     pub fn room_code(&self) -> Option<&str> {
         match self {
             Route::DeleteRoom { code }
+            | Route::Room { code }
+            | Route::RoomQr { code }
             | Route::Join { code }
             | Route::Leave { code, .. }
             | Route::HealthCheck { code }
@@ -211,6 +233,12 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
     let Some(rest) = path.strip_prefix('/') else {
         return Route::NotFound;
     };
+    if rest.is_empty() {
+        return match method {
+            Method::Options => Route::Preflight,
+            _ => gate(method, Method::Get, GET, Route::Home),
+        };
+    }
     // One trailing slash is tolerated: `/rooms/` is `/rooms`.
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let mut segs = [""; MAX_SEGMENTS];
@@ -232,6 +260,7 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
     }
     match segs {
         ["health"] => gate(method, Get, GET, Route::Health),
+        ["ui", name] => gate(method, Get, GET, Route::Asset { name }),
         ["metrics"] => gate(method, Get, GET, Route::Metrics),
         ["rooms"] => match method {
             Post => Route::CreateRoom,
@@ -240,7 +269,14 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
                 allow: "GET, HEAD, POST",
             },
         },
-        ["rooms", code] => gate(method, Delete, "DELETE", Route::DeleteRoom { code }),
+        ["rooms", code] => match method {
+            Get | Head => Route::Room { code },
+            Delete => Route::DeleteRoom { code },
+            _ => Route::MethodNotAllowed {
+                allow: "GET, HEAD, DELETE",
+            },
+        },
+        ["rooms", code, "qr.svg"] => gate(method, Get, GET, Route::RoomQr { code }),
         ["rooms", code, "join"] => gate(method, Post, "POST", Route::Join { code }),
         ["rooms", code, "leave", id] => match percent_decode(id) {
             Some(id) => gate(method, Delete, "DELETE", Route::Leave { code, id }),
@@ -388,6 +424,27 @@ mod tests {
         );
         assert!(route(Method::Get, "/rooms/x/v1/models").is_v1());
         assert_eq!(route(Method::Get, "/nope"), Route::NotFound);
+        assert_eq!(route(Method::Get, "/"), Route::Home);
+        assert_eq!(
+            route(Method::Post, "/"),
+            Route::MethodNotAllowed { allow: GET }
+        );
+        assert_eq!(
+            route(Method::Get, "/ui/room.js"),
+            Route::Asset { name: "room.js" }
+        );
+        assert_eq!(
+            route(Method::Get, "/rooms/ABC234"),
+            Route::Room { code: "ABC234" }
+        );
+        assert_eq!(
+            route(Method::Delete, "/rooms/ABC234"),
+            Route::DeleteRoom { code: "ABC234" }
+        );
+        assert_eq!(
+            route(Method::Get, "/rooms/ABC234/qr.svg"),
+            Route::RoomQr { code: "ABC234" }
+        );
         assert_eq!(route(Method::Get, "//rooms"), Route::NotFound);
         assert_eq!(route(Method::Get, "rooms"), Route::NotFound);
         assert_eq!(route(Method::Get, "/a/b/c/d/e/f/g/h"), Route::NotFound);

@@ -13,6 +13,7 @@ use super::HubInner;
 use super::api;
 use super::error::{ApiError, msg};
 use super::guard::admission::{self, Admission};
+use super::pages;
 use super::proxy;
 use super::router::{self, Route};
 use crate::http::{Handler, Peer, Request, RequestHead, Response};
@@ -83,6 +84,10 @@ impl Service {
         };
         match (route, room) {
             (Route::Preflight, _) => Ok(preflight()),
+            (Route::Home, _) => Ok(pages::home(req)),
+            (Route::Asset { name }, _) => pages::asset(name, req),
+            (Route::Room { .. }, Some(room)) => pages::room(hub, &room, req),
+            (Route::RoomQr { .. }, Some(room)) => pages::room_qr(hub, &room, req),
             (Route::Health, _) => Ok(api::health()),
             (Route::Metrics, _) => Ok(api::metrics(hub)),
             (Route::CreateRoom, _) => api::create_room(hub, req, ip).await,
@@ -122,6 +127,8 @@ impl Service {
             (Route::NotFound, _)
             | (
                 Route::DeleteRoom { .. }
+                | Route::Room { .. }
+                | Route::RoomQr { .. }
                 | Route::Join { .. }
                 | Route::Leave { .. }
                 | Route::HealthCheck { .. }

@@ -123,10 +123,18 @@ pub struct ParticipantInfo {
     #[serde(default)]
     pub specs: MachineSpecs,
     pub status: ParticipantStatus,
+    /// Requests it is running now, as the hub counts them (absent: none). A participant's own
+    /// join or update never sets it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub in_flight: u32,
     /// Unix milliseconds.
     pub joined_at: u64,
     /// Unix milliseconds of the last health check.
     pub last_seen: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A room as created and broadcast in `room:created`.
@@ -254,6 +262,7 @@ mod tests {
             config: GenerationConfig::default(),
             specs: MachineSpecs::default(),
             status: ParticipantStatus::Busy,
+            in_flight: 0,
             joined_at: 1,
             last_seen: 2,
         };

@@ -384,13 +384,18 @@ impl Sse {
         Self::open_on(Conn::open(addr).await, code, extra).await
     }
 
-    pub async fn open_on(
+    pub async fn open_on(conn: Conn, code: &str, extra: &str) -> (u16, Vec<(String, String)>, Sse) {
+        Self::open_path(conn, &format!("/rooms/{code}/events"), extra).await
+    }
+
+    /// A stream at `path` (with a query, say).
+    pub async fn open_path(
         mut conn: Conn,
-        code: &str,
+        path: &str,
         extra: &str,
     ) -> (u16, Vec<(String, String)>, Sse) {
         conn.send(
-            format!("GET /rooms/{code}/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n{extra}\r\n")
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n{extra}\r\n")
                 .as_bytes(),
         )
         .await;

@@ -17,6 +17,7 @@ mod mdns;
 mod metrics;
 mod models;
 mod ollama;
+mod pages;
 mod persist;
 mod proxy;
 #[cfg(feature = "tools")]

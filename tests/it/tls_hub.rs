@@ -100,7 +100,7 @@ async fn https_hub_end_to_end() {
     tls.read_to_end(&mut answer).await.unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
-    assert!(answer.ends_with(r#"{"participants":[]}"#), "{answer}");
+    assert!(answer.contains(r#""participants":[]"#), "{answer}");
 
     // Plain HTTP on the TLS port is dropped, and the hub carries on.
     let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))

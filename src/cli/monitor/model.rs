@@ -58,7 +58,10 @@ impl RoomView {
         self.cards = list
             .into_iter()
             .map(|info| Card {
-                in_flight: u32::from(info.status == ParticipantStatus::Busy),
+                // Hubs before `inFlight` said only "busy".
+                in_flight: info
+                    .in_flight
+                    .max(u32::from(info.status == ParticipantStatus::Busy)),
                 info,
                 last: None,
             })
@@ -351,6 +354,7 @@ mod tests {
             config: GenerationConfig::default(),
             specs: MachineSpecs::default(),
             status: ParticipantStatus::Online,
+            in_flight: 0,
             joined_at: 0,
             last_seen: 0,
         }

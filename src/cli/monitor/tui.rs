@@ -405,6 +405,7 @@ mod tests {
                 cpu: Some("Ryzen 9".into()),
             },
             status: ParticipantStatus::Online,
+            in_flight: 0,
             joined_at: 0,
             last_seen: 0,
         }

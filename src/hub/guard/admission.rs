@@ -51,7 +51,8 @@ pub(crate) async fn admit(
     route: &Route<'_>,
     ip: IpAddr,
 ) -> Result<Admission> {
-    if matches!(route, Route::Preflight) {
+    // A preflight, and the pages' files (the same bytes for everyone, bounded by connections).
+    if matches!(route, Route::Preflight | Route::Asset { .. }) {
         return Ok(Admission::of(None));
     }
     if route.is_relayed() && endpoints::is_loop(head.header(endpoints::HOP_HEADER), &hub.instance) {
@@ -122,8 +123,14 @@ async fn authorize(
         return Ok(Admission::of(None));
     };
     let room = hub.state.room(code)?;
-    // Deleting takes the host token, checked by the handler, not the password.
-    if room.secrets.protected() && !matches!(route, Route::DeleteRoom { .. }) {
+    // Deleting takes the host token, checked by the handler, not the password. The room's page,
+    // summary and QR code say no more than `GET /rooms` does: the page asks for the password
+    // and sends it with the requests that need it.
+    let public = matches!(
+        route,
+        Route::DeleteRoom { .. } | Route::Room { .. } | Route::RoomQr { .. }
+    );
+    if room.secrets.protected() && !public {
         let offered = offered_password(route, head);
         if offered.is_none() && matches!(route, Route::Join { .. }) {
             hub.auth.check_not_blocked(ip)?;

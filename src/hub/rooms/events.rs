@@ -57,6 +57,17 @@ pub struct EventLog {
     pub evictions: u64,
 }
 
+/// Where a new subscriber's stream starts, after `connected`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// With the next event.
+    Now,
+    /// After this id (`Last-Event-ID`): what was missed, or `resync` first.
+    After(u64),
+    /// With every event the room still keeps (`?history=1`): a new page's recent past.
+    Kept,
+}
+
 /// What a new subscriber gets.
 pub struct Subscription {
     pub key: u64,
@@ -170,6 +181,11 @@ impl EventLog {
     /// End every subscriber's stream after what it has queued (shutdown, room removed).
     pub fn close_all(&mut self) {
         self.subs.clear();
+    }
+
+    /// The id of the oldest event kept for replay (the next event's id while none is kept).
+    pub fn oldest_kept(&self) -> u64 {
+        self.evicted_upto + 1
     }
 
     /// The id the next event will get.

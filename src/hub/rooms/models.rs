@@ -544,6 +544,7 @@ mod tests {
                 config: Default::default(),
                 specs: Default::default(),
                 status: ParticipantStatus::Online,
+                in_flight: 0,
                 joined_at: 0,
                 last_seen: 0,
             })
@@ -567,6 +568,7 @@ mod tests {
             config: Default::default(),
             specs: Default::default(),
             status,
+            in_flight: 0,
             joined_at: 5_000,
             last_seen: 0,
         };

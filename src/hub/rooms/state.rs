@@ -16,7 +16,7 @@ use crate::http::upstream::Target;
 use crate::hub::guard::auth::RoomSecrets;
 use crate::hub::metrics::Histogram;
 use crate::hub::proxy::rewrite::Defaults;
-use crate::hub::rooms::events::{EventLog, Subscription};
+use crate::hub::rooms::events::{EventLog, Since, Subscription};
 use crate::hub::rooms::ids;
 use crate::hub::rooms::models::{Dropped, ModelSet};
 use crate::hub::rooms::persist::SavedRoom;
@@ -179,6 +179,7 @@ impl Participant {
     pub(crate) fn snapshot(&self) -> ParticipantInfo {
         let mut info = self.info.clone();
         info.status = self.status();
+        info.in_flight = self.in_flight;
         info
     }
 }
@@ -323,6 +324,32 @@ impl Room {
             .iter()
             .map(Participant::snapshot)
             .collect()
+    }
+
+    /// The participants, the requests waiting in the queue, and the id of the last event
+    /// published, read together: a client that also follows the event stream applies only the
+    /// events after that id to this picture.
+    pub(crate) fn live(&self) -> (Vec<ParticipantInfo>, usize, u64) {
+        let inner = self.lock();
+        let participants = inner
+            .participants
+            .iter()
+            .map(Participant::snapshot)
+            .collect();
+        (participants, inner.queue.len(), inner.events.next_id() - 1)
+    }
+
+    /// The room as `GET /rooms` lists it.
+    pub(crate) fn summary(&self) -> RoomSummary {
+        RoomSummary {
+            id: self.info.id.clone(),
+            code: self.info.code.clone(),
+            name: self.info.name.clone(),
+            host_id: self.info.host_id.clone(),
+            created_at: self.info.created_at,
+            participant_count: self.lock().participants.len(),
+            password_protected: self.info.password_protected,
+        }
     }
 }
 
@@ -1213,18 +1240,7 @@ impl State {
     }
 
     pub(crate) fn list_rooms(&self) -> Vec<RoomSummary> {
-        self.all_rooms()
-            .iter()
-            .map(|r| RoomSummary {
-                id: r.info.id.clone(),
-                code: r.info.code.clone(),
-                name: r.info.name.clone(),
-                host_id: r.info.host_id.clone(),
-                created_at: r.info.created_at,
-                participant_count: r.lock().participants.len(),
-                password_protected: r.info.password_protected,
-            })
-            .collect()
+        self.all_rooms().iter().map(|r| r.summary()).collect()
     }
 
     /// Add a participant (or replace the one with the same id) and announce it. An id whose
@@ -1670,7 +1686,7 @@ impl State {
     pub(crate) fn subscribe(
         &self,
         room: &Room,
-        last_id: Option<u64>,
+        since: Since,
     ) -> Result<(Subscription, SubscriberSlot), StateError> {
         let mut inner = room.lock();
         // Checked under the room lock, which `close_all_streams` takes after setting the flag:
@@ -1686,6 +1702,11 @@ impl State {
         if taken >= self.limits.max_subscribers {
             return Err(StateError::HubSubscriberLimit);
         }
+        let last_id = match since {
+            Since::Now => None,
+            Since::After(id) => Some(id),
+            Since::Kept => Some(inner.events.oldest_kept() - 1),
+        };
         let sub = inner
             .events
             .subscribe(last_id, self.limits.subscriber_queue);

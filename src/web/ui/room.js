@@ -26,6 +26,7 @@
   let snapshotId = -1;
   /** Events that arrived while a snapshot was on its way. */
   let pending = null;
+  let renderQueued = false;
   let lastEventId = "";
   let source = null;
   let retryDelay = 1000;
@@ -38,6 +39,10 @@
   // ---------------------------------------------------------------- start
   async function start() {
     if (!code) return fatal("No room code in this address.");
+    // The room and its participants at once; the second is refused (401) in a protected room
+    // until the password is known.
+    const listing = api(base + "/participants");
+    listing.catch(() => {});
     try {
       const info = await api(base);
       room = info.room;
@@ -53,8 +58,10 @@
     if (room.passwordProtected) {
       $("key-note").textContent = " (here: the room's password)";
       await askPassword();
+      await snapshot();
+    } else {
+      await snapshot(listing);
     }
-    await snapshot();
     connect();
   }
 
@@ -96,12 +103,12 @@
   /** Who is in the room now; events after its `eventId` are applied on top of it. Events that
    *  arrive while it is on its way wait in `pending`, and those it does not include are applied
    *  once it is here. */
-  async function snapshot() {
+  async function snapshot(started) {
     const mine = [];
     pending = mine;
     let data;
     try {
-      data = await api(base + "/participants", { password });
+      data = await (started || api(base + "/participants", { password }));
     } finally {
       if (pending === mine) pending = null;
     }
@@ -196,7 +203,17 @@
       if (source) source.close();
       setLive("offline", "Room deleted");
     }
-    renderPeople();
+    renderSoon();
+  }
+
+  /** Render at the next frame: a burst of events (a replayed history) renders once. */
+  function renderSoon() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      renderPeople();
+    });
   }
 
   /** What an event changes in the picture of the room (only events newer than the snapshot). */

@@ -17,6 +17,7 @@ use crate::http::{Request, RequestHead, Response};
 use crate::hub::HubInner;
 use crate::hub::error::{ApiError, msg};
 use crate::hub::rooms::Room;
+use crate::hub::router::Route;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -28,10 +29,10 @@ const MAX_HOST: usize = 255;
 pub(crate) fn home(req: &Request) -> Response {
     #[cfg(feature = "web")]
     if crate::web::wants_html(&req.head) {
-        return crate::web::home(&req.head);
+        return crate::web::vary_accept(crate::web::home(&req.head));
     }
     let _ = req;
-    Response::json(
+    vary(Response::json(
         200,
         serde_json::to_vec(&json!({
             "service": "gambiarra",
@@ -40,7 +41,27 @@ pub(crate) fn home(req: &Request) -> Response {
             "health": "/health",
         }))
         .unwrap_or_default(),
-    )
+    ))
+}
+
+/// `Vary: Accept` on a JSON answer of a path that also serves a page.
+fn vary(resp: Response) -> Response {
+    resp.header("Vary", bytes::Bytes::from_static(b"Accept"))
+}
+
+/// A room route refused before its handler ran (no such room, or deleted): a browser asking
+/// for the room's page gets the page with that status, whose script says so; `None` for
+/// anything else.
+pub(crate) fn missing_room(route: &Route<'_>, head: &RequestHead, status: u16) -> Option<Response> {
+    #[cfg(feature = "web")]
+    if matches!(route, Route::Room { .. })
+        && matches!(status, 404 | 410)
+        && crate::web::wants_html(head)
+    {
+        return Some(crate::web::room_missing(head, status));
+    }
+    let _ = (route, head, status);
+    None
 }
 
 /// `GET /ui/:name`: a file of the pages.
@@ -58,7 +79,7 @@ pub(crate) fn asset(name: &str, req: &Request) -> Result<Response> {
 pub(crate) fn room(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
     #[cfg(feature = "web")]
     if crate::web::wants_html(&req.head) {
-        return Ok(crate::web::room(&req.head));
+        return Ok(crate::web::vary_accept(crate::web::room(&req.head)));
     }
     let mut summary = serde_json::to_value(room.summary()).unwrap_or_default();
     summary["routing"] = json!(room.info.routing.unwrap_or(hub.config.routing));
@@ -74,10 +95,10 @@ pub(crate) fn room(hub: &HubInner, room: &Room, req: &Request) -> Result<Respons
             "qr": format!("{}/qr.svg", links.page()),
         },
     });
-    Ok(Response::json(
+    Ok(vary(Response::json(
         200,
         serde_json::to_vec(&answer).unwrap_or_default(),
-    ))
+    )))
 }
 
 /// `GET /rooms/:code/qr.svg`: a QR code of the room page's URL.

@@ -35,7 +35,8 @@ impl Handler for Service {
             Ok(admission) => Ok((admission, limit)),
             Err(e) => {
                 self.0.metrics.request(route.label(), e.status);
-                Err(e.render_for(&route))
+                Err(pages::missing_room(&route, head, e.status)
+                    .unwrap_or_else(|| e.render_for(&route)))
             }
         }
     }

@@ -80,15 +80,37 @@ pub(crate) fn asset(name: &str, head: &RequestHead) -> Option<Response> {
         .map(|a| serve(a, head))
 }
 
-/// Whether a request is a browser's navigation (it prefers HTML), not an API call: API clients
-/// send `application/json`, `*/*` or nothing.
+/// Whether a request is a browser's navigation (it names `text/html`, not with `q=0`), not an
+/// API call: API clients send `application/json`, `*/*` or nothing.
 pub(crate) fn wants_html(head: &RequestHead) -> bool {
     head.header("accept").is_some_and(|accept| {
         accept.split(|&b| b == b',').any(|item| {
-            let media = item.split(|&b| b == b';').next().unwrap_or_default();
+            let mut parts = item.split(|&b| b == b';');
+            let media = parts.next().unwrap_or_default();
             media.trim_ascii().eq_ignore_ascii_case(b"text/html")
+                && !parts.any(|p| {
+                    let p = p.trim_ascii();
+                    p.len() >= 2
+                        && p[..2].eq_ignore_ascii_case(b"q=")
+                        && p[2..].iter().all(|&c| c == b'0' || c == b'.')
+                })
         })
     })
+}
+
+/// `Vary: Accept`: the answers of the paths that serve a page or JSON by `Accept` (so caches
+/// keep them apart).
+pub(crate) fn vary_accept(resp: Response) -> Response {
+    resp.header("Vary", Bytes::from_static(b"Accept"))
+}
+
+/// The room page with another status (`404`, `410`): its script says the room is not there.
+pub(crate) fn room_missing(head: &RequestHead, status: u16) -> Response {
+    let mut resp = room(head);
+    if resp.status == 200 {
+        resp.status = status;
+    }
+    vary_accept(resp)
 }
 
 /// A QR code of `text` as SVG (404-free: text too long for a QR code gets 414).
@@ -103,9 +125,13 @@ pub(crate) fn qr_svg(text: &str) -> Response {
 }
 
 fn serve(asset: &Asset, head: &RequestHead) -> Response {
+    // Weak comparison (RFC 9110 13.1.2): `W/"x"` matches `"x"` (a proxy that compresses makes
+    // validators weak), and `*` matches anything.
     let fresh = head.header("if-none-match").is_some_and(|v| {
-        v.split(|&b| b == b',')
-            .any(|t| t.trim_ascii() == asset.etag.as_bytes())
+        v.split(|&b| b == b',').any(|t| {
+            let t = t.trim_ascii();
+            t == b"*" || t.strip_prefix(b"W/").unwrap_or(t) == asset.etag.as_bytes()
+        })
     });
     let resp = with_security_headers(Response::new(if fresh { 304 } else { 200 }))
         .header("ETag", Bytes::from_static(asset.etag.as_bytes()))
@@ -186,7 +212,9 @@ mod tests {
         let browser = head(b"GET / HTTP/1.1\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\r\n");
         assert!(wants_html(&browser));
         for accept in [
-            &b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"[..],
+            &b"GET / HTTP/1.1\r\nAccept: application/json, text/html;q=0\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nAccept: text/html; q=0.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
             b"GET / HTTP/1.1\r\nAccept: application/json\r\n\r\n",
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nAccept: text/htmlx\r\n\r\n",
@@ -215,6 +243,15 @@ mod tests {
         let again = asset("room.js", &head(&raw)).unwrap();
         assert_eq!(again.status, 304);
         assert!(matches!(again.body, Body::Empty));
+        let weak = [
+            &b"GET /ui/room.js HTTP/1.1\r\nIf-None-Match: W/"[..],
+            &etag,
+            b"\r\n\r\n",
+        ]
+        .concat();
+        assert_eq!(asset("room.js", &head(&weak)).unwrap().status, 304);
+        let any = b"GET /ui/room.js HTTP/1.1\r\nIf-None-Match: *\r\n\r\n";
+        assert_eq!(asset("room.js", &head(any)).unwrap().status, 304);
         // The pages are not files under /ui/, and nothing else is.
         assert!(asset("room.html", &head(b"GET / HTTP/1.1\r\n\r\n")).is_none());
         assert!(asset("../Cargo.toml", &head(b"GET / HTTP/1.1\r\n\r\n")).is_none());

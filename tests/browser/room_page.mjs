@@ -231,10 +231,25 @@ await check("a hostile nickname and model name are shown as text", async () => {
   assert((await card("mallory").locator("ul.models li").first().textContent()) === model, "model as text");
   assert((await page.locator("#cards img, #cards script, #feed img").count()) === 0, "an element was injected");
   const optionText = await page.locator("#chat-model option[value=mallory]").textContent();
-  assert(optionText.includes(nick), "option " + optionText);
+  assert(optionText.includes(nick) && optionText.includes("(mallory)"), "option " + optionText);
+  // Nothing a participant chose goes into the copy-paste code.
+  for (const tab of await page.locator("[role=tab]").all()) {
+    await tab.click();
+    const code = await page.locator("#snippet").textContent();
+    assert(!code.includes("<script>") && !code.includes("pwned"), "snippet: " + code);
+  }
+  await page.locator("[role=tab]").first().click();
   assert((await page.evaluate(() => window.__pwned)) === undefined, "a script ran");
   await page.waitForTimeout(300);
   assert((await page.evaluate(() => window.__pwned)) === undefined, "a script ran");
+});
+
+await check("another room's deletion does not end this room's page", async () => {
+  const other = await json(`${HUB}/rooms`, { method: "POST", body: JSON.stringify({ name: "Short-lived" }) });
+  await json(`${HUB}/rooms/${other.room.code}`, { method: "DELETE", headers: { Authorization: `Bearer ${other.hostToken}` } });
+  await page.waitForTimeout(500);
+  assert((await page.locator("#live").textContent()) === "Live", "live: " + (await page.locator("#live").textContent()));
+  assert(await page.locator("#banner").isHidden(), "banner: " + (await page.locator("#banner").textContent()));
 });
 
 await check("every control has a label", async () => {
@@ -280,7 +295,8 @@ await check("a phone-width page, dark", async () => {
 });
 
 await check("a protected room asks for its password once, and keeps it out of URLs and storage", async () => {
-  const PASSWORD = "browser secret 1";
+  // Not only ASCII: the page sends the password's UTF-8 bytes, as the hub hashed them.
+  const PASSWORD = "browser sécret 密码 1";
   const { room: locked } = await json(`${HUB}/rooms`, { method: "POST", body: JSON.stringify({ name: "Locked", password: PASSWORD }) });
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const p = await ctx.newPage();
@@ -297,10 +313,18 @@ await check("a protected room asks for its password once, and keeps it out of UR
   await until("Live", async () => (await p.locator("#live").textContent()) === "Live", 10000);
   assert(!p.url().includes("password"), "the page's URL");
   const stored = await p.evaluate(() => JSON.stringify([localStorage, sessionStorage, document.cookie]));
-  assert(!stored.includes("browser secret"), "storage: " + stored);
-  const leaks = requested.filter((u) => u.includes("secret") && !u.includes("/events?"));
+  assert(!stored.includes("browser s"), "storage: " + stored);
+  const leaks = requested.filter((u) => /browser|s%C3%A9cret/.test(u) && !u.includes("/events?"));
   assert(leaks.length === 0, "the password in " + leaks.join(", "));
   await ctx.close();
+});
+
+await check("an unknown room's page says so", async () => {
+  const p = await context.newPage();
+  const resp = await p.goto(`${HUB}/rooms/ZZZZZZ`);
+  assert(resp.status() === 404, "status " + resp.status());
+  await until("the message", async () => /no room ZZZZZZ/.test(await p.locator("#banner").textContent()), 5000);
+  await p.close();
 });
 
 await check("the home page lists the rooms and creates one", async () => {

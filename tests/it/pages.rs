@@ -70,9 +70,25 @@ async fn browsers_get_pages_and_api_clients_json() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD, DELETE"));
 
-    // An unknown room is 404 JSON for a browser too (its page would show nothing).
+    // An unknown room: the page with 404 for a browser (its script says there is no such
+    // room), JSON for anyone else; both vary by Accept.
     let r = get(addr, "/rooms/ZZZZZZ", BROWSER).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.header("content-security-policy").is_some());
+    assert_eq!(r.header("vary"), Some("Accept"));
+    let r = get(addr, "/rooms/ZZZZZZ", "Host: h\r\n").await;
     assert_eq!((r.status, r.error()), (404, "Room not found".into()));
+    let r = get(addr, "/", "Host: h\r\n").await;
+    assert_eq!(r.header("vary"), Some("Accept"));
+    // `q=0` refuses HTML.
+    let r = get(
+        addr,
+        &format!("/rooms/{code}"),
+        "Host: h\r\nAccept: application/json, text/html;q=0\r\n",
+    )
+    .await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
     hub.shutdown().await;
 }
 

@@ -26,7 +26,7 @@ const G = (() => {
   async function api(path, { method = "GET", body, password, signal, headers } = {}) {
     const h = { Accept: "application/json", ...(headers || {}) };
     if (body !== undefined) h["Content-Type"] = "application/json";
-    if (password) h.Authorization = "Bearer " + password;
+    if (password) h.Authorization = bearer(password);
     const resp = await fetch(path, {
       method, headers: h, signal, cache: "no-store",
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -41,6 +41,15 @@ const G = (() => {
       throw e;
     }
     return data;
+  }
+
+  /** `Bearer <password>` as the hub reads it: the password's UTF-8 bytes. Header values are
+   *  byte strings (a browser sends each character as one byte, Latin-1), so a password with
+   *  "é" or "密" is spelt as its UTF-8 bytes, one character each. */
+  function bearer(password) {
+    let bytes = "";
+    for (const b of new TextEncoder().encode(password)) bytes += String.fromCharCode(b);
+    return "Bearer " + bytes;
   }
 
   /** The message of any of the error shapes the hub answers in. */
@@ -92,7 +101,7 @@ const G = (() => {
 
   function fmtAgo(ms) {
     const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
-    if (s < 60) return s + " s ago";
+    if (s < 60) return "under a minute ago";
     if (s < 3600) return Math.round(s / 60) + " min ago";
     return Math.round(s / 3600) + " h ago";
   }
@@ -146,5 +155,5 @@ const G = (() => {
     select(0);
   }
 
-  return { el, api, errorText, copy, copyButton, clear, fmtTime, fmtMs, fmtAgo, sparkline, tabs };
+  return { el, api, bearer, errorText, copy, copyButton, clear, fmtTime, fmtMs, fmtAgo, sparkline, tabs };
 })();

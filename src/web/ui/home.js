@@ -41,7 +41,7 @@
     if ($("create-routing").value) body.routing = $("create-routing").value;
     const admin = $("create-admin").value;
     try {
-      const answer = await api("/rooms", { method: "POST", body, headers: admin ? { Authorization: "Bearer " + admin } : {} });
+      const answer = await api("/rooms", { method: "POST", body, headers: admin ? { Authorization: G.bearer(admin) } : {} });
       $("created-name").textContent = answer.room.name;
       $("created-code").textContent = answer.room.code;
       $("created-token").textContent = answer.hostToken;

@@ -24,6 +24,8 @@
   let queued = 0;
   /** Events up to this id are already in the last snapshot: replayed ones only feed history. */
   let snapshotId = -1;
+  /** Events up to this id were replayed on the page's first connection (history). */
+  let historyUpTo = -1;
   /** Events that arrived while a snapshot was on its way. */
   let pending = null;
   let renderQueued = false;
@@ -34,6 +36,9 @@
   let reconcileTimer = null;
   let everConnected = false;
   const SPARK_POINTS = 30;
+  /** Models shown on a card, models and participants offered in the chat's picker. */
+  const MAX_CARD_MODELS = 12;
+  const MAX_OPTIONS = 200;
   const FEED_MAX = 60;
 
   // ---------------------------------------------------------------- start
@@ -62,6 +67,7 @@
     } else {
       await snapshot(listing);
     }
+    historyUpTo = snapshotId;
     connect();
   }
 
@@ -183,10 +189,13 @@
     try { await snapshot(); } catch (_) { /* next event or reconnect */ }
   }
 
+  /** The connection's state; while it is down the cards are marked as possibly out of date. */
   function setLive(kind, text) {
     const live = $("live");
     live.className = "pill " + kind;
     live.textContent = text;
+    $("cards").classList.toggle("stale", kind !== "online");
+    $("cards").setAttribute("aria-description", kind === "online" ? "" : "Not connected: this may be out of date");
   }
 
   function onEvent(kind, e) {
@@ -194,14 +203,18 @@
     let data;
     try { data = JSON.parse(e.data); } catch (_) { return; }
     const id = Number(e.lastEventId);
-    record(kind, data);
+    record(kind, data, id <= historyUpTo);
     if (pending) pending.push([id, kind, data]);
     else if (!(id <= snapshotId)) apply(kind, data);
-    if (kind === "room:deleted") {
+    // `room:created` and `room:deleted` go to every room's stream: only this room's deletion
+    // ends this page.
+    if (kind === "room:deleted" && data.code === room.code) {
       $("banner").textContent = "This room was deleted by its host.";
       $("banner").hidden = false;
       if (source) source.close();
       setLive("offline", "Room deleted");
+      people.clear();
+      queued = 0;
     }
     renderSoon();
   }
@@ -248,21 +261,21 @@
 
   /** The feed line and the measurements an event carries (replayed ones too: the room's
    *  recent past). */
-  function record(kind, data) {
+  function record(kind, data, replayed) {
     const p = data.participantId ? people.get(data.participantId) : null;
     switch (kind) {
       case "participant:joined":
-        return feed([who(data), " joined with ", data.model]);
+        return feed([who(data), " joined with ", data.model], replayed);
       case "participant:updated":
-        return feed([who(data), " updated"]);
+        return feed([who(data), " updated"], replayed);
       case "participant:left":
-        return feed([who(p, data.participantId), " left"]);
+        return feed([who(p, data.participantId), " left"], replayed);
       case "participant:offline":
-        return feed([who(p, data.participantId), " went offline"]);
+        return feed([who(p, data.participantId), " went offline"], replayed);
       case "participant:online":
-        return feed([who(p, data.participantId), " is back online"]);
+        return feed([who(p, data.participantId), " is back online"], replayed);
       case "llm:request":
-        return feed(["→ ", who(p, data.participantId), " runs ", data.servedModel || data.model]);
+        return feed(["→ ", who(p, data.participantId), " runs ", data.servedModel || data.model], replayed);
       case "llm:complete": {
         const m = data.metrics;
         const s = stats.get(data.participantId) || { tps: [], last: null };
@@ -270,17 +283,18 @@
         s.tps.push(m.tokensPerSecond);
         if (s.tps.length > SPARK_POINTS) s.tps.shift();
         stats.set(data.participantId, s);
-        return feed(["✓ ", who(p, data.participantId), ": " + m.tokens + " tokens, " + m.tokensPerSecond.toFixed(1) + " tok/s, first token " + fmtMs(m.latencyFirstTokenMs)]);
+        return feed(["✓ ", who(p, data.participantId), ": " + m.tokens + " tokens, " + m.tokensPerSecond.toFixed(1) + " tok/s, first token " + fmtMs(m.latencyFirstTokenMs)], replayed);
       }
       case "llm:error":
-        return feed(["✗ ", who(p, data.participantId), ": " + data.error]);
+        return feed(["✗ ", who(p, data.participantId), ": " + data.error], replayed);
       case "llm:queued":
-        return feed(["Queued: a request for " + data.model + " (#" + data.position + ", " + data.depth + " waiting)"]);
+        return feed(["Queued: a request for " + data.model + " (#" + data.position + ", " + data.depth + " waiting)"], replayed);
       case "llm:dequeued":
-        if (data.outcome !== "served") feed(["Queue: a request for " + data.model + " left unserved (" + data.outcome + ")"]);
+        if (data.outcome !== "served") feed(["Queue: a request for " + data.model + " left unserved (" + data.outcome + ")"], replayed);
         return;
       case "room:deleted":
-        return feed(["The room was deleted"]);
+        if (data.code === room.code) feed(["The room was deleted"], replayed);
+        return;
     }
   }
 
@@ -289,9 +303,12 @@
     return el("strong", { text: p ? p.nickname : (id || "someone") });
   }
 
-  function feed(parts) {
+  /** A feed line; events replayed from before the page opened carry no time (the hub's events
+   *  have none), so they say "earlier". */
+  function feed(parts, replayed) {
     const list = $("feed");
-    const item = el("li", {}, el("time", { text: fmtTime(Date.now()) }), el("span", { class: "what" }, ...parts));
+    const when = replayed ? el("span", { class: "when muted", text: "earlier" }) : el("time", { text: fmtTime(Date.now()) });
+    const item = el("li", { class: replayed ? "replayed" : null }, when, el("span", { class: "what" }, ...parts));
     list.prepend(item);
     while (list.children.length > FEED_MAX) list.lastChild.remove();
     $("no-feed").hidden = true;
@@ -308,14 +325,20 @@
     const list = [...people.values()];
     const counts = { online: 0, busy: 0, offline: 0 };
     for (const p of list) counts[status(p)]++;
+    // A live region: rewritten only when what it says changed, so a screen reader does not
+    // announce it at every event.
     const summary = $("summary");
-    clear(summary);
-    summary.append(
-      el("span", {}, el("b", { text: list.length }), list.length === 1 ? " participant" : " participants"),
-      el("span", {}, el("b", { text: counts.busy }), " busy"),
-      el("span", {}, el("b", { text: counts.offline }), " offline"),
-      el("span", { id: "queue" }, el("b", { text: queued }), queued === 1 ? " request waiting" : " requests waiting"),
-    );
+    const said = [list.length, counts.busy, counts.offline, queued].join();
+    if (summary.dataset.said !== said) {
+      summary.dataset.said = said;
+      clear(summary);
+      summary.append(
+        el("span", {}, el("b", { text: list.length }), list.length === 1 ? " participant" : " participants"),
+        el("span", {}, el("b", { text: counts.busy }), " busy"),
+        el("span", {}, el("b", { text: counts.offline }), " offline"),
+        el("span", { id: "queue" }, el("b", { text: queued }), queued === 1 ? " request waiting" : " requests waiting"),
+      );
+    }
     $("no-cards").hidden = list.length > 0;
     // Rebuild in place: cards keep their order (join order), the focus stays where it was.
     const existing = new Map([...cards.children].map((c) => [c.dataset.id, c]));
@@ -323,9 +346,21 @@
     let prev = null;
     for (const p of list) {
       keep.add(p.id);
-      const card = renderCard(p);
       const old = existing.get(p.id);
-      if (old) old.replaceWith(card); else if (prev) prev.after(card); else cards.prepend(card);
+      // A card is rebuilt only when something it shows changed (1,000 participants and a
+      // burst of events stay cheap). "Seen … ago" changes with time: by the minute.
+      const s = stats.get(p.id);
+      const sig = JSON.stringify([p, s && s.tps, Math.floor((Date.now() - (p.lastSeen || 0)) / 60000)]);
+      let card = old;
+      if (!old || old.dataset.sig !== sig) {
+        card = renderCard(p);
+        card.dataset.sig = sig;
+        if (old) old.replaceWith(card);
+      }
+      const here = prev ? prev.nextSibling : cards.firstChild;
+      if (here !== card) {
+        if (prev) prev.after(card); else cards.prepend(card);
+      }
       prev = card;
     }
     for (const [id, c] of existing) if (!keep.has(id)) c.remove();
@@ -337,8 +372,10 @@
     const s = stats.get(p.id);
     const slots = p.slots ? String(p.slots) : "hub default";
     const label = { online: "Online", busy: "Busy", offline: "Offline" }[st];
-    const models = (p.models && p.models.length ? p.models : [{ name: p.model }]).map((m) =>
+    const all = p.models && p.models.length ? p.models : [{ name: p.model }];
+    const models = all.slice(0, MAX_CARD_MODELS).map((m) =>
       el("li", { class: m.loaded === false ? "unloaded" : null, title: m.loaded === false ? "not loaded (the first request loads it)" : null, text: m.name }));
+    if (all.length > MAX_CARD_MODELS) models.push(el("li", { class: "more", text: "+" + (all.length - MAX_CARD_MODELS) + " more" }));
     const spec = p.specs || {};
     const rows = [
       ["Running", (p.inFlight || 0) + " of " + slots + " slots"],
@@ -370,6 +407,7 @@
     ["Ollama", (u, m, k) => `export OLLAMA_HOST=${u.replace(/\/v1$/, "")}\nollama run ${m === "*" ? "MODEL" : m}` + (room && room.passwordProtected ? `\n# protected room: the ollama libraries send headers={"Authorization": "Bearer ${k}"}` : "")],
   ];
   let snippetIndex = 0;
+  const SAFE_MODEL = /^[A-Za-z0-9][A-Za-z0-9._:\/@+-]{0,63}$/;
 
   function renderUse() {
     $("base-url").textContent = links.openai;
@@ -394,13 +432,18 @@
   }
 
   function renderSnippet() {
+    // A participant's model name goes into code people paste into a shell: only a plain one
+    // (letters, digits, . _ : / @ + -), else "*". Nothing a participant chose is quoted into
+    // the snippets otherwise.
     const model = firstModel();
     const key = room.passwordProtected ? "ROOM_PASSWORD" : "anything";
     $("snippet").textContent = snippets[snippetIndex][1](links.openai, model, key);
   }
 
   function firstModel() {
-    for (const p of people.values()) if (p.status !== "offline" && p.model) return p.model;
+    for (const p of people.values()) {
+      if (p.status !== "offline" && typeof p.model === "string" && SAFE_MODEL.test(p.model)) return p.model;
+    }
     return "*";
   }
 
@@ -412,8 +455,9 @@
     const online = [...people.values()].filter((p) => p.status !== "offline");
     for (const p of online) for (const m of (p.models && p.models.length ? p.models : [{ name: p.model }])) models.add(m.name);
     const options = [["*", "Anyone (*)"]];
-    for (const m of [...models].sort()) options.push(["model:" + m, "Model: " + m]);
-    for (const p of online) options.push([p.id, "Participant: " + p.nickname]);
+    for (const m of [...models].sort().slice(0, MAX_OPTIONS)) options.push(["model:" + m, "Model: " + m]);
+    // The id too: nicknames are not unique, and one participant could take another's.
+    for (const p of online.slice(0, MAX_OPTIONS)) options.push([p.id, "Participant: " + p.nickname + " (" + p.id + ")"]);
     const key = options.map((o) => o[0] + "\u0000" + o[1]).join("\u0001");
     if (select.dataset.key !== key) {
       select.dataset.key = key;
@@ -455,7 +499,7 @@
     let full = "";
     try {
       const headers = { "Content-Type": "application/json", Accept: "text/event-stream" };
-      if (password) headers.Authorization = "Bearer " + password;
+      if (password) headers.Authorization = G.bearer(password);
       const resp = await fetch(base + "/v1/chat/completions", {
         method: "POST", headers, signal: controller.signal,
         body: JSON.stringify({ model, messages: history, stream: true }),

@@ -74,6 +74,16 @@ pub struct BenchArgs {
     /// 1.5 times it; default 0)
     #[argh(option, default = "0")]
     pub(crate) think_ms: u64,
+    /// instead: open this many event-stream subscribers on the room, then time how long each
+    /// of --events events (a probe participant joining, leaving, …) takes to reach them all
+    #[argh(option)]
+    pub(crate) subscribers: Option<usize>,
+    /// events to time with --subscribers (default 6)
+    #[argh(option, default = "6")]
+    pub(crate) events: usize,
+    /// the hub's process id: with --subscribers, report its resident memory per subscriber
+    #[argh(option)]
+    pub(crate) hub_pid: Option<u32>,
 }
 
 fn parse_duration_arg(s: &str) -> Result<String, String> {
@@ -144,6 +154,61 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    if let Some(n) = args.subscribers {
+        let Some(code) = args.room.clone() else {
+            eprintln!("gambiarra bench: --subscribers needs --room CODE");
+            return ExitCode::from(2);
+        };
+        if !(1..=1_000_000).contains(&n) || !(1..=1000).contains(&args.events) {
+            eprintln!("gambiarra bench: --subscribers is 1 to 1000000, --events 1 to 1000");
+            return ExitCode::from(2);
+        }
+        let fan = crate::tools::fanout::FanoutConfig {
+            addr: config.addr,
+            host: config.host.clone(),
+            code,
+            subscribers: n,
+            events: args.events,
+            hub_pid: args.hub_pid,
+        };
+        return match rt.block_on(crate::tools::fanout::run(fan)) {
+            Ok(r) => {
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                } else {
+                    println!(
+                        "{} subscribers connected in {:.1}s",
+                        r.subscribers, r.connect_s
+                    );
+                    if let (Some(b), Some(a), Some(per)) = (
+                        r.hub_rss_before_kib,
+                        r.hub_rss_after_kib,
+                        r.bytes_per_subscriber,
+                    ) {
+                        println!(
+                            "  hub RSS {b} KiB before, {a} KiB with them: {per:.0} bytes per subscriber"
+                        );
+                    }
+                    for d in &r.deliveries {
+                        println!(
+                            "  {:<20} to {:>7}: first {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, all {:.2} ms",
+                            d.event, d.received, d.first_ms, d.p50_ms, d.p99_ms, d.all_ms
+                        );
+                    }
+                }
+                if r.deliveries.iter().all(|d| d.received == n) {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("gambiarra bench: some subscribers missed an event");
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("gambiarra bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(n) = args.conversations {
         if !(1..=10_000).contains(&n) || !(1..=1000).contains(&args.turns) {
             eprintln!("gambiarra bench: --conversations is 1 to 10000, --turns 1 to 1000");

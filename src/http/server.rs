@@ -113,21 +113,23 @@ pub(crate) async fn serve<H: Handler>(
                 let config = config.clone();
                 let shutdown = shutdown.clone();
                 let slot = ConnSlot::new(permit, ip_slot, config.stats.clone());
-                tokio::spawn(async move {
-                    match config.tls.clone() {
-                        None => {
-                            let conn = Connection::new(stream, config, slot);
-                            conn.run(handler, Peer { addr }, shutdown).await;
-                        }
-                        Some(acceptor) => {
+                // Two kinds of task, each as large as its own state: a plain connection's
+                // future does not carry room for a TLS session it will never have.
+                match config.tls.clone() {
+                    None => {
+                        let conn = Connection::new(stream, config, slot);
+                        tokio::spawn(conn.run(handler, Peer { addr }, shutdown));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
                             let handshake = timeout(config.head_timeout, acceptor.accept(stream));
                             if let Ok(Ok(tls)) = handshake.await {
                                 let conn = Connection::new(tls, config, slot);
                                 conn.run(handler, Peer { addr }, shutdown).await;
                             }
-                        }
+                        });
                     }
-                });
+                }
             }
             Err(_) => {
                 if let Ok(permit) = rejecting.clone().try_acquire_owned() {

@@ -383,3 +383,32 @@ async fn room_and_participant_limits() {
     );
     hub.shutdown().await;
 }
+
+/// `gambiarra bench --subscribers`: every subscriber receives every timed event, and the
+/// hub's memory is read when its pid is given.
+#[cfg(feature = "tools")]
+#[tokio::test]
+async fn the_fanout_probe_times_every_subscriber() {
+    use gambiarra::tools::fanout::{FanoutConfig, run};
+    let hub = start_default().await;
+    let addr = hub.local_addr();
+    let room = create_room(addr, "R").await;
+    let report = run(FanoutConfig {
+        addr,
+        host: addr.to_string(),
+        code: room["code"].as_str().unwrap().to_string(),
+        subscribers: 40,
+        events: 3,
+        hub_pid: Some(std::process::id()),
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.deliveries.len(), 3);
+    for d in &report.deliveries {
+        assert_eq!(d.received, 40, "{d:?}");
+        assert!(d.first_ms <= d.p50_ms && d.p50_ms <= d.all_ms, "{d:?}");
+    }
+    assert_eq!(report.deliveries[1].event, "participant:left");
+    assert!(report.hub_rss_after_kib.is_some());
+    hub.shutdown().await;
+}

@@ -288,6 +288,10 @@ impl MockLlm {
         });
         let server_config = Arc::new(http::limits::ServerConfig {
             shutdown_grace: Duration::from_secs(1),
+            // A load tool's connections all come from one address: a stand-in for a model
+            // server bounds none of them (the hub's default of 512 turned most of 1,000
+            // streams into 429s).
+            max_connections_per_ip: 0,
             ..http::limits::ServerConfig::default()
         });
         let task = tokio::spawn(http::server::serve(listener, service, server_config, rx));

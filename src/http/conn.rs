@@ -463,7 +463,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 };
                 let chunked = framing == WireFraming::Chunked;
                 let keep_alive = keep_alive && chunked;
-                let head = (resp.status, &resp.headers[..], framing, keep_alive, is_head);
+                let head = (resp.status, resp.headers, framing, keep_alive, is_head);
                 match self.send_streamed(head, stream.as_mut(), chunked).await? {
                     None => Ok(keep_alive),
                     Some(PumpEnd::Finished) if chunked => {
@@ -482,7 +482,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     Some(n) => WireFraming::Length(n),
                     None => WireFraming::Chunked,
                 };
-                let head = (resp.status, &resp.headers[..], framing, keep_alive, is_head);
+                let head = (resp.status, resp.headers, framing, keep_alive, is_head);
                 // The bytes carry their own framing: the connection stays usable only if the
                 // stream delivered all of it.
                 match self.send_streamed(head, stream.as_mut(), false).await? {
@@ -497,12 +497,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// for a HEAD request, which gets the head only.
     async fn send_streamed(
         &mut self,
-        (status, headers, framing, keep_alive, is_head): (u16, &[Header], WireFraming, bool, bool),
+        (status, headers, framing, keep_alive, is_head): (
+            u16,
+            Vec<Header>,
+            WireFraming,
+            bool,
+            bool,
+        ),
         body: &mut dyn BodyStream,
         chunk_frame: bool,
     ) -> io::Result<Option<PumpEnd>> {
         let extra = &self.config.default_headers;
-        encode_head(&mut self.wbuf, status, headers, extra, framing, keep_alive);
+        encode_head(&mut self.wbuf, status, &headers, extra, framing, keep_alive);
+        // Encoded: not kept for the stream's life.
+        drop(headers);
         if is_head {
             self.flush().await?;
             return Ok(None);

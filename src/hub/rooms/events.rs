@@ -43,6 +43,9 @@ struct Subscriber {
     cap: usize,
 }
 
+/// Most queue slots a subscriber keeps allocated while its queue is empty.
+const MAILBOX_KEEP: usize = 8;
+
 /// One subscriber's queue: the events published for it and not yet sent, and the task to wake.
 #[derive(Default)]
 pub struct Mailbox(Mutex<MailboxInner>);
@@ -107,6 +110,10 @@ impl Mailbox {
         let mut inner = self.lock();
         if let Some(b) = inner.queue.pop_front() {
             return Poll::Ready(Some(b));
+        }
+        // A subscriber that once fell behind does not keep the room it needed then.
+        if inner.queue.capacity() > MAILBOX_KEEP {
+            inner.queue = VecDeque::new();
         }
         if inner.state == MailboxState::Closed {
             return Poll::Ready(None);
@@ -406,6 +413,23 @@ mod tests {
         // One event larger than the bound is still kept, alone.
         log.publish("e", &vec![b'y'; 2 * EVENT_RING_BYTES]);
         assert_eq!(log.ring.len(), 1);
+    }
+
+    #[test]
+    fn a_mailbox_that_emptied_gives_back_its_room() {
+        let mut log = EventLog::new(1, 64);
+        let sub = log.subscribe(None, 64);
+        for _ in 0..40 {
+            log.publish("e", b"{}");
+        }
+        assert!(sub.mailbox.lock().queue.capacity() >= 40);
+        let cx = Context::from_waker(std::task::Waker::noop());
+        let mut got = 0;
+        while let Poll::Ready(Some(_)) = sub.mailbox.poll_recv(&cx) {
+            got += 1;
+        }
+        assert_eq!(got, 40);
+        assert!(sub.mailbox.lock().queue.capacity() <= MAILBOX_KEEP);
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ const MAX_HOST: usize = 255;
 pub(crate) fn home(req: &Request) -> Response {
     #[cfg(feature = "web")]
     if crate::web::wants_html(&req.head) {
-        return crate::web::vary_accept(crate::web::home(&req.head));
+        return vary(crate::web::home(&req.head));
     }
     let _ = req;
     vary(Response::json(
@@ -44,7 +44,8 @@ pub(crate) fn home(req: &Request) -> Response {
     ))
 }
 
-/// `Vary: Accept` on a JSON answer of a path that also serves a page.
+/// `Vary: Accept`: on every answer of a path that serves a page or JSON by `Accept` (so caches
+/// keep them apart).
 fn vary(resp: Response) -> Response {
     resp.header("Vary", bytes::Bytes::from_static(b"Accept"))
 }
@@ -58,7 +59,7 @@ pub(crate) fn missing_room(route: &Route<'_>, head: &RequestHead, status: u16) -
         && matches!(status, 404 | 410)
         && crate::web::wants_html(head)
     {
-        return Some(crate::web::room_missing(head, status));
+        return Some(vary(crate::web::room_missing(head, status)));
     }
     let _ = (route, head, status);
     None
@@ -79,20 +80,21 @@ pub(crate) fn asset(name: &str, req: &Request) -> Result<Response> {
 pub(crate) fn room(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
     #[cfg(feature = "web")]
     if crate::web::wants_html(&req.head) {
-        return Ok(crate::web::vary_accept(crate::web::room(&req.head)));
+        return Ok(vary(crate::web::room(&req.head)));
     }
     let mut summary = serde_json::to_value(room.summary()).unwrap_or_default();
     summary["routing"] = json!(room.info.routing.unwrap_or(hub.config.routing));
-    let links = Links::new(hub, &req.head, &room.info.code);
+    // The room's page is also its Anthropic base URL and its Ollama host.
+    let page = page_url(hub, &req.head, &room.info.code);
     let answer = json!({
         "room": summary,
         "links": {
-            "page": links.page(),
-            "openai": format!("{}/v1", links.page()),
-            "anthropic": links.page(),
-            "ollama": links.page(),
-            "events": format!("{}/events", links.page()),
-            "qr": format!("{}/qr.svg", links.page()),
+            "openai": format!("{page}/v1"),
+            "anthropic": page,
+            "ollama": page,
+            "events": format!("{page}/events"),
+            "qr": format!("{page}/qr.svg"),
+            "page": page,
         },
     });
     Ok(vary(Response::json(
@@ -105,8 +107,11 @@ pub(crate) fn room(hub: &HubInner, room: &Room, req: &Request) -> Result<Respons
 pub(crate) fn room_qr(hub: &HubInner, room: &Room, req: &Request) -> Result<Response> {
     #[cfg(feature = "web")]
     {
-        let links = Links::new(hub, &req.head, &room.info.code);
-        Ok(crate::web::qr_svg(&links.page()))
+        Ok(crate::web::qr_svg(&page_url(
+            hub,
+            &req.head,
+            &room.info.code,
+        )))
     }
     #[cfg(not(feature = "web"))]
     {
@@ -115,24 +120,9 @@ pub(crate) fn room_qr(hub: &HubInner, room: &Room, req: &Request) -> Result<Resp
     }
 }
 
-/// The origin and room that a room's links are built from.
-struct Links {
-    origin: String,
-    code: String,
-}
-
-impl Links {
-    fn new(hub: &HubInner, head: &RequestHead, code: &str) -> Links {
-        Links {
-            origin: public_origin(hub, head),
-            code: code.to_string(),
-        }
-    }
-
-    /// The room's page, also its Anthropic base URL and Ollama host.
-    fn page(&self) -> String {
-        format!("{}/rooms/{}", self.origin, self.code)
-    }
+/// The room's page as the client should share it: every link of a room starts with it.
+fn page_url(hub: &HubInner, head: &RequestHead, code: &str) -> String {
+    format!("{}/rooms/{code}", public_origin(hub, head))
 }
 
 /// `scheme://host[:port]` of this hub as the client should share it.
@@ -218,7 +208,7 @@ fn lan_address(listen: SocketAddr) -> Option<IpAddr> {
         SocketAddr::V6(_) => v4().or_else(|| {
             probe(
                 (Ipv6Addr::UNSPECIFIED, 0).into(),
-                ("2001:db8::1".parse::<Ipv6Addr>().ok()?, 9).into(),
+                (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
             )
         }),
     }

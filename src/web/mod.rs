@@ -98,19 +98,13 @@ pub(crate) fn wants_html(head: &RequestHead) -> bool {
     })
 }
 
-/// `Vary: Accept`: the answers of the paths that serve a page or JSON by `Accept` (so caches
-/// keep them apart).
-pub(crate) fn vary_accept(resp: Response) -> Response {
-    resp.header("Vary", Bytes::from_static(b"Accept"))
-}
-
 /// The room page with another status (`404`, `410`): its script says the room is not there.
 pub(crate) fn room_missing(head: &RequestHead, status: u16) -> Response {
     let mut resp = room(head);
     if resp.status == 200 {
         resp.status = status;
     }
-    vary_accept(resp)
+    resp
 }
 
 /// A QR code of `text` as SVG (404-free: text too long for a QR code gets 414).

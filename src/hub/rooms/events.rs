@@ -82,10 +82,14 @@ impl Mailbox {
             inner.state = MailboxState::Evicted;
             inner.queue = VecDeque::new();
         }
+        Self::wake(&mut inner);
+        ok
+    }
+
+    fn wake(inner: &mut MailboxInner) {
         if let Some(w) = inner.waker.take() {
             w.wake();
         }
-        ok
     }
 
     fn close(&self) {
@@ -93,9 +97,7 @@ impl Mailbox {
         if inner.state == MailboxState::Open {
             inner.state = MailboxState::Closed;
         }
-        if let Some(w) = inner.waker.take() {
-            w.wake();
-        }
+        Self::wake(&mut inner);
     }
 
     fn register(inner: &mut MailboxInner, cx: &Context<'_>) {
@@ -454,6 +456,5 @@ mod tests {
         let waker = std::task::Waker::noop();
         let cx = Context::from_waker(waker);
         assert_eq!(fast.mailbox.poll_recv(&cx), Poll::Ready(None));
-        drop(slow.mailbox.try_recv());
     }
 }

@@ -291,6 +291,14 @@ impl RoomInner {
         (secs.ceil() as u64).clamp(1, 600)
     }
 
+    /// The participants as listed and broadcast, in join order.
+    fn listed(&self) -> Vec<ParticipantInfo> {
+        self.participants
+            .iter()
+            .map(Participant::snapshot)
+            .collect()
+    }
+
     /// Broadcast `data` as JSON under `event`.
     pub(crate) fn publish<T: Serialize + ?Sized>(&mut self, event: Kind, data: &T) {
         // Serialising these plain structs cannot fail.
@@ -319,11 +327,7 @@ impl Room {
     }
 
     pub(crate) fn participants(&self) -> Vec<ParticipantInfo> {
-        self.lock()
-            .participants
-            .iter()
-            .map(Participant::snapshot)
-            .collect()
+        self.lock().listed()
     }
 
     /// The participants, the requests waiting in the queue, and the id of the last event
@@ -331,12 +335,11 @@ impl Room {
     /// events after that id to this picture.
     pub(crate) fn live(&self) -> (Vec<ParticipantInfo>, usize, u64) {
         let inner = self.lock();
-        let participants = inner
-            .participants
-            .iter()
-            .map(Participant::snapshot)
-            .collect();
-        (participants, inner.queue.len(), inner.events.next_id() - 1)
+        (
+            inner.listed(),
+            inner.queue.len(),
+            inner.events.next_id() - 1,
+        )
     }
 
     /// The room as `GET /rooms` lists it.

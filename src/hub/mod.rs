@@ -213,9 +213,9 @@ pub(crate) struct HubInner {
     pub control_rate: limits::RateLimiter,
     /// This hub's random instance id, in the `Gambiarra-Hop` list of requests it forwards.
     pub instance: String,
-    /// Random, for hashing client keys (queue fairness): what events show of a client reveals
-    /// nothing of its API key or address.
-    pub client_salt: [u8; 16],
+    /// Random keys (from the OS), for hashing client keys (queue fairness): what events show
+    /// of a client reveals nothing of its API key or address.
+    pub client_salt: std::hash::RandomState,
     /// Where the hub listens (the port for links when a page was opened on loopback).
     pub listen: SocketAddr,
 }
@@ -291,11 +291,7 @@ impl Hub {
             auth: auth::Auth::new(config.admin_token.clone())?,
             control_rate: limits::RateLimiter::new(config.control_rate, config.control_burst),
             instance: ids::secret()?[..16].to_string(),
-            client_salt: {
-                let mut salt = [0u8; 16];
-                salt.copy_from_slice(&ids::secret()?.as_bytes()[..16]);
-                salt
-            },
+            client_salt: std::hash::RandomState::new(),
             listen: addr,
             config,
         });

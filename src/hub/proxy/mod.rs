@@ -151,9 +151,11 @@ async fn proxy(
     let scan = rewrite::scan(&req.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     // Only a cache-aware room looks at the prompt.
     let prefix: Arc<[rewrite::PrefixBlock]> = match room.policy.routing {
-        Routing::CacheAware => rewrite::prefix_chain(&req.body, &scan).into(),
+        Routing::CacheAware => rewrite::prefix_chain_shared(&req.body, &scan),
         Routing::LeastLoaded => Arc::from(Vec::new()),
     };
+    // What the client asked for, shared by each attempt's queue entry and the relay.
+    let requested: Arc<str> = Arc::from(scan.model.as_str());
     let client = client_of(hub, &room, req, ip);
     let address = client_key(&hub.client_salt, None, ip);
     let mut tried: Vec<String> = Vec::new();
@@ -167,7 +169,7 @@ async fn proxy(
         let dialect = native.as_ref().map(|n| n.protocol);
         let only = native.as_ref().is_some_and(|n| n.only);
         let want = Want {
-            requested: scan.model.clone(),
+            requested: requested.clone(),
             tried: tried.clone(),
             dialect,
             only,
@@ -202,7 +204,6 @@ async fn proxy(
                 .retry_after(retry));
             }
         };
-        tried.push(lease.participant_id.clone());
         room.lock().publish(
             Kind::LlmRequest,
             &event::LlmRequest {
@@ -234,7 +235,7 @@ async fn proxy(
                     hub.state.connect_ok(&room, &lease.participant_id);
                 }
                 let asked = Asked {
-                    model: scan.model.clone(),
+                    model: requested,
                     stream: scan.stream,
                     client_minor: req.head.minor_version,
                 };
@@ -301,6 +302,9 @@ async fn proxy(
                 if lease.explicit {
                     return Err(err);
                 }
+                // Only a participant that could not be reached is passed over by the next
+                // attempt (every other outcome ends the request).
+                tried.push(lease.participant_id.clone());
                 last_error = Some(err);
             }
             Err(Failure::Upstream(e)) => {
@@ -445,12 +449,24 @@ async fn exchange(
     head: &[u8],
     body: &[Bytes],
 ) -> Result<Answer, Exchange> {
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(body.len() + 1);
-    parts.push(head);
-    parts.extend(body.iter().map(|b| &b[..]));
+    // The head and the body's slices, on the stack unless the body has many parts.
+    let mut inline: [&[u8]; 16] = [&[]; 16];
+    let spilled: Vec<&[u8]>;
+    let parts: &[&[u8]] = if body.len() < inline.len() {
+        inline[0] = head;
+        for (slot, b) in inline[1..].iter_mut().zip(body) {
+            *slot = b;
+        }
+        &inline[..=body.len()]
+    } else {
+        spilled = std::iter::once(head)
+            .chain(body.iter().map(|b| &b[..]))
+            .collect();
+        &spilled
+    };
     let write = timeout(
         hub.config.server.write_timeout,
-        crate::http::write_all_vectored(&mut conn, &parts),
+        crate::http::write_all_vectored(&mut conn, parts),
     )
     .await;
     if !matches!(write, Ok(Ok(()))) {
@@ -570,6 +586,7 @@ fn respond(
 ) -> Response {
     let Answer { conn, head, rest } = answer;
     let mut resp = Response::new(head.status);
+    resp.headers.reserve_exact(head.headers().count());
     // What the scanner reads: the answer's Content-Type says; without one, what was asked.
     let mut kind = if asked.stream {
         BodyKind::Sse
@@ -648,7 +665,7 @@ impl Relay {
     fn new(
         hub: &Arc<HubInner>,
         lease: Lease,
-        requested: String,
+        requested: Arc<str>,
         started: Instant,
         head: &ResponseHead,
         conn: Upstream,
@@ -685,7 +702,7 @@ impl Relay {
 /// What the client asked, as the relay needs it.
 struct Asked {
     /// `model` as sent.
-    model: String,
+    model: Arc<str>,
     /// `"stream": true` was asked (the body is scanned as SSE when no Content-Type says).
     stream: bool,
     /// The client's HTTP minor version (1.0 clients cannot take chunked framing).
@@ -711,7 +728,7 @@ struct Finish {
     hub: Arc<HubInner>,
     lease: Lease,
     /// What the client asked for (`model` as sent).
-    requested: String,
+    requested: Arc<str>,
     started: Instant,
     status: u16,
     keep_alive: bool,
@@ -879,16 +896,15 @@ impl Finish {
         // shows it idle.
         let room = self.lease.room().clone();
         let mut inner = room.lock();
-        let event = event::LlmComplete {
-            participant_id: id.as_str().into(),
-            model: self.lease.model.as_ref().into(),
-            requested: Some(self.requested.as_str().into()),
-            metrics: measured,
-        };
-        let json = serde_json::to_vec(&event).unwrap_or_default();
         let mut lease = self.lease;
         lease.release(&mut inner);
-        inner.events.publish(Kind::LlmComplete.name(), &json);
+        let event = event::LlmComplete {
+            participant_id: lease.participant_id.as_str().into(),
+            model: lease.model.as_ref().into(),
+            requested: Some(self.requested.as_ref().into()),
+            metrics: measured,
+        };
+        inner.events.publish_json(Kind::LlmComplete.name(), &event);
         inner.ran(&lease.participant_id, &lease.model);
     }
 }

@@ -200,8 +200,9 @@ impl<'a> Scanner<'a> {
     /// Any value, iteratively (an explicit stack of open containers bounds the depth).
     fn value(&mut self) -> Result<Range<usize>, ScanError> {
         let start = self.i;
-        // true = inside an object, false = inside an array.
-        let mut stack: Vec<bool> = Vec::new();
+        // true = inside an object, false = inside an array; on the stack, not the heap (a
+        // body's every nested value passes here).
+        let mut stack = DepthStack::default();
         loop {
             self.ws();
             // Parse one value or open a container.
@@ -214,10 +215,9 @@ impl<'a> Scanner<'a> {
                         // An empty container is a complete value.
                         self.i += 1;
                     } else {
-                        if stack.len() >= MAX_DEPTH {
+                        if !stack.push(object) {
                             return Err(self.err("nesting too deep"));
                         }
-                        stack.push(object);
                         if object {
                             self.string()?;
                             self.ws();
@@ -238,7 +238,7 @@ impl<'a> Scanner<'a> {
             }
             // A value is complete: close containers or move to the next element.
             loop {
-                let Some(&in_object) = stack.last() else {
+                let Some(in_object) = stack.last() else {
                     return Ok(start..self.i);
                 };
                 self.ws();
@@ -266,6 +266,76 @@ impl<'a> Scanner<'a> {
             }
         }
     }
+}
+
+/// The open containers of a [`Scanner::value`], at most [`MAX_DEPTH`], one bit each.
+#[derive(Default)]
+struct DepthStack {
+    bits: [u64; MAX_DEPTH / 64],
+    len: usize,
+}
+
+impl DepthStack {
+    /// Open a container (`true`: an object); false when [`MAX_DEPTH`] are open already.
+    fn push(&mut self, object: bool) -> bool {
+        if self.len >= MAX_DEPTH {
+            return false;
+        }
+        let (word, bit) = (self.len / 64, self.len % 64);
+        self.bits[word] = (self.bits[word] & !(1 << bit)) | (u64::from(object) << bit);
+        self.len += 1;
+        true
+    }
+
+    fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+
+    /// The innermost open container (`true`: an object).
+    fn last(&self) -> Option<bool> {
+        let top = self.len.checked_sub(1)?;
+        Some(self.bits[top / 64] >> (top % 64) & 1 == 1)
+    }
+}
+
+/// Walk the members of the JSON object `body` (all of it must be one valid object): `member`
+/// sees each key's raw bytes without quotes (`None` for a key written with escapes) and the
+/// byte range of its value, in order. Nothing is allocated.
+pub(crate) fn object_members(
+    body: &[u8],
+    mut member: impl FnMut(Option<&[u8]>, Range<usize>),
+) -> Result<(), ScanError> {
+    let mut s = Scanner { b: body, i: 0 };
+    s.ws();
+    s.expect(b'{')?;
+    s.ws();
+    if s.peek() == Some(b'}') {
+        s.i += 1;
+    } else {
+        loop {
+            s.ws();
+            let (key, escaped) = s.string()?;
+            s.ws();
+            s.expect(b':')?;
+            s.ws();
+            let value = s.value()?;
+            member((!escaped).then(|| &body[key.start + 1..key.end - 1]), value);
+            s.ws();
+            match s.peek() {
+                Some(b',') => s.i += 1,
+                Some(b'}') => {
+                    s.i += 1;
+                    break;
+                }
+                _ => return Err(s.err("expected ',' or '}'")),
+            }
+        }
+    }
+    s.ws();
+    if s.i != body.len() {
+        return Err(s.err("trailing characters"));
+    }
+    Ok(())
 }
 
 /// The text of a JSON string token (quotes included); serde only when there is an escape.
@@ -399,13 +469,32 @@ pub struct PrefixBlock {
 /// its earlier turn but the last message. Nothing is copied: the hashes are taken over the
 /// body's own bytes (JSON as sent, so equal messages must be sent alike, as clients do).
 pub fn prefix_chain(body: &[u8], scan: &BodyScan) -> Vec<PrefixBlock> {
+    let mut blocks = [PrefixBlock { hash: 0, end: 0 }; MAX_PREFIX_BLOCKS];
+    let n = prefix_chain_into(body, scan, &mut blocks);
+    blocks[..n].to_vec()
+}
+
+/// [`prefix_chain`], built on the stack and shared: one allocation, the `Arc` itself (it goes
+/// with the request into the room's queue).
+pub fn prefix_chain_shared(body: &[u8], scan: &BodyScan) -> std::sync::Arc<[PrefixBlock]> {
+    let mut blocks = [PrefixBlock { hash: 0, end: 0 }; MAX_PREFIX_BLOCKS];
+    let n = prefix_chain_into(body, scan, &mut blocks);
+    std::sync::Arc::from(&blocks[..n])
+}
+
+/// Fill `chain` with the prefix chain; returns how many blocks it has.
+fn prefix_chain_into(
+    body: &[u8],
+    scan: &BodyScan,
+    chain: &mut [PrefixBlock; MAX_PREFIX_BLOCKS],
+) -> usize {
     use std::hash::Hasher;
-    let mut chain = Vec::new();
+    let mut len = 0;
     let mut hash = 0u64;
     let mut end = 0u32;
-    let mut push = |element: &[u8], chain: &mut Vec<PrefixBlock>| {
+    let mut push = |element: &[u8], len: &mut usize| {
         for block in element.chunks(PREFIX_BLOCK) {
-            if chain.len() >= MAX_PREFIX_BLOCKS {
+            if *len >= MAX_PREFIX_BLOCKS {
                 return;
             }
             let mut h = std::hash::DefaultHasher::new();
@@ -413,37 +502,38 @@ pub fn prefix_chain(body: &[u8], scan: &BodyScan) -> Vec<PrefixBlock> {
             h.write(block);
             hash = h.finish();
             end = end.saturating_add(block.len() as u32);
-            chain.push(PrefixBlock { hash, end });
+            chain[*len] = PrefixBlock { hash, end };
+            *len += 1;
         }
     };
     if let Some(r) = &scan.system {
-        push(&body[r.clone()], &mut chain);
+        push(&body[r.clone()], &mut len);
     }
     let Some(r) = scan.prompt.clone() else {
-        return chain;
+        return len;
     };
     if body.get(r.start) != Some(&b'[') {
-        push(&body[r], &mut chain);
-        return chain;
+        push(&body[r], &mut len);
+        return len;
     }
     // The elements of an array the scan validated.
     let mut s = Scanner {
         b: &body[..r.end],
         i: r.start + 1,
     };
-    while chain.len() < MAX_PREFIX_BLOCKS {
+    while len < MAX_PREFIX_BLOCKS {
         s.ws();
         if matches!(s.peek(), Some(b']') | None) {
             break;
         }
         let Ok(element) = s.value() else { break };
-        push(&body[element], &mut chain);
+        push(&body[element], &mut len);
         s.ws();
         if s.peek() == Some(b',') {
             s.i += 1;
         }
     }
-    chain
+    len
 }
 
 /// A participant's side of the rewrite, encoded once at join: its model name as a JSON string

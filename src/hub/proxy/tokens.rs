@@ -113,7 +113,9 @@ impl TokenScanner {
         if !self.overflow && !rest.is_empty() {
             match self.kind {
                 BodyKind::Document => {
-                    if let Ok(doc) = serde_json::from_slice::<Event>(&rest) {
+                    if let Some(n) = reported_by_document(&rest) {
+                        self.usage_tokens = Some(n);
+                    } else if let Ok(doc) = serde_json::from_slice::<Event>(&rest) {
                         self.note(&doc, false);
                     }
                 }
@@ -184,6 +186,62 @@ impl TokenScanner {
         if let Some(n) = event.reported_tokens() {
             self.usage_tokens = Some(n);
         }
+    }
+}
+
+/// The count a whole (non-streaming) answer reports, found without parsing it into [`Event`]:
+/// the regular shape — a top-level object whose one `usage` object has `completion_tokens`
+/// (else `output_tokens`) as an integer, or, without those, one top-level `eval_count` — read
+/// by walking the members (the document is validated all the same). Anything irregular (an
+/// escaped key, a repeated one, another type) returns `None`, and the full parse decides.
+/// Where both find a count they agree, and a reported count wins over what the answer's
+/// content shows, so the content is not looked at (measured: the full parse was the largest
+/// single cost of relaying a short answer).
+fn reported_by_document(doc: &[u8]) -> Option<u64> {
+    use crate::hub::proxy::rewrite::object_members;
+    let integer = |v: &[u8]| -> Option<Option<u64>> {
+        match v {
+            b"null" => Some(None),
+            _ => std::str::from_utf8(v).ok()?.parse().ok().map(Some),
+        }
+    };
+    let (mut usage, mut eval_count) = (None, None);
+    let mut regular = true;
+    object_members(doc, |key, value| match key {
+        Some(b"usage") => regular &= usage.replace(value).is_none(),
+        Some(b"eval_count") => regular &= eval_count.replace(value).is_none(),
+        Some(_) => {}
+        None => regular = false,
+    })
+    .ok()?;
+    if !regular {
+        return None;
+    }
+    let mut reported = None;
+    if let Some(r) = usage.clone().filter(|r| doc[r.start] == b'{') {
+        let usage = &doc[r];
+        let (mut completion, mut output) = (None, None);
+        object_members(usage, |key, value| match key {
+            Some(b"completion_tokens") => regular &= completion.replace(value).is_none(),
+            Some(b"output_tokens") => regular &= output.replace(value).is_none(),
+            Some(_) => {}
+            None => regular = false,
+        })
+        .ok()?;
+        let completion = completion
+            .map(|v| integer(&usage[v]))
+            .unwrap_or(Some(None))?;
+        let output = output.map(|v| integer(&usage[v])).unwrap_or(Some(None))?;
+        reported = completion.or(output);
+    } else if usage.is_some_and(|r| &doc[r] != b"null") {
+        return None;
+    }
+    if !regular {
+        return None;
+    }
+    match reported {
+        Some(n) => Some(n),
+        None => eval_count.and_then(|r| integer(&doc[r]).flatten()),
     }
 }
 
@@ -404,6 +462,63 @@ data: [DONE]\n\n";
         }
         s.finish();
         s
+    }
+
+    /// The full parse's answer for a whole document.
+    fn parsed(doc: &str) -> Option<u64> {
+        serde_json::from_slice::<Event>(doc.as_bytes())
+            .ok()?
+            .reported_tokens()
+    }
+
+    #[test]
+    fn a_documents_count_is_found_without_the_full_parse_when_regular() {
+        let regular = [
+            (
+                r#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":7,"total_tokens":10}}"#,
+                7,
+            ),
+            (
+                r#" { "usage" : { "output_tokens" : 12 } , "content":[{"type":"text","text":"x"}] } "#,
+                12,
+            ),
+            (
+                r#"{"usage":{"completion_tokens":null,"output_tokens":4}}"#,
+                4,
+            ),
+            (
+                r#"{"message":{"content":"x"},"done":true,"eval_count":9}"#,
+                9,
+            ),
+            (r#"{"usage":null,"eval_count":5}"#, 5),
+            (r#"{"usage":{"completion_tokens":3},"eval_count":5}"#, 3),
+        ];
+        for (doc, n) in regular {
+            assert_eq!(reported_by_document(doc.as_bytes()), Some(n), "{doc}");
+            assert_eq!(parsed(doc), Some(n), "{doc}");
+        }
+        // Irregular or countless: left to the full parse (which may or may not find a count).
+        for doc in [
+            r#"{"choices":[{"message":{"content":"hi"}}]}"#,
+            r#"{"usage":{"completion_tokens":1},"usage":{"completion_tokens":2}}"#,
+            r#"{"us\u0061ge":{"completion_tokens":1}}"#,
+            r#"{"usage":{"completion_tokens":1.5}}"#,
+            r#"{"usage":{"completion_tokens":-1}}"#,
+            r#"{"usage":"many"}"#,
+            r#"{"usage":{"completion_tokens":1}"#,
+            r#"{"usage":{"completion_tokens":1}} x"#,
+            r#"[{"usage":{"completion_tokens":1}}]"#,
+            r#"{"eval_count":"9"}"#,
+        ] {
+            assert_eq!(reported_by_document(doc.as_bytes()), None, "{doc}");
+        }
+        // Through the scanner, either way.
+        for (doc, n) in [
+            (regular[0].0, 7),
+            (r#"{"choices":[{"message":{"content":"hi"}}]}"#, 1),
+        ] {
+            assert_eq!(scan(BodyKind::Document, doc.as_bytes(), 5).tokens(), n);
+        }
     }
 
     #[test]

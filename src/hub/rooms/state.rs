@@ -269,7 +269,7 @@ impl RoomInner {
             Kind::LlmDequeued,
             &event::LlmDequeued {
                 client: client_hex(w.client).into(),
-                model: w.want.requested.as_str().into(),
+                model: w.want.requested.as_ref().into(),
                 outcome: why.name().into(),
                 waited_ms: waited.as_millis() as u64,
                 depth,
@@ -301,9 +301,7 @@ impl RoomInner {
 
     /// Broadcast `data` as JSON under `event`.
     pub(crate) fn publish<T: Serialize + ?Sized>(&mut self, event: Kind, data: &T) {
-        // Serialising these plain structs cannot fail.
-        let json = serde_json::to_vec(data).unwrap_or_default();
-        self.events.publish(event.name(), &json);
+        self.events.publish_json(event.name(), data);
     }
 }
 
@@ -720,15 +718,11 @@ fn pick(
                 .map(|c| participants[c.0].in_flight)
                 .min()
                 .unwrap_or(0);
-            let near: Vec<_> = candidates
-                .iter()
-                .copied()
-                .filter(|c| {
-                    c.3 == best && participants[c.0].in_flight <= least + AFFINITY_MAX_EXTRA_LOAD
-                })
-                .collect();
-            if !near.is_empty() {
-                candidates = near;
+            let near = |c: &Candidate| {
+                c.3 == best && participants[c.0].in_flight <= least + AFFINITY_MAX_EXTRA_LOAD
+            };
+            if candidates.iter().any(near) {
+                candidates.retain(near);
             }
         }
     }
@@ -850,7 +844,7 @@ pub(crate) fn dispatch(room: &Arc<Room>, inner: &mut RoomInner) {
         let mut seen: std::collections::HashMap<String, Availability> =
             std::collections::HashMap::new();
         let mut answered = queue.dispatch(|w: &Waiter| {
-            let requested = w.want.requested.as_str();
+            let requested = w.want.requested.as_ref();
             let now_for = match seen.get(requested) {
                 Some(&known) => known,
                 None => {
@@ -1592,7 +1586,7 @@ impl State {
                 Kind::LlmQueued,
                 &event::LlmQueued {
                     client: client_hex(client).into(),
-                    model: want.requested.as_str().into(),
+                    model: want.requested.as_ref().into(),
                     position,
                     depth,
                 },

@@ -60,16 +60,40 @@ pid_of() { pgrep -f "serve --host 127.0.0.1 --port $1 " | head -1; }
 # ticks PID — CPU time (user + system) the process has used, in clock ticks.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# measure NAME PID bench-args... — one `gambiarra bench` run; prints "NAME req/s CPU-us/request"
-# with the CPU the process PID (the proxy under test) spent per request.
+# measure NAME PID bench-args... — one `gambiarra bench` run; prints "NAME req/s CPU-us/request
+# p50-ms" with the CPU the process PID (the proxy under test) spent per request.
 measure() {
   local name=$1 pid=$2; shift 2
   local t0 t1 out
   t0=$(ticks "$pid")
   out=$($BIN bench --json "$@")
   t1=$(ticks "$pid")
-  python3 -c 'import sys,json; r=json.loads(sys.argv[1]); print(sys.argv[2], round(r["requestsPerSecond"]), round((int(sys.argv[4])-int(sys.argv[3]))/int(sys.argv[5])*1e6/max(r["requests"],1),2))' \
+  python3 -c 'import sys,json; r=json.loads(sys.argv[1]); print(sys.argv[2].replace(" ", "_"), round(r["requestsPerSecond"]), round((int(sys.argv[4])-int(sys.argv[3]))/int(sys.argv[5])*1e6/max(r["requests"],1),2), r["latencyMsP50"])' \
     "$out" "$name" "$t0" "$t1" "$(getconf CLK_TCK)"
+}
+
+# rounds_table — reads `measure` lines named ROUND|ROW|TARGET; per row and target prints the
+# medians of req/s, p50 and CPU per request, and the ratio to nginx's req/s (and nginx's p50 to
+# the target's) paired within each round: "median [min-max]".
+rounds_table() {
+  python3 -c '
+import sys, statistics as st
+runs = {}
+for line in sys.stdin:
+    name, rps, cpu, p50 = line.split()
+    rnd, row, target = name.split("|")
+    runs.setdefault(row.replace("_", " "), {}).setdefault(target, {})[rnd] = (int(rps), float(cpu), float(p50))
+def span(v):
+    return "%.2f [%.2f-%.2f]" % (st.median(v), min(v), max(v)) if v else "-"
+print("%-15s %-7s %9s %9s %9s   %-20s %-20s" % ("row", "target", "req/s", "p50 ms", "CPU us/r", "req/s vs nginx", "p50 nginx/target"))
+for row, targets in runs.items():
+    base = targets.get("nginx", {})
+    for target, by_round in targets.items():
+        v = list(by_round.values())
+        paired = [by_round[r][0] / base[r][0] for r in by_round if r in base]
+        lat = [base[r][2] / by_round[r][2] for r in by_round if r in base and by_round[r][2] > 0]
+        print("%-15s %-7s %9.0f %9.3f %9.2f   %-20s %-20s" % (row, target, st.median(x[0] for x in v), st.median(x[2] for x in v), st.median(x[1] for x in v), span(paired), span(lat)))
+'
 }
 
 # medians — reads `measure` lines, prints the median req/s and CPU per request of each name.
@@ -78,7 +102,7 @@ medians() {
 import sys, statistics
 rows = {}
 for line in sys.stdin:
-    name, rps, cpu = line.split()
+    name, rps, cpu = line.split()[:3]
     rows.setdefault(name, []).append((int(rps), float(cpu)))
 print("%-18s %s" % ("run", "median req/s   median CPU us/request   (rounds: req/s)"))
 for name, v in rows.items():

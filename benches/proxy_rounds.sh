@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Non-streaming proxy throughput at 64 connections, hub vs nginx, in interleaved rounds (the
-# machine is shared and noisy): the median req/s of each, and the CPU time each proxy process
-# spends per request (utime+stime from /proc/PID/stat), which scheduling noise does not move.
+# The proxy comparison of benches/proxy_compare.sh, in interleaved rounds (the machine is
+# shared and noisy: one long run per target would compare different moments). Each round runs
+# every row (non-streaming and streaming, 1 and 64 connections) against every target (the
+# upstream directly, the hub, the hub on one thread, nginx with 1 worker) back to back. Per
+# row and target it prints the medians over the rounds of req/s, p50 latency and the CPU the
+# proxy process spent per request (utime+stime from /proc/PID/stat, which scheduling noise
+# moves less), and each target's ratio to nginx taken within each round (paired), as
+# "median [min-max]".
 #
-#   bash benches/proxy_rounds.sh [ROUNDS] [SECONDS_PER_ROUND]
+#   bash benches/proxy_rounds.sh [ROUNDS] [SECONDS_PER_RUN]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
-SECS=${2:-5}
+SECS=${2:-3}
 BIN=target/release/gambiarra
 cargo build --release --quiet
 WORK=$(mktemp -d)
@@ -21,8 +26,15 @@ start_nginx $NGINX $MOCK
 sleep 0.5
 C1=$(make_room $HUB $MOCK); C2=$(make_room $HUB1 $MOCK)
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+MOCK_PID=$(pgrep -f "mock-llm --port $MOCK" | head -1)
 for r in $(seq 1 "$ROUNDS"); do
-  measure hub "$(pid_of $HUB)" -c 64 -d "${SECS}s" --hub http://127.0.0.1:$HUB --room "$C1"
-  measure hub-1t "$(pid_of $HUB1)" -c 64 -d "${SECS}s" --hub http://127.0.0.1:$HUB1 --room "$C2"
-  measure nginx "$NGINX_WORKER" -c 64 -d "${SECS}s" --hub http://127.0.0.1:$NGINX --path /v1/chat/completions
-done | medians
+  for mode in "" "--stream"; do
+    for c in 1 64; do
+      row="${mode:-plain} c=$c"
+      measure "$r|$row|direct" "$MOCK_PID" -c $c -d "${SECS}s" $mode --hub http://127.0.0.1:$MOCK --path /v1/chat/completions
+      measure "$r|$row|hub" "$(pid_of $HUB)" -c $c -d "${SECS}s" $mode --hub http://127.0.0.1:$HUB --room "$C1"
+      measure "$r|$row|hub-1t" "$(pid_of $HUB1)" -c $c -d "${SECS}s" $mode --hub http://127.0.0.1:$HUB1 --room "$C2"
+      measure "$r|$row|nginx" "$NGINX_WORKER" -c $c -d "${SECS}s" $mode --hub http://127.0.0.1:$NGINX --path /v1/chat/completions
+    done
+  done
+done | rounds_table

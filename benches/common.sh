@@ -72,12 +72,13 @@ measure() {
     "$out" "$name" "$t0" "$t1" "$(getconf CLK_TCK)"
 }
 
-# rounds_table — reads `measure` lines named ROUND|ROW|TARGET; per row and target prints the
-# medians of req/s, p50 and CPU per request, and the ratio to nginx's req/s (and nginx's p50 to
-# the target's) paired within each round: "median [min-max]".
+# rounds_table [BASE] — reads `measure` lines named ROUND|ROW|TARGET; per row and target prints
+# the medians of req/s, p50 and CPU per request, and the ratio to BASE's req/s (and BASE's p50
+# to the target's) paired within each round: "median [min-max]". BASE defaults to nginx.
 rounds_table() {
-  python3 -c '
-import sys, statistics as st
+  BASE=${1:-nginx} python3 -c '
+import os, sys, statistics as st
+base_name = os.environ["BASE"]
 runs = {}
 for line in sys.stdin:
     name, rps, cpu, p50 = line.split()
@@ -85,9 +86,9 @@ for line in sys.stdin:
     runs.setdefault(row.replace("_", " "), {}).setdefault(target, {})[rnd] = (int(rps), float(cpu), float(p50))
 def span(v):
     return "%.2f [%.2f-%.2f]" % (st.median(v), min(v), max(v)) if v else "-"
-print("%-15s %-7s %9s %9s %9s   %-20s %-20s" % ("row", "target", "req/s", "p50 ms", "CPU us/r", "req/s vs nginx", "p50 nginx/target"))
+print("%-15s %-7s %9s %9s %9s   %-20s %-20s" % ("row", "target", "req/s", "p50 ms", "CPU us/r", "req/s vs " + base_name, "p50 %s/target" % base_name))
 for row, targets in runs.items():
-    base = targets.get("nginx", {})
+    base = targets.get(base_name, {})
     for target, by_round in targets.items():
         v = list(by_round.values())
         paired = [by_round[r][0] / base[r][0] for r in by_round if r in base]

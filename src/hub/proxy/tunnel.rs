@@ -11,7 +11,7 @@
 //! used for the first time, so a free one is waiting when demand grows.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 use crate::http::Upgraded;
 
@@ -36,16 +36,41 @@ pub(crate) const MAX_PARKED_TOTAL: usize = 4096;
 /// How long a request waits for a parked socket when a participant has none free.
 pub(crate) const TUNNEL_WAIT: Duration = Duration::from_secs(2);
 
-/// A parked socket, as the pool sees it: a way to ask its watcher for it. The watcher owns
-/// the socket; when the peer closes it (or sends anything unasked), the watcher closes it at
-/// once and this entry goes stale (`is_closed`), to be pruned.
+/// A parked socket, shared by the pool and the socket's watcher task. Taking it is a lock and
+/// a `take` — no round trip through the watcher (a request on a tunnel used to wait for the
+/// watcher task to be scheduled and hand the socket back: two task wake-ups per request).
 struct Parked {
-    handoff: oneshot::Sender<oneshot::Sender<Upgraded>>,
+    slot: Arc<Mutex<Slot>>,
+}
+
+/// The socket (with its place in the hub's count) while parked, and the watcher to wake when
+/// it is taken or dropped.
+#[derive(Default)]
+struct Slot {
+    io: Option<(Upgraded, Counted)>,
+    watcher: Option<std::task::Waker>,
 }
 
 impl Parked {
     fn live(&self) -> bool {
-        !self.handoff.is_closed()
+        crate::sync::lock(&self.slot).io.is_some()
+    }
+
+    /// The socket, if its peer has not closed it meanwhile; its watcher is told to go.
+    fn take(&self) -> Option<Upgraded> {
+        let mut slot = crate::sync::lock(&self.slot);
+        let (up, _count) = slot.io.take()?;
+        if let Some(w) = slot.watcher.take() {
+            w.wake();
+        }
+        Some(up)
+    }
+}
+
+impl Drop for Parked {
+    /// Forgotten by the pool (participant gone, shutdown): the socket closes now.
+    fn drop(&mut self) {
+        drop(self.take());
     }
 }
 
@@ -92,31 +117,37 @@ impl Drop for Counted {
     }
 }
 
-/// Own a parked socket until the pool hands it out (`Some`), the pool forgets it, or its peer
-/// closes it or sends anything (a parked tunnel is quiet until the hub writes a request).
-async fn watch(
-    mut up: Upgraded,
-    mut asked: oneshot::Receiver<oneshot::Sender<Upgraded>>,
-    count: Counted,
-) {
-    let handoff = poll_fn(|cx| {
-        if let Poll::Ready(r) = Pin::new(&mut asked).poll(cx) {
-            return Poll::Ready(r.ok());
-        }
+/// Watch a parked socket until the pool takes it (the slot is empty) or its peer closes it or
+/// sends anything (a parked tunnel is quiet until the hub writes a request): then it is closed
+/// and leaves the count at once.
+async fn watch(slot: Arc<Mutex<Slot>>) {
+    poll_fn(|cx| {
+        let mut guard = crate::sync::lock(&slot);
+        let slot = &mut *guard;
+        let Some((up, _)) = slot.io.as_mut() else {
+            return Poll::Ready(());
+        };
         let mut byte = [0u8; 1];
         let mut buf = ReadBuf::new(&mut byte);
         match Pin::new(&mut up.io).poll_read(cx, &mut buf) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !slot
+                    .watcher
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    slot.watcher = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
             // EOF, an error, or bytes nobody asked for: done with this socket.
-            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Ready(_) => {
+                slot.io = None;
+                Poll::Ready(())
+            }
         }
     })
     .await;
-    drop(count);
-    if let Some(reply) = handoff {
-        // If the taker gave up meanwhile, the socket closes here.
-        let _ = reply.send(up);
-    }
 }
 
 impl Tunnels {
@@ -154,9 +185,12 @@ impl Tunnels {
             return Err(ParkRefused::HubFull);
         }
         let count = Counted(self.total.clone());
-        let (handoff, asked) = oneshot::channel();
-        tokio::spawn(watch(up, asked, count));
-        pool.parked.push_back(Parked { handoff });
+        let slot = Arc::new(Mutex::new(Slot {
+            io: Some((up, count)),
+            watcher: None,
+        }));
+        tokio::spawn(watch(slot.clone()));
+        pool.parked.push_back(Parked { slot });
         pool.notify.notify_one();
         Ok(())
     }
@@ -227,22 +261,17 @@ impl Tunnels {
                 let pool = pools.entry((code.to_string(), id.to_string())).or_default();
                 loop {
                     match pool.parked.pop_back() {
-                        Some(p) if p.live() => break Ok(p),
-                        Some(_) => continue,
+                        // Gone stale (its peer closed it): the next one.
+                        Some(p) => match p.take() {
+                            Some(up) => break Ok(up),
+                            None => continue,
+                        },
                         None => break Err(pool.notify.clone()),
                     }
                 }
             };
             match next {
-                Ok(parked) => {
-                    let (reply, socket) = oneshot::channel();
-                    if parked.handoff.send(reply).is_ok()
-                        && let Ok(up) = socket.await
-                    {
-                        return Some(up);
-                    }
-                    // Its peer closed it just now: try the next one.
-                }
+                Ok(up) => return Some(up),
                 Err(notify) => {
                     let notified = notify.notified();
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {

@@ -685,6 +685,7 @@ impl Relay {
             passthrough: true,
             pending: VecDeque::new(),
             scanner: TokenScanner::new(kind),
+            fed: false,
             done: matches!(head.framing, BodyFraming::Empty),
             failure: None,
             finish: Some(Finish {
@@ -746,6 +747,8 @@ struct Relay {
     /// Payload slices waiting to go (non-passthrough chunked only).
     pending: VecDeque<Bytes>,
     scanner: TokenScanner,
+    /// Some of the body went to the scanner already.
+    fed: bool,
     done: bool,
     failure: Option<String>,
     finish: Option<Finish>,
@@ -764,9 +767,15 @@ impl Relay {
             Framing::Length(rem) => {
                 let n = (*rem).min(self.buf.len() as u64) as usize;
                 let chunk = self.buf.split_to(n).freeze();
+                let whole = *rem == n as u64 && !self.fed;
                 *rem -= n as u64;
                 self.done = *rem == 0;
-                self.scanner.feed(&chunk);
+                if whole {
+                    self.scanner.feed_whole(&chunk);
+                } else {
+                    self.scanner.feed(&chunk);
+                }
+                self.fed = true;
                 Ok(Some(chunk))
             }
             Framing::UntilClose => {

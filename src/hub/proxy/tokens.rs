@@ -106,19 +106,33 @@ impl TokenScanner {
         }
     }
 
+    /// The whole body at once (a non-streaming answer that came in one read): a document is
+    /// measured in place, without being copied to be kept for [`TokenScanner::finish`].
+    pub fn feed_whole(&mut self, body: &[u8]) {
+        if self.kind == BodyKind::Document && self.carry.is_empty() && !self.overflow {
+            if body.len() <= MAX_DOCUMENT {
+                self.document(body);
+            }
+            return;
+        }
+        self.feed(body);
+    }
+
+    fn document(&mut self, doc: &[u8]) {
+        if let Some(n) = reported_by_document(doc) {
+            self.usage_tokens = Some(n);
+        } else if let Ok(doc) = serde_json::from_slice::<Event>(doc) {
+            self.note(&doc, false);
+        }
+    }
+
     /// The body ended: parse what was kept for the end (a JSON document, or a last line
     /// without its newline).
     pub fn finish(&mut self) {
         let rest = std::mem::take(&mut self.carry);
         if !self.overflow && !rest.is_empty() {
             match self.kind {
-                BodyKind::Document => {
-                    if let Some(n) = reported_by_document(&rest) {
-                        self.usage_tokens = Some(n);
-                    } else if let Ok(doc) = serde_json::from_slice::<Event>(&rest) {
-                        self.note(&doc, false);
-                    }
-                }
+                BodyKind::Document => self.document(&rest),
                 _ => self.line(&rest),
             }
         }
@@ -512,12 +526,16 @@ data: [DONE]\n\n";
         ] {
             assert_eq!(reported_by_document(doc.as_bytes()), None, "{doc}");
         }
-        // Through the scanner, either way.
+        // Through the scanner, either way, in pieces or whole.
         for (doc, n) in [
             (regular[0].0, 7),
             (r#"{"choices":[{"message":{"content":"hi"}}]}"#, 1),
         ] {
             assert_eq!(scan(BodyKind::Document, doc.as_bytes(), 5).tokens(), n);
+            let mut whole = TokenScanner::new(BodyKind::Document);
+            whole.feed_whole(doc.as_bytes());
+            whole.finish();
+            assert_eq!(whole.tokens(), n);
         }
     }
 

@@ -9,6 +9,9 @@
 # "median [min-max]".
 #
 #   bash benches/proxy_rounds.sh [ROUNDS] [SECONDS_PER_RUN]
+#
+# BEFORE=/path/to/an/older/gambiarra adds that build's hub as a target ("before"), to measure a
+# change in the same rounds (e.g. `git worktree add /tmp/old REV` and build it there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
@@ -23,8 +26,11 @@ start_mock $MOCK 20
 start_hub $HUB
 start_hub $HUB1 --threads 1
 start_nginx $NGINX $MOCK
+OLD=18485
+[ -n "${BEFORE:-}" ] && BIN=$BEFORE start_hub $OLD
 sleep 0.5
 C1=$(make_room $HUB $MOCK); C2=$(make_room $HUB1 $MOCK)
+[ -n "${BEFORE:-}" ] && C0=$(make_room $OLD $MOCK)
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
 MOCK_PID=$(pgrep -f "mock-llm --port $MOCK" | head -1)
 for r in $(seq 1 "$ROUNDS"); do
@@ -32,6 +38,9 @@ for r in $(seq 1 "$ROUNDS"); do
     for c in 1 64; do
       row="${mode:-plain} c=$c"
       measure "$r|$row|direct" "$MOCK_PID" -c $c -d "${SECS}s" $mode --hub http://127.0.0.1:$MOCK --path /v1/chat/completions
+      if [ -n "${BEFORE:-}" ]; then
+        measure "$r|$row|before" "$(pid_of $OLD)" -c $c -d "${SECS}s" $mode --hub http://127.0.0.1:$OLD --room "$C0"
+      fi
       measure "$r|$row|hub" "$(pid_of $HUB)" -c $c -d "${SECS}s" $mode --hub http://127.0.0.1:$HUB --room "$C1"
       measure "$r|$row|hub-1t" "$(pid_of $HUB1)" -c $c -d "${SECS}s" $mode --hub http://127.0.0.1:$HUB1 --room "$C2"
       measure "$r|$row|nginx" "$NGINX_WORKER" -c $c -d "${SECS}s" $mode --hub http://127.0.0.1:$NGINX --path /v1/chat/completions

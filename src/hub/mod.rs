@@ -213,8 +213,9 @@ pub(crate) struct HubInner {
     pub control_rate: limits::RateLimiter,
     /// This hub's random instance id, in the `Gambiarra-Hop` list of requests it forwards.
     pub instance: String,
-    /// Random keys (from the OS), for hashing client keys (queue fairness): what events show
-    /// of a client reveals nothing of its API key or address.
+    /// Secret SipHash keys for client keys (queue fairness): what events show of a client
+    /// reveals nothing of its API key or address. std's `RandomState`: keys drawn from the OS
+    /// once per thread, each new state's then offset by one, so nobody outside knows them.
     pub client_salt: std::hash::RandomState,
     /// Where the hub listens (the port for links when a page was opened on loopback).
     pub listen: SocketAddr,

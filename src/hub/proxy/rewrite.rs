@@ -97,6 +97,32 @@ impl<'a> Scanner<'a> {
         self.b.get(self.i).copied()
     }
 
+    /// The next key of an object being walked — `first` right after its `{`, else after a
+    /// member's value — as its range (quotes included) and whether it holds escapes; `None` at
+    /// the object's `}` (consumed).
+    fn key(&mut self, first: bool) -> Result<Option<(Range<usize>, bool)>, ScanError> {
+        self.ws();
+        match self.peek() {
+            Some(b'}') => {
+                self.i += 1;
+                return Ok(None);
+            }
+            Some(b',') if !first => self.i += 1,
+            _ if first => {}
+            _ => return Err(self.err("expected ',' or '}'")),
+        }
+        self.ws();
+        self.string().map(Some)
+    }
+
+    /// The `:` between a key and its value, with the space around it.
+    fn colon(&mut self) -> Result<(), ScanError> {
+        self.ws();
+        self.expect(b':')?;
+        self.ws();
+        Ok(())
+    }
+
     fn expect(&mut self, c: u8) -> Result<(), ScanError> {
         if self.peek() == Some(c) {
             self.i += 1;
@@ -308,28 +334,12 @@ pub(crate) fn object_members(
     let mut s = Scanner { b: body, i: 0 };
     s.ws();
     s.expect(b'{')?;
-    s.ws();
-    if s.peek() == Some(b'}') {
-        s.i += 1;
-    } else {
-        loop {
-            s.ws();
-            let (key, escaped) = s.string()?;
-            s.ws();
-            s.expect(b':')?;
-            s.ws();
-            let value = s.value()?;
-            member((!escaped).then(|| &body[key.start + 1..key.end - 1]), value);
-            s.ws();
-            match s.peek() {
-                Some(b',') => s.i += 1,
-                Some(b'}') => {
-                    s.i += 1;
-                    break;
-                }
-                _ => return Err(s.err("expected ',' or '}'")),
-            }
-        }
+    let mut first = true;
+    while let Some((key, escaped)) = s.key(first)? {
+        first = false;
+        s.colon()?;
+        let value = s.value()?;
+        member((!escaped).then(|| &body[key.start + 1..key.end - 1]), value);
     }
     s.ws();
     if s.i != body.len() {
@@ -372,56 +382,40 @@ pub fn scan(body: &[u8]) -> Result<BodyScan, ScanError> {
     let mut present = 0u8;
     let mut duplicate_model = false;
     let (mut system, mut prompt) = (None, None);
-    s.ws();
-    if s.peek() == Some(b'}') {
-        s.i += 1;
-    } else {
-        loop {
-            s.ws();
-            let (key, escaped) = s.string()?;
-            let key_text: std::borrow::Cow<'_, str> = if escaped {
-                unescape(&body[key.clone()])?.into()
-            } else {
-                // Unescaped and from a valid UTF-8 check below; keys are compared as bytes.
-                String::from_utf8_lossy(&body[key.start + 1..key.end - 1])
-            };
-            s.ws();
-            s.expect(b':')?;
-            s.ws();
-            let value = s.value()?;
-            match key_text.as_ref() {
-                "model" => {
-                    // Refused once the whole body is known to be JSON (see below).
-                    duplicate_model |= model.is_some();
-                    let v = &body[value.clone()];
-                    let text = if v.first() == Some(&b'"') {
-                        unescape(v)
-                    } else {
-                        Err(ScanError::ModelNotString)
-                    };
-                    model = Some((value, text));
-                }
-                "stream" => stream = &body[value] == b"true",
-                "system" | "instructions" => {
-                    system.get_or_insert(value);
-                }
-                "messages" | "prompt" | "input" => {
-                    prompt.get_or_insert(value);
-                }
-                k => {
-                    if let Some(i) = CONFIG_KEYS.iter().position(|c| *c == k) {
-                        present |= 1 << i;
-                    }
-                }
+    let mut first = true;
+    while let Some((key, escaped)) = s.key(first)? {
+        first = false;
+        let key_text: std::borrow::Cow<'_, str> = if escaped {
+            unescape(&body[key.clone()])?.into()
+        } else {
+            // Unescaped and from a valid UTF-8 check below; keys are compared as bytes.
+            String::from_utf8_lossy(&body[key.start + 1..key.end - 1])
+        };
+        s.colon()?;
+        let value = s.value()?;
+        match key_text.as_ref() {
+            "model" => {
+                // Refused once the whole body is known to be JSON (see below).
+                duplicate_model |= model.is_some();
+                let v = &body[value.clone()];
+                let text = if v.first() == Some(&b'"') {
+                    unescape(v)
+                } else {
+                    Err(ScanError::ModelNotString)
+                };
+                model = Some((value, text));
             }
-            s.ws();
-            match s.peek() {
-                Some(b',') => s.i += 1,
-                Some(b'}') => {
-                    s.i += 1;
-                    break;
+            "stream" => stream = &body[value] == b"true",
+            "system" | "instructions" => {
+                system.get_or_insert(value);
+            }
+            "messages" | "prompt" | "input" => {
+                prompt.get_or_insert(value);
+            }
+            k => {
+                if let Some(i) = CONFIG_KEYS.iter().position(|c| *c == k) {
+                    present |= 1 << i;
                 }
-                _ => return Err(s.err("expected ',' or '}'")),
             }
         }
     }

@@ -113,16 +113,19 @@ impl TokenScanner {
         }
     }
 
-    /// The whole body at once (a non-streaming answer that came in one read): a document is
-    /// measured in place, without being copied to be kept for [`TokenScanner::finish`].
-    pub fn feed_whole(&mut self, body: &[u8]) {
+    /// The piece of the body that ends it. When it is the whole body (nothing was kept before
+    /// it: a non-streaming answer that came in one read), a document is measured in place,
+    /// without being copied to be kept for [`TokenScanner::finish`]; otherwise as [`feed`].
+    ///
+    /// [`feed`]: TokenScanner::feed
+    pub fn feed_last(&mut self, piece: &[u8]) {
         if self.kind == BodyKind::Document && self.carry.is_empty() && !self.overflow {
-            if body.len() <= MAX_DOCUMENT {
-                self.document(body);
+            if piece.len() <= MAX_DOCUMENT {
+                self.document(piece);
             }
             return;
         }
-        self.feed(body);
+        self.feed(piece);
     }
 
     fn document(&mut self, doc: &[u8]) {
@@ -219,51 +222,39 @@ impl TokenScanner {
 /// content shows, so the content is not looked at (measured: the full parse was the largest
 /// single cost of relaying a short answer).
 fn reported_by_document(doc: &[u8]) -> Option<u64> {
-    use crate::hub::proxy::rewrite::object_members;
     let integer = |v: &[u8]| -> Option<Option<u64>> {
         match v {
             b"null" => Some(None),
             _ => std::str::from_utf8(v).ok()?.parse().ok().map(Some),
         }
     };
-    let (mut usage, mut eval_count) = (None, None);
+    let [usage, eval_count] = two_members(doc, b"usage", b"eval_count")?;
+    let reported = match usage {
+        Some(u) if u.first() == Some(&b'{') => {
+            let [completion, output] = two_members(u, b"completion_tokens", b"output_tokens")?;
+            let completion = completion.map_or(Some(None), integer)?;
+            let output = output.map_or(Some(None), integer)?;
+            completion.or(output)
+        }
+        None | Some(b"null") => None,
+        Some(_) => return None,
+    };
+    reported.or_else(|| eval_count.and_then(|v| integer(v).flatten()))
+}
+
+/// The values of keys `a` and `b` in the JSON object `obj` (validated whole); `None` when it is
+/// not one, or is irregular for this reading: a key written with escapes, `a` or `b` repeated.
+fn two_members<'a>(obj: &'a [u8], a: &[u8], b: &[u8]) -> Option<[Option<&'a [u8]>; 2]> {
+    let (mut va, mut vb) = (None, None);
     let mut regular = true;
-    object_members(doc, |key, value| match key {
-        Some(b"usage") => regular &= usage.replace(value).is_none(),
-        Some(b"eval_count") => regular &= eval_count.replace(value).is_none(),
+    crate::hub::proxy::rewrite::object_members(obj, |key, value| match key {
+        Some(k) if k == a => regular &= va.replace(&obj[value]).is_none(),
+        Some(k) if k == b => regular &= vb.replace(&obj[value]).is_none(),
         Some(_) => {}
         None => regular = false,
     })
     .ok()?;
-    if !regular {
-        return None;
-    }
-    let mut reported = None;
-    if let Some(r) = usage.clone().filter(|r| doc[r.start] == b'{') {
-        let usage = &doc[r];
-        let (mut completion, mut output) = (None, None);
-        object_members(usage, |key, value| match key {
-            Some(b"completion_tokens") => regular &= completion.replace(value).is_none(),
-            Some(b"output_tokens") => regular &= output.replace(value).is_none(),
-            Some(_) => {}
-            None => regular = false,
-        })
-        .ok()?;
-        let completion = completion
-            .map(|v| integer(&usage[v]))
-            .unwrap_or(Some(None))?;
-        let output = output.map(|v| integer(&usage[v])).unwrap_or(Some(None))?;
-        reported = completion.or(output);
-    } else if usage.is_some_and(|r| &doc[r] != b"null") {
-        return None;
-    }
-    if !regular {
-        return None;
-    }
-    match reported {
-        Some(n) => Some(n),
-        None => eval_count.and_then(|r| integer(&doc[r]).flatten()),
-    }
+    regular.then_some([va, vb])
 }
 
 /// One event (or a whole answer), as far as measuring goes.
@@ -535,7 +526,7 @@ data: [DONE]\n\n";
         }
         // A report past any sane count is capped.
         let mut huge = TokenScanner::new(BodyKind::Document);
-        huge.feed_whole(br#"{"usage":{"completion_tokens":18446744073709551615}}"#);
+        huge.feed_last(br#"{"usage":{"completion_tokens":18446744073709551615}}"#);
         huge.finish();
         assert_eq!(huge.tokens(), MAX_ANSWER_TOKENS);
         // Through the scanner, either way, in pieces or whole.
@@ -545,7 +536,7 @@ data: [DONE]\n\n";
         ] {
             assert_eq!(scan(BodyKind::Document, doc.as_bytes(), 5).tokens(), n);
             let mut whole = TokenScanner::new(BodyKind::Document);
-            whole.feed_whole(doc.as_bytes());
+            whole.feed_last(doc.as_bytes());
             whole.finish();
             assert_eq!(whole.tokens(), n);
         }

@@ -45,7 +45,6 @@ struct Parked {
 
 /// The socket (with its place in the hub's count) while parked, and the watcher to wake when
 /// it is taken or dropped.
-#[derive(Default)]
 struct Slot {
     io: Option<(Upgraded, Counted)>,
     watcher: Option<std::task::Waker>,
@@ -67,13 +66,17 @@ impl Parked {
             w.wake();
         }
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let mut byte = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut byte);
-        match Pin::new(&mut up.io).poll_read(&mut cx, &mut buf) {
-            Poll::Pending => Some(up),
-            Poll::Ready(_) => None,
-        }
+        quiet(&mut up, &mut cx).then_some(up)
     }
+}
+
+/// Whether a parked socket has nothing to read: no EOF, no error, no bytes (its peer sends
+/// nothing until the hub writes a request). Registers `cx` to be woken when that changes; one
+/// byte read is a socket to close anyway.
+fn quiet(up: &mut Upgraded, cx: &mut std::task::Context<'_>) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    Pin::new(&mut up.io).poll_read(cx, &mut buf).is_pending()
 }
 
 impl Drop for Parked {
@@ -136,24 +139,19 @@ async fn watch(slot: Arc<Mutex<Slot>>) {
         let Some((up, _)) = slot.io.as_mut() else {
             return Poll::Ready(());
         };
-        let mut byte = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut byte);
-        match Pin::new(&mut up.io).poll_read(cx, &mut buf) {
-            Poll::Pending => {
-                if !slot
-                    .watcher
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    slot.watcher = Some(cx.waker().clone());
-                }
-                Poll::Pending
+        if quiet(up, cx) {
+            if !slot
+                .watcher
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                slot.watcher = Some(cx.waker().clone());
             }
+            Poll::Pending
+        } else {
             // EOF, an error, or bytes nobody asked for: done with this socket.
-            Poll::Ready(_) => {
-                slot.io = None;
-                Poll::Ready(())
-            }
+            slot.io = None;
+            Poll::Ready(())
         }
     })
     .await;

@@ -198,20 +198,19 @@ impl EventLog {
 
     /// Encode and broadcast an event; returns its id.
     pub fn publish(&mut self, event: &str, data: &[u8]) -> u64 {
-        let id = self.next_id;
-        self.publish_encoded(encode_event(Some(id), event, data))
+        self.publish_with(|id| encode_event(Some(id), event, data))
     }
 
     /// Broadcast `value` as JSON under `event` (serialised once, straight into the frame).
     pub fn publish_json<T: serde::Serialize + ?Sized>(&mut self, event: &str, value: &T) -> u64 {
-        let id = self.next_id;
-        self.publish_encoded(crate::http::sse::encode_json(Some(id), event, value))
+        self.publish_with(|id| crate::http::sse::encode_json(Some(id), event, value))
     }
 
-    /// Keep and deliver an event encoded with the next id.
-    fn publish_encoded(&mut self, bytes: Bytes) -> u64 {
+    /// Keep and deliver the event `encode` makes with the next id.
+    fn publish_with(&mut self, encode: impl FnOnce(u64) -> Bytes) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        let bytes = encode(id);
         self.ring_bytes += bytes.len();
         self.ring.push_back((id, bytes.clone()));
         while self.ring.len() > self.ring_cap

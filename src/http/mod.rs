@@ -26,7 +26,7 @@ pub mod sse;
 pub mod upstream;
 pub mod url;
 
-pub(crate) use conn::write_all_vectored;
+pub(crate) use conn::{within, write_all_vectored};
 pub(crate) use head::{Method, RequestHead};
 pub(crate) use response::{Body, BodyStream, Response, Upgraded};
 pub(crate) use service::{Handler, Peer, Request};

@@ -1,7 +1,7 @@
 //! Server-sent events on the wire: `id:`/`event:`/`data:` lines encoded once into `Bytes`, and
 //! the keep-alive comment.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 /// A comment line that keeps idle proxies and browsers from closing the stream.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -10,26 +10,28 @@ pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 pub fn encode_event(id: Option<u64>, event: &str, data: &[u8]) -> Bytes {
     let mut out = frame_head(id, event, data.len() + 40);
     for line in data.split(|&b| b == b'\n') {
-        out.put_slice(b"data: ");
-        out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
-        out.put_u8(b'\n');
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.push(b'\n');
     }
-    out.put_u8(b'\n');
-    out.freeze()
+    out.push(b'\n');
+    Bytes::from(out)
 }
 
 /// An event's `id:` (when it has one) and `event:` lines, in a buffer with room for `more`
-/// bytes after them.
-fn frame_head(id: Option<u64>, event: &str, more: usize) -> BytesMut {
-    let mut out = BytesMut::with_capacity(event.len() + more);
+/// bytes after them. A `Vec`, not a `BytesMut`: serde writes a value in many small pieces, and
+/// `Vec`'s `io::Write` is a plain append (`BytesMut`'s writer went through `BufMut` for each;
+/// measured with perf at about a third of an event's cost). `Bytes::from` takes it as it is.
+fn frame_head(id: Option<u64>, event: &str, more: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(event.len() + more);
     if let Some(id) = id {
-        out.put_slice(b"id: ");
-        out.put_slice(itoa::Buffer::new().format(id).as_bytes());
-        out.put_u8(b'\n');
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+        out.push(b'\n');
     }
-    out.put_slice(b"event: ");
-    out.put_slice(event.as_bytes());
-    out.put_u8(b'\n');
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.as_bytes());
+    out.push(b'\n');
     out
 }
 
@@ -39,15 +41,13 @@ fn frame_head(id: Option<u64>, event: &str, more: usize) -> BytesMut {
 /// hub's plain event structs can) leaves the data empty.
 pub fn encode_json<T: serde::Serialize + ?Sized>(id: Option<u64>, event: &str, value: &T) -> Bytes {
     let mut out = frame_head(id, event, 192);
-    out.put_slice(b"data: ");
+    out.extend_from_slice(b"data: ");
     let data_at = out.len();
-    let mut w = out.writer();
-    if serde_json::to_writer(&mut w, value).is_err() {
-        w.get_mut().truncate(data_at);
+    if serde_json::to_writer(&mut out, value).is_err() {
+        out.truncate(data_at);
     }
-    let mut out = w.into_inner();
-    out.put_slice(b"\n\n");
-    out.freeze()
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 #[cfg(test)]

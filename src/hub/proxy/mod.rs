@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::time::timeout;
 use tokio_util::io::poll_read_buf;
 
 use crate::http::body::{BodyFraming, ChunkedDecoder};
@@ -212,7 +211,8 @@ async fn proxy(
                 served_model: Some(lease.model.as_ref().into()),
             },
         );
-        let started = Instant::now();
+        // The lease's start (read from the clock when it was granted, a moment ago).
+        let started = lease.started.into_std();
         // If the client leaves while the participant has not answered yet, this future is
         // dropped (the connection watches the client): the guard reports it.
         let waiting = Waiting {
@@ -464,7 +464,7 @@ async fn exchange(
             .collect();
         &spilled
     };
-    let write = timeout(
+    let write = crate::http::within(
         hub.config.server.write_timeout,
         crate::http::write_all_vectored(&mut conn, parts),
     )

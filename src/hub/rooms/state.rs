@@ -440,8 +440,8 @@ pub(crate) struct Lease {
     pub(crate) had_failures: bool,
     /// The participant speaks the request's own protocol (no translation needed).
     pub(crate) native: bool,
-    /// When the slot was taken.
-    started: tokio::time::Instant,
+    /// When the slot was taken; the proxy times the request from it too.
+    pub(crate) started: tokio::time::Instant,
     /// Its tag in the room's fair queue, when it came through it.
     queue_tag: Option<u64>,
     /// The client it runs for.

@@ -66,7 +66,12 @@ measure() {
   local name=$1 pid=$2; shift 2
   local t0 t1 out
   t0=$(ticks "$pid")
-  out=$($BIN bench --json "$@")
+  if ! out=$($BIN bench --json "$@"); then
+    # One failed run (say a target that refused connections for a moment) costs its sample,
+    # not the rounds after it; the reason is on stderr.
+    echo "measure $name: the bench failed; sample skipped" >&2
+    return 0
+  fi
   t1=$(ticks "$pid")
   python3 -c 'import sys,json; r=json.loads(sys.argv[1]); print(sys.argv[2].replace(" ", "_"), round(r["requestsPerSecond"]), round((int(sys.argv[4])-int(sys.argv[3]))/int(sys.argv[5])*1e6/max(r["requests"],1),2), r["latencyMsP50"])' \
     "$out" "$name" "$t0" "$t1" "$(getconf CLK_TCK)"
@@ -86,14 +91,14 @@ for line in sys.stdin:
     runs.setdefault(row.replace("_", " "), {}).setdefault(target, {})[rnd] = (int(rps), float(cpu), float(p50))
 def span(v):
     return "%.2f [%.2f-%.2f]" % (st.median(v), min(v), max(v)) if v else "-"
-print("%-15s %-7s %9s %9s %9s   %-20s %-20s" % ("row", "target", "req/s", "p50 ms", "CPU us/r", "req/s vs " + base_name, "p50 %s/target" % base_name))
+print("%-15s %-8s %9s %9s %9s   %-20s %-20s" % ("row", "target", "req/s", "p50 ms", "CPU us/r", "req/s vs " + base_name, "p50 %s/target" % base_name))
 for row, targets in runs.items():
     base = targets.get(base_name, {})
     for target, by_round in targets.items():
         v = list(by_round.values())
         paired = [by_round[r][0] / base[r][0] for r in by_round if r in base]
         lat = [base[r][2] / by_round[r][2] for r in by_round if r in base and by_round[r][2] > 0]
-        print("%-15s %-7s %9.0f %9.3f %9.2f   %-20s %-20s" % (row, target, st.median(x[0] for x in v), st.median(x[2] for x in v), st.median(x[1] for x in v), span(paired), span(lat)))
+        print("%-15s %-8s %9.0f %9.3f %9.2f   %-20s %-20s" % (row, target, st.median(x[0] for x in v), st.median(x[2] for x in v), st.median(x[1] for x in v), span(paired), span(lat)))
 '
 }
 

@@ -518,10 +518,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             return Ok(None);
         }
         Ok(Some(match self.first_piece(body, chunk_frame).await? {
-            Some(end) => end,
-            None => {
+            Started::Ended(end) => end,
+            Started::Flowing(pending) => {
                 self.shed_buffers();
-                self.pump(body, chunk_frame).await
+                self.pump(body, chunk_frame, pending).await
             }
         }))
     }
@@ -545,11 +545,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         &mut self,
         body: &mut dyn BodyStream,
         chunk_frame: bool,
-    ) -> io::Result<Option<PumpEnd>> {
+    ) -> io::Result<Started> {
         // Polling with a no-op waker is only a peek: if the body is not ready, `pump` polls it
         // again with the task's real waker.
-        let polled = body.poll_next(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        match polled {
+        let peek = |body: &mut dyn BodyStream| {
+            body.poll_next(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        };
+        match peek(body) {
             Poll::Ready(Some(Ok(data))) if !data.is_empty() => {
                 let out = OutChunk::new(data, chunk_frame);
                 if out.total() <= COALESCE_BODY_MAX {
@@ -561,19 +563,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     let parts = out.parts();
                     self.write_vectored_all(&parts).await?;
                 }
-                Ok(None)
+                // A body of one piece (a whole answer that came in one read) is usually over
+                // now: seeing it here keeps the connection's buffers for its next request,
+                // where the pump would give them back to allocate them again (two allocations
+                // and a reallocation per request, perf with malloc uprobes).
+                match peek(body) {
+                    Poll::Ready(None) => Ok(Started::Ended(PumpEnd::Finished)),
+                    Poll::Ready(Some(Err(_))) => Ok(Started::Ended(PumpEnd::Failed)),
+                    // The pump sends it first. (An empty piece carries nothing, and framed
+                    // would end the body.)
+                    Poll::Ready(Some(Ok(more))) if !more.is_empty() => {
+                        Ok(Started::Flowing(OutChunk::new(more, chunk_frame)))
+                    }
+                    Poll::Ready(Some(Ok(_))) | Poll::Pending => Ok(Started::flowing()),
+                }
             }
             Poll::Ready(None) => {
                 self.flush().await?;
-                Ok(Some(PumpEnd::Finished))
+                Ok(Started::Ended(PumpEnd::Finished))
             }
             Poll::Ready(Some(Err(_))) => {
                 self.flush().await?;
-                Ok(Some(PumpEnd::Failed))
+                Ok(Started::Ended(PumpEnd::Failed))
             }
             _ => {
                 self.flush().await?;
-                Ok(None)
+                Ok(Started::flowing())
             }
         }
     }
@@ -597,8 +612,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
 
     /// Stream a body to the client until it ends, the client goes away, the stream is
     /// cancelled, or a write makes no progress for the write timeout.
-    async fn pump(&mut self, body: &mut dyn BodyStream, chunk_frame: bool) -> PumpEnd {
-        let mut out = OutChunk::empty();
+    /// `out` is a piece to send before the body's next (or none).
+    async fn pump(
+        &mut self,
+        body: &mut dyn BodyStream,
+        chunk_frame: bool,
+        mut out: OutChunk,
+    ) -> PumpEnd {
         // Armed only while a write is blocked (a client not reading).
         let mut stall: Option<Pin<Box<Sleep>>> = None;
         let write_timeout = self.config.write_timeout;
@@ -705,6 +725,20 @@ fn client_gone<S: AsyncRead + Unpin>(
             Poll::Ready(Err(_)) => return true,
             Poll::Pending => return false,
         }
+    }
+}
+
+/// How a streamed body's start went ([`Connection::first_piece`]).
+enum Started {
+    /// The body ended (or failed) with its first piece.
+    Ended(PumpEnd),
+    /// It goes on; the pump sends this piece first (it may be empty).
+    Flowing(OutChunk),
+}
+
+impl Started {
+    fn flowing() -> Self {
+        Started::Flowing(OutChunk::empty())
     }
 }
 

@@ -77,9 +77,23 @@ pub(crate) fn secret() -> Result<String, NoRandomness> {
 }
 
 /// Normalise a room code from a URL: upper-case, and only if it could be a code at all.
-pub(crate) fn normalize_code(code: &str) -> Option<String> {
-    (code.len() == CODE_LEN && code.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .then(|| code.to_ascii_uppercase())
+pub(crate) fn normalize_code(code: &str) -> Option<Code> {
+    let bytes: [u8; CODE_LEN] = code.as_bytes().try_into().ok()?;
+    bytes
+        .iter()
+        .all(u8::is_ascii_alphanumeric)
+        .then(|| Code(bytes.map(|b| b.to_ascii_uppercase())))
+}
+
+/// A room code in the form the hub keys rooms by (upper case), on the stack: every room
+/// request looks its room up, and this spares that lookup an allocation.
+pub(crate) struct Code([u8; CODE_LEN]);
+
+impl Code {
+    pub(crate) fn as_str(&self) -> &str {
+        // ASCII letters and digits only (checked by `normalize_code`), so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -99,7 +113,10 @@ mod tests {
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(uuid_v4(), uuid_v4());
         assert_eq!(secret().unwrap().len(), 64);
-        assert_eq!(normalize_code("abc234").as_deref(), Some("ABC234"));
-        assert_eq!(normalize_code("abc/34"), None);
+        assert_eq!(normalize_code("abc234").unwrap().as_str(), "ABC234");
+        assert!(normalize_code("abc/34").is_none());
+        assert!(normalize_code("abc23").is_none());
+        assert!(normalize_code("abc2345").is_none());
+        assert!(normalize_code("abcdé").is_none());
     }
 }

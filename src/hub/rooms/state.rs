@@ -1048,11 +1048,12 @@ impl State {
     /// Look a room up by code, case-insensitively.
     pub(crate) fn room(&self, code: &str) -> Result<Arc<Room>, StateError> {
         let code = ids::normalize_code(code).ok_or(StateError::RoomNotFound)?;
-        if let Some(room) = self.rooms().get(&code) {
+        let code = code.as_str();
+        if let Some(room) = self.rooms().get(code) {
             return Ok(room.clone());
         }
         let removed = crate::sync::lock(&self.removed);
-        Err(if removed.contains(&code) {
+        Err(if removed.iter().any(|r| r == code) {
             StateError::RoomRemoved
         } else {
             StateError::RoomNotFound
